@@ -8,8 +8,12 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
+/* Longest line (bytes before its '\n') accepted from the peer. */
 #define NB_QMP_MAX_LINE (1u << 20)
+/* Events kept while nobody reads them; past this the oldest is dropped. */
+#define NB_QMP_MAX_EVENTS 256
 
 struct nb_qmp;
 
@@ -19,8 +23,9 @@ struct nb_qmp;
 int nb_qmp_connect(const char *path, int timeout_ms, struct nb_qmp **out);
 /* Same over an already connected fd (takes ownership of fd); used by tests. */
 int nb_qmp_attach(int fd, int timeout_ms, struct nb_qmp **out);
+/* Closes the socket and frees q with its queued events; NULL is fine. */
 void nb_qmp_close(struct nb_qmp *q);
-/* The socket fd, to poll for readability (events or EOF). */
+/* The socket fd (still q's), to poll for readability (events or EOF). */
 int nb_qmp_fd(const struct nb_qmp *q);
 
 /* Sends {"execute": cmd, "arguments": args, "id": N} and waits for the reply
@@ -30,10 +35,16 @@ int nb_qmp_fd(const struct nb_qmp *q);
  * -EPIPE. */
 int nb_qmp_execute(struct nb_qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret,
 		   char *err, size_t errsz);
-/* Reads whatever is ready without blocking and queues events. -EPIPE once
- * the peer is gone. */
+/* Reads whatever is ready without blocking and queues events (late replies
+ * are dropped). -EPIPE once the peer is gone (events read before the EOF
+ * stay queued), -EPROTO on a bad line; both stick. */
 int nb_qmp_pump(struct nb_qmp *q);
 /* Pops the oldest queued event (caller decrefs) or NULL. */
 json_t *nb_qmp_next_event(struct nb_qmp *q);
+/* How many events were dropped because the queue was full. */
+uint64_t nb_qmp_events_dropped(const struct nb_qmp *q);
+/* Text of the last failure ("Class: desc" for a QMP error), "" after a
+ * success; borrowed, valid until the next call on q. */
+const char *nb_qmp_last_error(const struct nb_qmp *q);
 
 #endif
