@@ -15,20 +15,48 @@ struct nb_cg_setting {
 #define NB_CG_MAX_SETTINGS 8
 #define NB_CG_MAX_DIRS 4
 
+/* CFS period; the quota is vcpus periods, so each vCPU may use one CPU. */
+#define NB_CG_CPU_PERIOD_US 100000u
+/* The kernel refuses quotas below 1 ms. */
+#define NB_CG_MIN_QUOTA_US 1000u
+/* Memory beyond the guest's RAM that QEMU itself needs: under TCG the
+ * translation cache (-accel tcg,tb-size=64 caps it at 64 MiB), plus QEMU's
+ * own heap, device models, I/O buffers and thread stacks (about 40-60 MiB
+ * for a small VM). 128 MiB covers both so the kernel never kills a guest
+ * for QEMU's bookkeeping, while still bounding a runaway QEMU. */
+#define NB_CG_QEMU_OVERHEAD_MB 128u
+/* QEMU runs a thread per vCPU plus a worker pool (up to 64) and a few
+ * helpers; 1024 leaves room for that and stops a fork bomb. */
+#define NB_CG_PIDS_MAX 1024u
+
 /* 2 or 1 for the hierarchy mounted at root (default "/sys/fs/cgroup"); -ENOENT when neither. */
 int nb_cgroup_version(const char *root);
 /* Pure: the files and values that hold a VM of vcpus and memory_mb to its
  * size (memory limit = guest memory + QEMU overhead). Returns the count. */
 int nb_cgroup_settings(int version, int vcpus, uint64_t memory_mb,
 		       struct nb_cg_setting out[NB_CG_MAX_SETTINGS]);
+/* Pure, lower level: explicit limits. cpu_quota_us per NB_CG_CPU_PERIOD_US
+ * (0: no quota), memory_bytes (0: no limit), pids_max (0: no limit). */
+int nb_cgroup_limit_settings(int version, uint64_t cpu_quota_us, uint64_t memory_bytes,
+			     uint64_t pids_max, struct nb_cg_setting out[NB_CG_MAX_SETTINGS]);
 /* Creates the group(s) for name and writes the settings. dirs_out gets the
  * directories a process must join (write its pid to cgroup.procs); returns
  * their count. */
 int nb_cgroup_create(const char *root, const char *name, int vcpus, uint64_t memory_mb,
 		     char dirs_out[NB_CG_MAX_DIRS][512]);
+/* Same with explicit limits (see nb_cgroup_limit_settings). Name is
+ * [A-Za-z0-9._-], at most 64 characters. A failed create removes the group. */
+int nb_cgroup_create_limits(const char *root, const char *name, uint64_t cpu_quota_us,
+			    uint64_t memory_bytes, uint64_t pids_max,
+			    char dirs_out[NB_CG_MAX_DIRS][512]);
+/* The directories of name's group(s) without touching them (for re-adopting
+ * a running VM); returns their count. */
+int nb_cgroup_dirs(const char *root, const char *name, char dirs_out[NB_CG_MAX_DIRS][512]);
 /* Moves pid into every dir. */
 int nb_cgroup_attach(char dirs[][512], int ndirs, int pid);
-/* Removes the group(s); missing ones are fine. */
+/* Removes the group(s); missing ones are fine, and so are groups whose
+ * processes have exited (it waits briefly for exiting tasks to leave).
+ * -EBUSY when live processes remain: stop them first. */
 int nb_cgroup_remove(const char *root, const char *name);
 
 #endif
