@@ -18,3 +18,10 @@ char *nb_json_dump(const json_t *o)
 {
 	return json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
 }
+
+const char *nb_json_str_or(const json_t *o, const char *key)
+{
+	const char *s = nb_json_str(o, key);
+
+	return s ? s : "";
+}

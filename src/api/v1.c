@@ -1,0 +1,458 @@
+#include "api/v1.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/http.h"
+#include "common/err.h"
+#include "common/httpc.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define MAX_SEGS 6
+
+struct route {
+	const char *method;
+	const char *seg[MAX_SEGS];
+	int nseg;
+};
+
+/* Splits "/v1/instances/i-1/stop" into its segments (in place in buf). */
+static int split_path(const char *url, char *buf, size_t bufsz, char *segs[MAX_SEGS])
+{
+	int n = 0;
+
+	if (nb_strlcpy(buf, url, bufsz) >= bufsz)
+		return -1;
+	char *s = buf;
+	while (*s) {
+		while (*s == '/')
+			*s++ = '\0';
+		if (!*s)
+			break;
+		if (n == MAX_SEGS)
+			return -1;
+		segs[n++] = s;
+		while (*s && *s != '/')
+			s++;
+	}
+	return n;
+}
+
+static bool is(const char *a, const char *b)
+{
+	return a && !strcmp(a, b);
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, int r, json_t *out, const char *err,
+			     unsigned ok_status)
+{
+	if (r < 0) {
+		json_decref(out);
+		return nb_http_error(c, r, err);
+	}
+	return nb_http_json(c, ok_status, out ? out : json_object());
+}
+
+/* ---- authentication ---- */
+
+static int auth_user(struct nb_v1 *v, struct MHD_Connection *c, struct nb_http_req *rq)
+{
+	const char *tok = nb_http_bearer(c);
+	json_t *who = NULL;
+
+	if (!tok || strlen(tok) > 256 || nb_store_token_lookup(v->ctl->st, tok, &who) < 0)
+		return -NB_E_AUTH;
+	rq->auth = who;
+	return 0;
+}
+
+static int auth_agent(struct nb_v1 *v, struct MHD_Connection *c, struct nb_http_req *rq)
+{
+	const char *tok = nb_http_bearer(c);
+	json_t *host = NULL;
+
+	if (!tok || strlen(tok) > 256 || nb_store_host_by_token(v->ctl->st, tok, &host) < 0)
+		return -NB_E_AUTH;
+	rq->auth = host;
+	return 0;
+}
+
+static const char *account_of(struct nb_http_req *rq)
+{
+	return nb_json_str_or(rq->auth, "account_id");
+}
+
+static bool can_write(struct nb_http_req *rq)
+{
+	return strcmp(nb_json_str_or(rq->auth, "role"), "read-only") != 0;
+}
+
+static bool is_admin(struct nb_http_req *rq)
+{
+	return is(nb_json_str_or(rq->auth, "role"), "admin");
+}
+
+/* ---- blobs ---- */
+
+static int upload_begin(struct nb_v1 *v, struct nb_http_req *rq)
+{
+	nb_core_blob_tmp(v->ctl, rq->upload_path, sizeof(rq->upload_path));
+	rq->upload_fd = open(rq->upload_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (rq->upload_fd < 0)
+		return -errno;
+	rq->sha = EVP_MD_CTX_new();
+	if (!rq->sha)
+		return -ENOMEM;
+	EVP_DigestInit_ex(rq->sha, EVP_sha256(), NULL);
+	return 0;
+}
+
+static int upload_chunk(struct nb_v1 *v, struct nb_http_req *rq, const char *data, size_t len)
+{
+	if (rq->upload_len + len > v->ctl->max_blob)
+		return -E2BIG;
+	rq->upload_len += len;
+	EVP_DigestUpdate(rq->sha, data, len);
+	return nb_write_all(rq->upload_fd, data, len);
+}
+
+static enum MHD_Result upload_finish(struct nb_v1 *v, struct MHD_Connection *c,
+				     struct nb_http_req *rq)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	char hex[65];
+	int r;
+
+	EVP_DigestFinal_ex(rq->sha, md, &n);
+	for (unsigned i = 0; i < n; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	r = fsync(rq->upload_fd) < 0 ? -errno : 0;
+	close(rq->upload_fd);
+	rq->upload_fd = -1;
+	if (r == 0)
+		r = nb_core_blob_commit(v->ctl, rq->upload_path, hex);
+	if (r < 0) {
+		unlink(rq->upload_path);
+		return nb_http_error(c, r, "storing the upload failed");
+	}
+	return nb_http_json(c, 201, json_pack("{s:s, s:I}", "blob", hex, "size",
+					      (json_int_t)rq->upload_len));
+}
+
+/* ---- console ---- */
+
+struct console_arg {
+	int agent_fd;
+};
+
+static void console_stream(int sock, const char *extra, size_t extra_len, void *p)
+{
+	struct console_arg *a = p;
+
+	if (extra_len)
+		nb_write_all(a->agent_fd, extra, extra_len);
+	nb_splice(sock, a->agent_fd);
+	close(a->agent_fd);
+	free(a);
+}
+
+static int instance_host(struct nb_v1 *v, struct nb_http_req *rq, const char *id, json_t **host,
+			 char *err, size_t errsz)
+{
+	json_t *inst = NULL;
+	int r = nb_core_instance(v->ctl, account_of(rq), id, &inst, err, errsz);
+
+	if (r < 0)
+		return r;
+	if (is(nb_json_str_or(inst, "state"), "terminated") || !*nb_json_str_or(inst, "host_id")) {
+		snprintf(err, errsz, "instance %s is %s", id, nb_json_str_or(inst, "state"));
+		json_decref(inst);
+		return -NB_E_STATE;
+	}
+	r = nb_store_host_get(v->ctl->st, nb_json_str_or(inst, "host_id"), host);
+	json_decref(inst);
+	if (r < 0)
+		snprintf(err, errsz, "the host of %s is unknown", id);
+	return r;
+}
+
+static enum MHD_Result console(struct nb_v1 *v, struct MHD_Connection *c, struct nb_http_req *rq,
+			       const char *id)
+{
+	char err[NB_ERRSZ] = "", path[128];
+	json_t *host = NULL;
+	struct console_arg *a;
+	int fd, r = instance_host(v, rq, id, &host, err, sizeof(err));
+
+	if (r < 0)
+		return nb_http_error(c, r, err);
+	snprintf(path, sizeof(path), "/v1/instances/%s/console", id);
+	fd = nb_http_client_upgrade(nb_json_str_or(host, "address"), path,
+				    nb_json_str_or(host, "agent_token"), "nubo-console", 5000);
+	json_decref(host);
+	if (fd < 0) {
+		snprintf(err, sizeof(err), "the console of %s is not available (%s)", id,
+			 fd == -NB_E_STATE || fd == -NB_E_NOT_FOUND ? "not running"
+								    : "host unreachable");
+		return nb_http_error(c, fd == -NB_E_NOT_FOUND ? -NB_E_STATE : fd, err);
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		close(fd);
+		return MHD_NO;
+	}
+	a->agent_fd = fd;
+	return nb_http_upgrade(c, "nubo-console", console_stream, a);
+}
+
+static enum MHD_Result console_output(struct nb_v1 *v, struct MHD_Connection *c,
+				      struct nb_http_req *rq, const char *id)
+{
+	char err[NB_ERRSZ] = "", url[700];
+	json_t *host = NULL;
+	struct nb_buf out;
+	long status = 0;
+	enum MHD_Result ret;
+	int r = instance_host(v, rq, id, &host, err, sizeof(err));
+
+	if (r < 0)
+		return nb_http_error(c, r, err);
+	snprintf(url, sizeof(url), "%s/v1/instances/%s/console-output",
+		 nb_json_str_or(host, "address"), id);
+	nb_buf_init(&out, 4u << 20);
+	r = nb_httpc("GET", url, nb_json_str_or(host, "agent_token"), NULL, 10000, &status, &out);
+	json_decref(host);
+	if (r < 0 || status != 200)
+		ret = nb_http_error(c, -NB_E_UNAVAILABLE, "the instance's host did not answer");
+	else
+		ret = nb_http_text(c, 200, "text/plain; charset=utf-8", out.data ? out.data : "",
+				   out.len);
+	nb_buf_free(&out);
+	return ret;
+}
+
+/* ---- dispatch ---- */
+
+static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const char *method,
+				char **seg, int n, struct nb_http_req *rq)
+{
+	struct nb_ctl *ctl = v->ctl;
+	char err[NB_ERRSZ] = "";
+	json_t *out = NULL, *body = NULL;
+	enum MHD_Result ret;
+	int r;
+	bool get = is(method, "GET"), post = is(method, "POST"), del = is(method, "DELETE");
+	bool put = is(method, "PUT");
+
+	if (n >= 2 && is(seg[1], "agent")) {
+		if (n == 3 && is(seg[2], "desired") && get) {
+			uint64_t since = 0, wait = 0;
+			const char *g = nb_http_arg(c, "generation"), *w = nb_http_arg(c, "wait");
+			if ((g && nb_parse_u64(g, &since) < 0) || (w && nb_parse_u64(w, &wait) < 0))
+				return nb_http_error(c, -NB_E_INVALID, "bad generation or wait");
+			r = nb_core_agent_desired(ctl, nb_json_str_or(rq->auth, "id"),
+						  (int64_t)since, wait > 60 ? 60 : (int)wait, &out);
+			return reply(c, r, out, "desired state unavailable", 200);
+		}
+		if (n == 3 && is(seg[2], "report") && post) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_agent_report(ctl, nb_json_str_or(rq->auth, "id"), body);
+			json_decref(body);
+			return reply(c, r, json_pack("{s:b}", "ok", 1), "report failed", 200);
+		}
+		if (n == 4 && is(seg[2], "blobs") && get) {
+			char path[PATH_MAX];
+			if (strlen(seg[3]) != 64 || strspn(seg[3], "0123456789abcdef") != 64)
+				return nb_http_error(c, -NB_E_INVALID, "bad blob id");
+			nb_core_blob_path(ctl, seg[3], path, sizeof(path));
+			return nb_http_file(c, path, "application/octet-stream");
+		}
+		return nb_http_error(c, -NB_E_NOT_FOUND, "no such agent call");
+	}
+
+	if ((post || put || del) && !can_write(rq))
+		return nb_http_error(c, -NB_E_FORBIDDEN, "read-only users cannot change anything");
+
+	if (n >= 2 && is(seg[1], "instances")) {
+		if (n == 2 && get) {
+			const char *state = nb_http_arg(c, "state"), *all = nb_http_arg(c, "all");
+			r = nb_core_instances(ctl, account_of(rq), state, all && is(all, "1"), &out);
+			return reply(c, r, out, "listing failed", 200);
+		}
+		if (n == 2 && post) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_run(ctl, account_of(rq), body, &out, err, sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 201);
+		}
+		if (n == 3 && get) {
+			r = nb_core_instance(ctl, account_of(rq), seg[2], &out, err, sizeof(err));
+			return reply(c, r, out, err, 200);
+		}
+		if (n == 3 && del) {
+			r = nb_core_action(ctl, account_of(rq), seg[2], "terminate", NULL, &out, err,
+					   sizeof(err));
+			return reply(c, r, out, err, 200);
+		}
+		if (n == 4 && get && is(seg[3], "console-output"))
+			return console_output(v, c, rq, seg[2]);
+		if (n == 4 && get && is(seg[3], "console")) {
+			if (!nb_http_wants_upgrade(c, "nubo-console"))
+				return nb_http_error(c, -NB_E_INVALID,
+						     "the console needs 'Upgrade: nubo-console'");
+			return console(v, c, rq, seg[2]);
+		}
+		if (n == 4 && post && !is(seg[3], "terminate")) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_action(ctl, account_of(rq), seg[2], seg[3], body, &out, err,
+					   sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 200);
+		}
+	}
+	if (n >= 2 && is(seg[1], "images")) {
+		if (n == 2 && get)
+			return reply(c, nb_core_images(ctl, account_of(rq), &out), out, "", 200);
+		if (n == 2 && post) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_image_create(ctl, account_of(rq), body, &out, err, sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 201);
+		}
+		if (n == 3 && get) {
+			r = nb_core_image(ctl, account_of(rq), seg[2], &out, err, sizeof(err));
+			return reply(c, r, out, err, 200);
+		}
+		if (n == 3 && del) {
+			r = nb_core_image_delete(ctl, account_of(rq), seg[2], err, sizeof(err));
+			return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
+		}
+	}
+	if (n == 2 && is(seg[1], "blobs") && put)
+		return upload_finish(v, c, rq);
+	if (n >= 2 && is(seg[1], "types")) {
+		if (n == 2 && get) {
+			r = nb_store_types_list(ctl->st, &out);
+			return reply(c, r, r == 0 ? json_pack("{s:o}", "types", out) : NULL, "", 200);
+		}
+		if (n == 3 && (put || del) && !is_admin(rq))
+			return nb_http_error(c, -NB_E_FORBIDDEN, "only admins edit instance types");
+		if (n == 3 && put) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_type_put(ctl, seg[2], body, &out, err, sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 200);
+		}
+		if (n == 3 && del) {
+			r = nb_store_type_delete(ctl->st, seg[2]);
+			snprintf(err, sizeof(err), "instance type '%s' not found", seg[2]);
+			return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
+		}
+	}
+	if (n == 2 && is(seg[1], "hosts") && get)
+		return reply(c, nb_core_hosts(ctl, &out), out, "", 200);
+
+	ret = nb_http_error(c, -NB_E_NOT_FOUND, "no such API call");
+	return ret;
+}
+
+enum MHD_Result nb_v1_handler(void *cls, struct MHD_Connection *c, const char *url,
+			      const char *method, const char *version, const char *upload_data,
+			      size_t *upload_data_size, void **req_cls)
+{
+	struct nb_v1 *v = cls;
+	struct nb_http_req *rq = *req_cls;
+	char buf[1024], *seg[MAX_SEGS], err[NB_ERRSZ];
+	int n, r;
+
+	(void)version;
+	n = split_path(url, buf, sizeof(buf), seg);
+	if (!rq) {
+		rq = nb_http_req_new();
+		if (!rq)
+			return MHD_NO;
+		*req_cls = rq;
+		if (n < 1 || !is(seg[0], "v1")) {
+			rq->early_status = -NB_E_NOT_FOUND;
+		} else if (n == 2 && is(seg[1], "health")) {
+			/* no auth */
+		} else if (n == 3 && is(seg[1], "agent") && is(seg[2], "join")) {
+			/* the join token is in the body */
+		} else if (n >= 2 && is(seg[1], "agent")) {
+			rq->early_status = auth_agent(v, c, rq);
+		} else {
+			rq->early_status = auth_user(v, c, rq);
+		}
+		if (!rq->early_status && n == 2 && is(seg[1], "blobs") && is(method, "PUT")) {
+			if (!can_write(rq))
+				rq->early_status = -NB_E_FORBIDDEN;
+			else if ((r = upload_begin(v, rq)) < 0)
+				rq->early_status = r;
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!rq->early_status) {
+			if (rq->upload_fd >= 0) {
+				r = upload_chunk(v, rq, upload_data, *upload_data_size);
+				if (r < 0)
+					rq->early_status = r == -E2BIG ? -NB_E_INVALID : r;
+			} else if (nb_buf_append(&rq->body, upload_data, *upload_data_size) < 0) {
+				rq->too_large = true;
+			}
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (rq->early_status) {
+		switch (-rq->early_status) {
+		case NB_E_AUTH:
+			return nb_http_error(c, rq->early_status,
+					     "missing or unknown bearer token");
+		case NB_E_NOT_FOUND:
+			return nb_http_error(c, rq->early_status, "no such API call");
+		case NB_E_FORBIDDEN:
+			return nb_http_error(c, rq->early_status,
+					     "read-only users cannot change anything");
+		case NB_E_INVALID:
+			snprintf(err, sizeof(err), "upload larger than %llu bytes",
+				 (unsigned long long)v->ctl->max_blob);
+			return nb_http_error(c, rq->early_status, err);
+		default:
+			return nb_http_error(c, rq->early_status, "request failed");
+		}
+	}
+	if (n == 2 && is(seg[1], "health"))
+		return nb_http_json(c, 200, json_pack("{s:b, s:s}", "ok", 1, "version", NUBO_VERSION));
+	if (n == 3 && is(seg[1], "agent") && is(seg[2], "join") && is(method, "POST")) {
+		json_t *body = nb_http_body_json(rq, err, sizeof(err)), *out = NULL;
+		if (!body)
+			return nb_http_error(c, -NB_E_INVALID, err);
+		r = nb_core_agent_join(v->ctl, v->join_token, body, &out, err, sizeof(err));
+		if (r == 0)
+			nb_info("host %s joined as %s", nb_json_str_or(out, "host_id"),
+				nb_json_str_or(body, "name"));
+		json_decref(body);
+		return reply(c, r, out, err, 200);
+	}
+	return dispatch(v, c, method, seg, n, rq);
+}

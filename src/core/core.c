@@ -1,0 +1,916 @@
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/json.h"
+#include "common/util.h"
+#include "core/place.h"
+#include "core/state.h"
+#include "net/net.h"
+
+#define NB_MAX_USER_DATA (16 * 1024 * 4 / 3 + 4) /* EC2: 16 KiB before base64 */
+
+int nb_ctl_init(struct nb_ctl *c, struct nb_store *st, const char *state_dir)
+{
+	char tmp[700];
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	c->st = st;
+	nb_strlcpy(c->state_dir, state_dir, sizeof(c->state_dir));
+	snprintf(c->blob_dir, sizeof(c->blob_dir), "%s/library", state_dir);
+	snprintf(tmp, sizeof(tmp), "%s/tmp", c->blob_dir);
+	r = nb_mkdir_p(tmp, 0700);
+	if (r < 0)
+		return r;
+	c->cpu_overcommit = 8;
+	c->reserved_memory_mb = 512;
+	c->host_dead_after_s = 30;
+	c->max_count = 100;
+	c->max_blob = 64ull << 30;
+	pthread_mutex_init(&c->gen_lock, NULL);
+	pthread_cond_init(&c->gen_cond, NULL);
+	return 0;
+}
+
+void nb_ctl_fini(struct nb_ctl *c)
+{
+	pthread_mutex_destroy(&c->gen_lock);
+	pthread_cond_destroy(&c->gen_cond);
+}
+
+int nb_ctl_seed_types(struct nb_ctl *c)
+{
+	static const struct {
+		const char *name;
+		int vcpus, memory_mb, disk_gb, net_mbps;
+		double price;
+	} seeds[] = {
+		{"t1.nano", 1, 128, 1, 100, 0.0025},	 {"t1.micro", 1, 256, 2, 200, 0.005},
+		{"t1.small", 1, 512, 4, 300, 0.01},	 {"t1.medium", 2, 1024, 8, 500, 0.02},
+		{"m1.large", 2, 2048, 16, 1000, 0.04},	 {"m1.xlarge", 4, 4096, 32, 1000, 0.08},
+		{"c1.xlarge", 8, 8192, 64, 2000, 0.16},
+	};
+	int64_t n = 0;
+	int r = nb_store_types_count(c->st, &n);
+
+	if (r < 0 || n > 0)
+		return r;
+	for (size_t i = 0; i < NB_ARRAY_SIZE(seeds); i++) {
+		r = nb_store_type_put(c->st, seeds[i].name, seeds[i].vcpus, seeds[i].memory_mb,
+				      seeds[i].disk_gb, seeds[i].net_mbps, seeds[i].price);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void nb_core_host_changed(struct nb_ctl *c, const char *host_id)
+{
+	if (host_id && *host_id)
+		nb_store_host_bump(c->st, host_id, NULL);
+	pthread_mutex_lock(&c->gen_lock);
+	c->gen_epoch++;
+	pthread_cond_broadcast(&c->gen_cond);
+	pthread_mutex_unlock(&c->gen_lock);
+}
+
+/* ---- presentation ---- */
+
+static void iso_member(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	char buf[32];
+
+	if (!json_is_integer(v))
+		return;
+	nb_iso8601(json_integer_value(v), buf, sizeof(buf));
+	json_object_set_new(o, key, json_string(buf));
+}
+
+/* Turns a store row into the API's Instance (in place). */
+static json_t *instance_view(json_t *row)
+{
+	json_object_del(row, "user_data");
+	json_object_del(row, "account_id");
+	iso_member(row, "created_at");
+	iso_member(row, "updated_at");
+	iso_member(row, "terminated_at");
+	if (json_is_null(json_object_get(row, "host_id")))
+		json_object_set_new(row, "host_id", json_string(""));
+	if (json_is_null(json_object_get(row, "ip")))
+		json_object_set_new(row, "ip", json_string(""));
+	return row;
+}
+
+static json_t *instances_view(json_t *rows)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(rows, i, v) instance_view(v);
+	return rows;
+}
+
+static json_t *image_view(json_t *row)
+{
+	json_object_del(row, "account_id");
+	iso_member(row, "created_at");
+	return row;
+}
+
+static int fail(int code, char *err, size_t errsz, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int fail(int code, char *err, size_t errsz, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errsz, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* ---- instances ---- */
+
+static bool name_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+		    !(*p >= '0' && *p <= '9') && !strchr("._-", *p))
+			return false;
+	return true;
+}
+
+static bool base64_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (const char *p = s; *p; p++, n++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '+' || *p == '/' || *p == '='))
+			return false;
+	return n % 4 == 0;
+}
+
+static int load_hosts(struct nb_ctl *c, struct nb_sched_host **out, size_t *n)
+{
+	json_t *hosts, *h;
+	size_t i;
+	int64_t now = nb_wall_ms();
+	struct nb_sched_host *arr;
+	int r = nb_store_hosts_list(c->st, &hosts);
+
+	if (r < 0)
+		return r;
+	arr = calloc(json_array_size(hosts) + 1, sizeof(*arr));
+	if (!arr) {
+		json_decref(hosts);
+		return -ENOMEM;
+	}
+	*n = 0;
+	json_array_foreach(hosts, i, h)
+	{
+		struct nb_sched_host *s = &arr[(*n)++];
+		json_t *usage = NULL, *ips = NULL, *ip;
+		size_t k;
+
+		nb_strlcpy(s->id, nb_json_str_or(h, "id"), sizeof(s->id));
+		nb_strlcpy(s->name, nb_json_str_or(h, "name"), sizeof(s->name));
+		nb_strlcpy(s->cidr, nb_json_str_or(h, "cidr"), sizeof(s->cidr));
+		s->up = now - nb_json_int(h, "last_seen", 0) <= (int64_t)c->host_dead_after_s * 1000;
+		s->vcpus = nb_json_int(h, "vcpus", 0) * c->cpu_overcommit;
+		s->memory_mb = nb_json_int(h, "memory_mb", 0) - c->reserved_memory_mb;
+		s->disk_gb = nb_json_int(h, "disk_gb", 0);
+		if (nb_store_host_usage(c->st, s->id, &usage) == 0) {
+			s->used_vcpus = nb_json_int(usage, "vcpus", 0);
+			s->used_memory_mb = nb_json_int(usage, "memory_mb", 0);
+			s->used_disk_gb = nb_json_int(usage, "disk_gb", 0);
+			json_decref(usage);
+		}
+		if (nb_store_host_ips(c->st, s->id, &ips) == 0) {
+			json_array_foreach(ips, k, ip) nb_sched_ip_mark(s, nb_json_str_or(ip, "ip"));
+			json_decref(ips);
+		}
+	}
+	json_decref(hosts);
+	*out = arr;
+	return 0;
+}
+
+static void request_hash(const json_t *req, const char *image_id, char hex[65])
+{
+	struct nb_buf b;
+
+	nb_buf_init(&b, 0);
+	nb_buf_printf(&b, "%s|%s|%lld|%s|%s", image_id, nb_json_str_or(req, "type"),
+		      (long long)nb_json_int(req, "count", 1), nb_json_str_or(req, "name"),
+		      nb_json_str_or(req, "user_data"));
+	nb_sha256_hex(b.data, b.len, hex);
+	nb_buf_free(&b);
+}
+
+static int reservation_answer(struct nb_ctl *c, const char *rid, json_t **out)
+{
+	json_t *rows;
+	int r = nb_store_reservation_instances(c->st, rid, &rows);
+
+	if (r < 0)
+		return r;
+	*out = json_pack("{s:s, s:o}", "reservation_id", rid, "instances", instances_view(rows));
+	return 0;
+}
+
+int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, json_t **out,
+		char *err, size_t errsz)
+{
+	const char *image_ref = nb_json_str(req, "image"), *type_name = nb_json_str(req, "type");
+	const char *name = nb_json_str_or(req, "name"), *token = nb_json_str(req, "client_token");
+	const char *user_data = nb_json_str_or(req, "user_data");
+	json_t *image = NULL, *type = NULL, *prev = NULL, *cv = json_object_get(req, "count");
+	struct nb_sched_host *hosts = NULL;
+	size_t nhosts = 0;
+	struct nb_sched_need need;
+	int64_t count = 1;
+	char rid[32], hash[65], **placed = NULL;
+	int r;
+
+	if (!image_ref || !*image_ref)
+		return fail(-NB_E_MISSING, err, errsz, "missing parameter 'image'");
+	if (!type_name || !*type_name)
+		return fail(-NB_E_MISSING, err, errsz, "missing parameter 'type'");
+	if (cv && !json_is_integer(cv))
+		return fail(-NB_E_INVALID, err, errsz, "'count' must be an integer");
+	if (cv)
+		count = json_integer_value(cv);
+	if (count < 1 || count > c->max_count)
+		return fail(-NB_E_INVALID, err, errsz, "'count' must be between 1 and %d, not %lld",
+			    c->max_count, (long long)count);
+	if (*name && !name_ok(name, 128))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "'name' must be 1 to 128 letters, digits, '.', '_' or '-'");
+	if (token && (strlen(token) == 0 || strlen(token) > 64))
+		return fail(-NB_E_INVALID, err, errsz, "'client_token' must be 1 to 64 characters");
+	if (strlen(user_data) > NB_MAX_USER_DATA)
+		return fail(-NB_E_INVALID, err, errsz, "'user_data' is larger than 16 KiB");
+	if (!base64_ok(user_data))
+		return fail(-NB_E_INVALID, err, errsz, "'user_data' must be base64");
+
+	r = nb_store_image_get(c->st, account_id, image_ref, &image);
+	if (r == -NB_E_NOT_FOUND)
+		return fail(r, err, errsz, "image '%s' not found", image_ref);
+	if (r < 0)
+		return fail(r, err, errsz, "image lookup failed");
+	r = nb_store_type_get(c->st, type_name, &type);
+	if (r == -NB_E_NOT_FOUND) {
+		r = fail(-NB_E_INVALID, err, errsz, "unknown instance type '%s'", type_name);
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	need.vcpus = nb_json_int(type, "vcpus", 1);
+	need.memory_mb = nb_json_int(type, "memory_mb", 128);
+	need.disk_gb = nb_json_int(type, "disk_gb", 1);
+	if ((uint64_t)nb_json_int(image, "size", 0) > (uint64_t)need.disk_gb << 30) {
+		r = fail(-NB_E_INVALID, err, errsz,
+			 "image '%s' has a %lld MiB disk, larger than the %lld GiB of %s",
+			 image_ref, (long long)(nb_json_int(image, "size", 0) >> 20),
+			 (long long)need.disk_gb, type_name);
+		goto out;
+	}
+	request_hash(req, nb_json_str_or(image, "id"), hash);
+
+	r = nb_store_begin(c->st);
+	if (r < 0)
+		goto out;
+	if (token && nb_store_reservation_by_token(c->st, account_id, token, &prev) == 0) {
+		nb_store_rollback(c->st);
+		if (strcmp(nb_json_str_or(prev, "request_hash"), hash)) {
+			r = fail(-NB_E_IDEMPOTENT, err, errsz,
+				 "client_token '%s' was used with other parameters", token);
+			goto out;
+		}
+		r = reservation_answer(c, nb_json_str_or(prev, "id"), out);
+		goto out;
+	}
+	r = load_hosts(c, &hosts, &nhosts);
+	if (r < 0) {
+		nb_store_rollback(c->st);
+		goto out;
+	}
+	placed = calloc((size_t)count, sizeof(*placed));
+	if (!placed) {
+		nb_store_rollback(c->st);
+		r = -ENOMEM;
+		goto out;
+	}
+	r = nb_sched_place(hosts, nhosts, &need, (int)count, placed, err, errsz);
+	if (r < 0) {
+		nb_store_rollback(c->st);
+		goto out;
+	}
+	nb_id_new("r", rid, sizeof(rid));
+	r = nb_store_reservation_insert(c->st, rid, account_id, token, hash);
+	for (int64_t i = 0; i < count && r == 0; i++) {
+		struct nb_sched_host *h = NULL;
+		char id[32], mac[18], ip[16];
+		json_t *row;
+
+		for (size_t k = 0; k < nhosts; k++)
+			if (placed[i] == hosts[k].id)
+				h = &hosts[k];
+		nb_id_new("i", id, sizeof(id));
+		nb_net_mac(id, mac);
+		r = nb_sched_ip_take(h, ip);
+		if (r < 0) {
+			fail(r, err, errsz, "host %s has no free address left in %s", h->name,
+			     h->cidr);
+			break;
+		}
+		row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I,"
+				" s:I, s:I, s:I, s:I, s:s}",
+				"id", id, "account_id", account_id, "reservation_id", rid, "name",
+				name, "type", type_name, "image_id", nb_json_str_or(image, "id"),
+				"host_id", h->id, "state", "pending", "desired_state", "running",
+				"ip", ip, "mac", mac, "launch_index", (json_int_t)i, "vcpus",
+				(json_int_t)need.vcpus, "memory_mb", (json_int_t)need.memory_mb,
+				"disk_gb", (json_int_t)need.disk_gb, "net_mbps",
+				(json_int_t)nb_json_int(type, "net_mbps", 0), "user_data", user_data);
+		r = nb_store_instance_insert(c->st, row);
+		json_decref(row);
+	}
+	if (r < 0) {
+		nb_store_rollback(c->st);
+		goto out;
+	}
+	r = nb_store_commit(c->st);
+	if (r < 0)
+		goto out;
+	for (size_t k = 0; k < nhosts; k++)
+		for (int64_t i = 0; i < count; i++)
+			if (placed[i] == hosts[k].id) {
+				nb_core_host_changed(c, hosts[k].id);
+				break;
+			}
+	r = reservation_answer(c, rid, out);
+out:
+	free(placed);
+	free(hosts);
+	json_decref(prev);
+	json_decref(image);
+	json_decref(type);
+	return r;
+}
+
+int nb_core_instances(struct nb_ctl *c, const char *account_id, const char *state, int all,
+		      json_t **out)
+{
+	json_t *rows;
+	int r = nb_store_instances_list(c->st, account_id, state, all || state, &rows);
+
+	if (r < 0)
+		return r;
+	*out = json_pack("{s:o}", "instances", instances_view(rows));
+	return 0;
+}
+
+int nb_core_instance(struct nb_ctl *c, const char *account_id, const char *id, json_t **out,
+		     char *err, size_t errsz)
+{
+	json_t *row;
+	int r = nb_store_instance_get(c->st, account_id, id, &row);
+
+	if (r == -NB_E_NOT_FOUND)
+		return fail(r, err, errsz, "instance '%s' not found", id);
+	if (r < 0)
+		return r;
+	*out = instance_view(row);
+	return 0;
+}
+
+int nb_core_action(struct nb_ctl *c, const char *account_id, const char *id, const char *action,
+		   const json_t *opts, json_t **out, char *err, size_t errsz)
+{
+	int a = nb_action_parse(action);
+	struct nb_transition t;
+	json_t *row = NULL, *patch = NULL;
+	const char *state, *desired, *host_id;
+	int r;
+
+	(void)opts;
+	if (a < 0)
+		return fail(-NB_E_INVALID, err, errsz, "unknown action '%s'", action);
+	r = nb_store_begin(c->st);
+	if (r < 0)
+		return r;
+	r = nb_store_instance_get(c->st, account_id, id, &row);
+	if (r == -NB_E_NOT_FOUND) {
+		fail(r, err, errsz, "instance '%s' not found", id);
+		goto rollback;
+	}
+	if (r < 0)
+		goto rollback;
+	state = nb_json_str_or(row, "state");
+	desired = nb_json_str_or(row, "desired_state");
+	host_id = nb_json_str_or(row, "host_id");
+	r = nb_state_apply(state, desired, (enum nb_action)a, &t);
+	if (r < 0) {
+		fail(r, err, errsz, "cannot %s instance %s while it is %s%s", action, id, state,
+		     strcmp(state, desired) && !strcmp(state, "running") ? " (changing)" : "");
+		goto rollback;
+	}
+	if (t.noop) {
+		nb_store_rollback(c->st);
+		*out = instance_view(row);
+		return 0;
+	}
+	if (t.bump_start) {
+		/* a stopped instance holds no CPU or memory: it must fit again */
+		struct nb_sched_host *hosts = NULL, *h = NULL;
+		size_t n = 0;
+		struct nb_sched_need need = {nb_json_int(row, "vcpus", 1),
+					     nb_json_int(row, "memory_mb", 128), 0};
+		r = load_hosts(c, &hosts, &n);
+		for (size_t i = 0; r == 0 && i < n; i++)
+			if (!strcmp(hosts[i].id, host_id))
+				h = &hosts[i];
+		if (r == 0 && (!h || !nb_sched_fits(h, &need, err, errsz)))
+			r = h ? -NB_E_CAPACITY
+			      : fail(-NB_E_CAPACITY, err, errsz, "host of %s is gone", id);
+		free(hosts);
+		if (r < 0)
+			goto rollback;
+	}
+	patch = json_pack("{s:s, s:s}", "state", t.state, "desired_state", t.desired);
+	if (t.bump_start)
+		json_object_set_new(patch, "start_seq",
+				    json_integer(nb_json_int(row, "start_seq", 0) + 1));
+	if (t.bump_reboot)
+		json_object_set_new(patch, "reboot_seq",
+				    json_integer(nb_json_int(row, "reboot_seq", 0) + 1));
+	if (a == NB_ACT_STOP && json_is_true(json_object_get(opts, "force")))
+		json_object_set_new(patch, "state_reason", json_string("forced stop"));
+	else
+		json_object_set_new(patch, "state_reason", json_string(""));
+	if (a == NB_ACT_TERMINATE && !*host_id) {
+		json_object_set_new(patch, "state", json_string("terminated"));
+		json_object_set_new(patch, "terminated_at", json_integer(nb_wall_ms()));
+	}
+	r = nb_store_instance_update(c->st, id, patch);
+	json_decref(patch);
+	if (r < 0)
+		goto rollback;
+	r = nb_store_commit(c->st);
+	if (r < 0)
+		goto out;
+	nb_core_host_changed(c, host_id);
+	json_decref(row);
+	row = NULL;
+	r = nb_core_instance(c, account_id, id, out, err, errsz);
+	goto out;
+rollback:
+	nb_store_rollback(c->st);
+out:
+	json_decref(row);
+	return r;
+}
+
+/* ---- agents ---- */
+
+int nb_core_agent_join(struct nb_ctl *c, const char *expected, const json_t *req, json_t **out,
+		       char *err, size_t errsz)
+{
+	const char *tok = nb_json_str_or(req, "join_token"), *name = nb_json_str_or(req, "name");
+	char agent_token[65], id[32];
+	json_t *h;
+	int r;
+
+	if (strlen(tok) != strlen(expected) || CRYPTO_memcmp(tok, expected, strlen(tok)))
+		return fail(-NB_E_AUTH, err, errsz, "join token not accepted");
+	if (!name_ok(name, 63))
+		return fail(-NB_E_INVALID, err, errsz, "host 'name' missing or invalid");
+	if (!nb_json_str(req, "address") || !nb_json_str(req, "cidr"))
+		return fail(-NB_E_MISSING, err, errsz, "join needs 'address' and 'cidr'");
+	nb_random_hex(agent_token, 64);
+	h = json_deep_copy(req);
+	json_object_set_new(h, "agent_token", json_string(agent_token));
+	r = nb_store_host_upsert(c->st, h, id);
+	json_decref(h);
+	if (r < 0)
+		return fail(r, err, errsz, "could not record host '%s'", name);
+	*out = json_pack("{s:s, s:s}", "host_id", id, "agent_token", agent_token);
+	nb_core_host_changed(c, id);
+	return 0;
+}
+
+static json_t *desired_view(struct nb_ctl *c, json_t *row)
+{
+	json_t *image = NULL, *d;
+
+	nb_store_image_get(c->st, nb_json_str_or(row, "account_id"),
+			   nb_json_str_or(row, "image_id"), &image);
+	d = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s}", "id",
+		      nb_json_str_or(row, "id"), "desired_state",
+		      nb_json_str_or(row, "desired_state"), "start_seq",
+		      (json_int_t)nb_json_int(row, "start_seq", 0), "reboot_seq",
+		      (json_int_t)nb_json_int(row, "reboot_seq", 0), "vcpus",
+		      (json_int_t)nb_json_int(row, "vcpus", 1), "memory_mb",
+		      (json_int_t)nb_json_int(row, "memory_mb", 128), "disk_gb",
+		      (json_int_t)nb_json_int(row, "disk_gb", 1), "net_mbps",
+		      (json_int_t)nb_json_int(row, "net_mbps", 0), "mac",
+		      nb_json_str_or(row, "mac"), "ip", nb_json_str_or(row, "ip"), "user_data",
+		      nb_json_str_or(row, "user_data"));
+	if (image) {
+		json_object_set_new(
+			d, "image",
+			json_pack("{s:s, s:s, s:I, s:s, s:s?, s:s?, s:s?}", "id",
+				  nb_json_str_or(image, "id"), "sha256",
+				  nb_json_str_or(image, "sha256"), "size",
+				  (json_int_t)nb_json_int(image, "size", 0), "boot_mode",
+				  nb_json_str_or(image, "boot_mode"), "kernel_sha256",
+				  nb_json_str(image, "kernel_sha256"), "initrd_sha256",
+				  nb_json_str(image, "initrd_sha256"), "cmdline",
+				  nb_json_str(image, "cmdline")));
+		json_decref(image);
+	}
+	return d;
+}
+
+int nb_core_agent_desired(struct nb_ctl *c, const char *host_id, int64_t since, int wait_s,
+			  json_t **out)
+{
+	int64_t deadline = nb_now_ms() + (int64_t)wait_s * 1000, gen = 0;
+	json_t *host = NULL, *rows, *row, *list;
+	size_t i;
+	int r;
+
+	for (;;) {
+		uint64_t epoch;
+		pthread_mutex_lock(&c->gen_lock);
+		epoch = c->gen_epoch;
+		pthread_mutex_unlock(&c->gen_lock);
+		r = nb_store_host_get(c->st, host_id, &host);
+		if (r < 0)
+			return r;
+		gen = nb_json_int(host, "generation", 0);
+		json_decref(host);
+		if (gen > since || nb_now_ms() >= deadline)
+			break;
+		pthread_mutex_lock(&c->gen_lock);
+		while (c->gen_epoch == epoch) {
+			struct timespec ts;
+			int64_t left = deadline - nb_now_ms();
+			if (left <= 0)
+				break;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += left / 1000;
+			ts.tv_nsec += (left % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			if (pthread_cond_timedwait(&c->gen_cond, &c->gen_lock, &ts) != 0)
+				break;
+		}
+		pthread_mutex_unlock(&c->gen_lock);
+	}
+	r = nb_store_instances_on_host(c->st, host_id, &rows);
+	if (r < 0)
+		return r;
+	list = json_array();
+	json_array_foreach(rows, i, row) json_array_append_new(list, desired_view(c, row));
+	json_decref(rows);
+	*out = json_pack("{s:I, s:o}", "generation", (json_int_t)gen, "instances", list);
+	return 0;
+}
+
+int nb_core_agent_report(struct nb_ctl *c, const char *host_id, const json_t *report)
+{
+	json_t *items = json_object_get(report, "instances"), *it;
+	size_t i;
+	bool changed = false;
+
+	nb_store_host_seen(c->st, host_id, nb_wall_ms());
+	json_array_foreach(items, i, it)
+	{
+		const char *id = nb_json_str_or(it, "id"), *actual = nb_json_str_or(it, "state");
+		json_t *row = NULL, *patch;
+		const char *state, *desired, *next;
+		bool reset = false, seq_current;
+
+		if (nb_store_instance_get(c->st, NULL, id, &row) < 0)
+			continue;
+		if (strcmp(nb_json_str_or(row, "host_id"), host_id)) {
+			json_decref(row);
+			continue; /* not this host's to speak for */
+		}
+		state = nb_json_str_or(row, "state");
+		desired = nb_json_str_or(row, "desired_state");
+		seq_current = nb_json_int(it, "start_seq", -1) >= nb_json_int(row, "start_seq", 0);
+		next = nb_state_from_report(state, desired, actual, seq_current, &reset);
+		if (strcmp(next, state) || reset) {
+			patch = json_pack("{s:s}", "state", next);
+			if (reset)
+				json_object_set_new(patch, "desired_state", json_string("stopped"));
+			if (nb_json_str(it, "reason"))
+				json_object_set_new(patch, "state_reason",
+						    json_string(nb_json_str(it, "reason")));
+			if (!strcmp(next, "terminated"))
+				json_object_set_new(patch, "terminated_at",
+						    json_integer(nb_wall_ms()));
+			nb_store_instance_update(c->st, id, patch);
+			json_decref(patch);
+			if (reset || !strcmp(next, "terminated"))
+				changed = true;
+		}
+		json_decref(row);
+	}
+	if (changed)
+		nb_core_host_changed(c, host_id);
+	return 0;
+}
+
+int nb_core_hosts(struct nb_ctl *c, json_t **out)
+{
+	json_t *rows, *h;
+	size_t i;
+	int64_t now = nb_wall_ms();
+	int r = nb_store_hosts_list(c->st, &rows);
+
+	if (r < 0)
+		return r;
+	json_array_foreach(rows, i, h)
+	{
+		bool up = now - nb_json_int(h, "last_seen", 0) <= (int64_t)c->host_dead_after_s * 1000;
+		json_object_set_new(h, "state", json_string(up ? "up" : "down"));
+		json_object_del(h, "agent_token");
+		json_object_del(h, "generation");
+		iso_member(h, "last_seen");
+		iso_member(h, "created_at");
+	}
+	*out = json_pack("{s:o}", "hosts", rows);
+	return 0;
+}
+
+void nb_core_tick(struct nb_ctl *c)
+{
+	nb_store_purge_terminated(c->st, nb_wall_ms() - 3600 * 1000);
+}
+
+/* ---- types ---- */
+
+int nb_core_type_put(struct nb_ctl *c, const char *name, const json_t *req, json_t **out,
+		     char *err, size_t errsz)
+{
+	static const char *const keys[] = {"vcpus", "memory_mb", "disk_gb", "net_mbps"};
+	static const int64_t maxes[] = {64, 1 << 20, 1 << 16, 100000};
+	int64_t v[4];
+	json_t *price = json_object_get(req, "price_per_hour");
+	int r;
+
+	if (!name_ok(name, 64))
+		return fail(-NB_E_INVALID, err, errsz, "type name '%s' is not valid", name);
+	for (int i = 0; i < 4; i++) {
+		json_t *x = json_object_get(req, keys[i]);
+		if (!json_is_integer(x))
+			return fail(-NB_E_MISSING, err, errsz, "'%s' must be an integer", keys[i]);
+		v[i] = json_integer_value(x);
+		if (v[i] < (i == 3 ? 0 : 1) || v[i] > maxes[i])
+			return fail(-NB_E_INVALID, err, errsz, "'%s' out of range: %lld", keys[i],
+				    (long long)v[i]);
+	}
+	if (!json_is_number(price) || json_number_value(price) < 0)
+		return fail(-NB_E_INVALID, err, errsz, "'price_per_hour' must be a number >= 0");
+	r = nb_store_type_put(c->st, name, v[0], v[1], v[2], v[3], json_number_value(price));
+	if (r < 0)
+		return r;
+	return nb_store_type_get(c->st, name, out);
+}
+
+/* ---- images ---- */
+
+int nb_core_images(struct nb_ctl *c, const char *account_id, json_t **out)
+{
+	json_t *rows, *v;
+	size_t i;
+	int r = nb_store_images_list(c->st, account_id, &rows);
+
+	if (r < 0)
+		return r;
+	json_array_foreach(rows, i, v) image_view(v);
+	*out = json_pack("{s:o}", "images", rows);
+	return 0;
+}
+
+int nb_core_image(struct nb_ctl *c, const char *account_id, const char *ref, json_t **out,
+		  char *err, size_t errsz)
+{
+	int r = nb_store_image_get(c->st, account_id, ref, out);
+
+	if (r == -NB_E_NOT_FOUND)
+		return fail(r, err, errsz, "image '%s' not found", ref);
+	if (r == 0)
+		image_view(*out);
+	return r;
+}
+
+void nb_core_blob_path(struct nb_ctl *c, const char *sha256, char *path, size_t pathsz)
+{
+	snprintf(path, pathsz, "%s/%s", c->blob_dir, sha256);
+}
+
+int nb_core_blob_tmp(struct nb_ctl *c, char *path, size_t pathsz)
+{
+	char rnd[17];
+
+	nb_random_hex(rnd, 16);
+	snprintf(path, pathsz, "%s/tmp/upload-%s", c->blob_dir, rnd);
+	return 0;
+}
+
+int nb_core_blob_commit(struct nb_ctl *c, const char *tmp_path, const char *sha256)
+{
+	char path[PATH_MAX];
+
+	nb_core_blob_path(c, sha256, path, sizeof(path));
+	if (rename(tmp_path, path) < 0) {
+		int r = -errno;
+		unlink(tmp_path);
+		return r;
+	}
+	return 0;
+}
+
+static bool sha_ok(const char *s)
+{
+	if (!s || strlen(s) != 64)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return false;
+	return true;
+}
+
+static void blob_release(struct nb_ctl *c, const char *sha)
+{
+	char path[PATH_MAX];
+	int64_t n = 1;
+
+	if (nb_store_blob_in_use(c->st, sha, &n) == 0 && n == 0) {
+		nb_core_blob_path(c, sha, path, sizeof(path));
+		unlink(path);
+	}
+}
+
+int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t *req,
+			 json_t **out, char *err, size_t errsz)
+{
+	static const char *const formats[] = {"qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"};
+	const char *name = nb_json_str_or(req, "name"), *disk = nb_json_str(req, "disk_blob");
+	const char *kernel = nb_json_str(req, "kernel_blob"), *initrd = nb_json_str(req, "initrd_blob");
+	const char *cmdline = nb_json_str(req, "cmdline");
+	char src[PATH_MAX], tmp[PATH_MAX], sha[65], id[32];
+	struct nb_buf o;
+	json_t *info = NULL, *image = NULL, *existing = NULL;
+	const char *fmt;
+	bool fmt_ok = false;
+	struct stat stbuf;
+	int64_t vsize;
+	int r;
+
+	if (!name_ok(name, 128))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "image 'name' must be 1 to 128 letters, digits, '.', '_' or '-'");
+	if (nb_store_image_get(c->st, account_id, name, &existing) == 0) {
+		json_decref(existing);
+		return fail(-NB_E_CONFLICT, err, errsz, "an image named '%s' exists already", name);
+	}
+	if (!sha_ok(disk))
+		return fail(-NB_E_MISSING, err, errsz, "'disk_blob' must be the sha256 of an upload");
+	if ((kernel && !sha_ok(kernel)) || (initrd && !sha_ok(initrd)) || (initrd && !kernel))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "'kernel_blob'/'initrd_blob' must be uploads' sha256 (initrd needs a kernel)");
+	if (cmdline && strlen(cmdline) > 2048)
+		return fail(-NB_E_INVALID, err, errsz, "'cmdline' is longer than 2048 characters");
+	const char *blobs[] = {disk, kernel, initrd};
+	for (int i = 0; i < 3; i++) {
+		if (!blobs[i])
+			continue;
+		nb_core_blob_path(c, blobs[i], src, sizeof(src));
+		if (!nb_path_exists(src))
+			return fail(-NB_E_NOT_FOUND, err, errsz, "blob %s was not uploaded", blobs[i]);
+	}
+	nb_core_blob_path(c, disk, src, sizeof(src));
+
+	nb_buf_init(&o, 1 << 20);
+	const char *info_argv[] = {"qemu-img", "info", "--output=json", src, NULL};
+	r = nb_run(info_argv, 60000, &o);
+	info = r == 0 ? json_loads(o.data, 0, NULL) : NULL;
+	if (!info) {
+		r = fail(-NB_E_INVALID, err, errsz, "the disk is not an image qemu-img can read");
+		goto out;
+	}
+	fmt = nb_json_str_or(info, "format");
+	for (size_t i = 0; i < NB_ARRAY_SIZE(formats); i++)
+		fmt_ok |= !strcmp(fmt, formats[i]);
+	if (!fmt_ok) {
+		r = fail(-NB_E_INVALID, err, errsz, "disk format '%s' is not supported", fmt);
+		goto out;
+	}
+	if (json_object_get(info, "backing-filename") || json_object_get(info, "full-backing-filename")) {
+		r = fail(-NB_E_INVALID, err, errsz, "a disk with a backing file cannot be imported");
+		goto out;
+	}
+	vsize = nb_json_int(info, "virtual-size", 0);
+	if (vsize <= 0) {
+		r = fail(-NB_E_INVALID, err, errsz, "the disk has no size");
+		goto out;
+	}
+	nb_core_blob_tmp(c, tmp, sizeof(tmp));
+	const char *conv_argv[] = {"qemu-img", "convert", "-q", "-f", fmt, "-O", "qcow2", src, tmp, NULL};
+	nb_buf_reset(&o);
+	r = nb_run(conv_argv, 3600 * 1000, &o);
+	if (r != 0) {
+		unlink(tmp);
+		r = fail(-NB_E_INVALID, err, errsz, "converting the %s disk failed: %.120s", fmt,
+			 o.data ? o.data : "");
+		goto out;
+	}
+	r = nb_sha256_file(tmp, sha);
+	if (r == 0)
+		r = stat(tmp, &stbuf) < 0 ? -errno : 0;
+	if (r == 0)
+		r = nb_core_blob_commit(c, tmp, sha);
+	if (r < 0) {
+		unlink(tmp);
+		fail(r, err, errsz, "storing the converted disk failed");
+		goto out;
+	}
+	nb_id_new("ami", id, sizeof(id));
+	image = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s?, s:s?,"
+			  " s:s?, s:s}",
+			  "id", id, "account_id", account_id, "name", name, "os",
+			  nb_json_str(req, "os") ? nb_json_str(req, "os") : "unknown", "release",
+			  nb_json_str_or(req, "release"), "arch",
+			  nb_json_str(req, "arch") ? nb_json_str(req, "arch") : "x86_64", "format",
+			  "qcow2", "size", (json_int_t)vsize, "file_size", (json_int_t)stbuf.st_size,
+			  "sha256", sha, "boot_mode", kernel ? "kernel" : "disk", "kernel_sha256",
+			  kernel, "initrd_sha256", initrd, "cmdline", cmdline, "state", "available");
+	r = nb_store_image_insert(c->st, image);
+	if (r < 0) {
+		blob_release(c, sha);
+		fail(r, err, errsz, "recording image '%s' failed", name);
+		goto out;
+	}
+	if (strcmp(sha, disk))
+		blob_release(c, disk); /* the upload was converted */
+	r = nb_core_image(c, account_id, id, out, err, errsz);
+out:
+	nb_buf_free(&o);
+	json_decref(info);
+	json_decref(image);
+	return r;
+}
+
+int nb_core_image_delete(struct nb_ctl *c, const char *account_id, const char *ref, char *err,
+			 size_t errsz)
+{
+	json_t *image;
+	int64_t n = 0;
+	int r = nb_store_image_get(c->st, account_id, ref, &image);
+	char sha[3][65] = {"", "", ""};
+
+	if (r == -NB_E_NOT_FOUND)
+		return fail(r, err, errsz, "image '%s' not found", ref);
+	if (r < 0)
+		return r;
+	r = nb_store_image_in_use(c->st, nb_json_str_or(image, "id"), &n);
+	if (r == 0 && n > 0)
+		r = fail(-NB_E_CONFLICT, err, errsz, "image '%s' is used by %lld instance(s)", ref,
+			 (long long)n);
+	if (r == 0)
+		r = nb_store_image_delete(c->st, nb_json_str_or(image, "id"));
+	if (r == 0) {
+		nb_strlcpy(sha[0], nb_json_str_or(image, "sha256"), 65);
+		nb_strlcpy(sha[1], nb_json_str_or(image, "kernel_sha256"), 65);
+		nb_strlcpy(sha[2], nb_json_str_or(image, "initrd_sha256"), 65);
+		for (int i = 0; i < 3; i++)
+			if (sha_ok(sha[i]))
+				blob_release(c, sha[i]);
+	}
+	json_decref(image);
+	return r;
+}

@@ -1,0 +1,77 @@
+/* The controller's core: instances, images, types, hosts and the scheduler,
+ * on top of the store. Requests come in as JSON already parsed by the API
+ * edge; errors come back as -NB_E_* with err naming what was wrong. */
+#ifndef NB_CORE_H
+#define NB_CORE_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+struct nb_ctl {
+	struct nb_store *st;
+	char state_dir[512];
+	char blob_dir[600];      /* <state_dir>/library: images' files by sha256 */
+	int cpu_overcommit;      /* vCPUs a host offers per core */
+	int64_t reserved_memory_mb; /* memory kept back for the host itself */
+	int host_dead_after_s;
+	int max_count;           /* instances one run call may make */
+	uint64_t max_blob;       /* largest upload */
+	pthread_mutex_t gen_lock;
+	pthread_cond_t gen_cond; /* broadcast when any host's desired state changes */
+	uint64_t gen_epoch;
+};
+
+#define NB_ERRSZ 256
+
+int nb_ctl_init(struct nb_ctl *c, struct nb_store *st, const char *state_dir);
+void nb_ctl_fini(struct nb_ctl *c);
+/* Shipped instance types, written on first start only. */
+int nb_ctl_seed_types(struct nb_ctl *c);
+
+/* Instances. *out is the caller's. */
+int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, json_t **out,
+		char *err, size_t errsz);
+int nb_core_instances(struct nb_ctl *c, const char *account_id, const char *state, int all,
+		      json_t **out);
+int nb_core_instance(struct nb_ctl *c, const char *account_id, const char *id, json_t **out,
+		     char *err, size_t errsz);
+/* action: start, stop, reboot, pause, resume, terminate. */
+int nb_core_action(struct nb_ctl *c, const char *account_id, const char *id, const char *action,
+		   const json_t *opts, json_t **out, char *err, size_t errsz);
+
+/* Images. */
+int nb_core_images(struct nb_ctl *c, const char *account_id, json_t **out);
+int nb_core_image(struct nb_ctl *c, const char *account_id, const char *ref, json_t **out,
+		  char *err, size_t errsz);
+int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t *req,
+			 json_t **out, char *err, size_t errsz);
+int nb_core_image_delete(struct nb_ctl *c, const char *account_id, const char *ref, char *err,
+			 size_t errsz);
+/* Blob upload: a temp file under blob_dir, filled by the caller, then moved
+ * into place under its sha256. */
+int nb_core_blob_tmp(struct nb_ctl *c, char *path, size_t pathsz);
+int nb_core_blob_commit(struct nb_ctl *c, const char *tmp_path, const char *sha256);
+void nb_core_blob_path(struct nb_ctl *c, const char *sha256, char *path, size_t pathsz);
+
+/* Types. */
+int nb_core_type_put(struct nb_ctl *c, const char *name, const json_t *req, json_t **out,
+		     char *err, size_t errsz);
+
+/* Hosts and agents. */
+int nb_core_hosts(struct nb_ctl *c, json_t **out);
+int nb_core_agent_join(struct nb_ctl *c, const char *join_token_expected, const json_t *req,
+		       json_t **out, char *err, size_t errsz);
+/* Long poll: waits up to wait_s for the host's generation to pass since. */
+int nb_core_agent_desired(struct nb_ctl *c, const char *host_id, int64_t since, int wait_s,
+			  json_t **out);
+int nb_core_agent_report(struct nb_ctl *c, const char *host_id, const json_t *report);
+/* Marks the change for host_id and wakes its long poll. */
+void nb_core_host_changed(struct nb_ctl *c, const char *host_id);
+/* Periodic housekeeping: purge old terminated instances. */
+void nb_core_tick(struct nb_ctl *c);
+
+#endif

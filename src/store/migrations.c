@@ -1,0 +1,50 @@
+/* Numbered schema migrations. Append only: never edit a shipped step. */
+#include <stddef.h>
+
+#include "store/store_internal.h"
+
+const char *const nb_store_migrations[] = {
+	/* 1: the first schema */
+	"CREATE TABLE accounts ("
+	"  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);"
+	"CREATE TABLE tokens ("
+	"  token_sha256 TEXT PRIMARY KEY,"
+	"  account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  role TEXT NOT NULL CHECK (role IN ('admin', 'member', 'read-only')),"
+	"  created_at INTEGER NOT NULL);"
+	"CREATE TABLE instance_types ("
+	"  name TEXT PRIMARY KEY, vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL,"
+	"  disk_gb INTEGER NOT NULL, net_mbps INTEGER NOT NULL, price_per_hour REAL NOT NULL);"
+	"CREATE TABLE hosts ("
+	"  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, address TEXT NOT NULL,"
+	"  agent_token TEXT NOT NULL, accel TEXT NOT NULL, qemu_version TEXT NOT NULL,"
+	"  vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,"
+	"  cidr TEXT NOT NULL, generation INTEGER NOT NULL DEFAULT 0,"
+	"  last_seen INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+	"CREATE TABLE images ("
+	"  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),"
+	"  name TEXT NOT NULL, os TEXT NOT NULL, release TEXT NOT NULL, arch TEXT NOT NULL,"
+	"  format TEXT NOT NULL, size INTEGER NOT NULL, file_size INTEGER NOT NULL,"
+	"  sha256 TEXT NOT NULL, boot_mode TEXT NOT NULL CHECK (boot_mode IN ('disk', 'kernel')),"
+	"  kernel_sha256 TEXT, initrd_sha256 TEXT, cmdline TEXT,"
+	"  state TEXT NOT NULL, created_at INTEGER NOT NULL, UNIQUE (account_id, name));"
+	"CREATE TABLE reservations ("
+	"  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),"
+	"  client_token TEXT, request_hash TEXT, created_at INTEGER NOT NULL);"
+	"CREATE UNIQUE INDEX reservations_token ON reservations(account_id, client_token)"
+	"  WHERE client_token IS NOT NULL;"
+	"CREATE TABLE instances ("
+	"  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),"
+	"  reservation_id TEXT NOT NULL REFERENCES reservations(id),"
+	"  name TEXT NOT NULL DEFAULT '', type TEXT NOT NULL, image_id TEXT NOT NULL,"
+	"  host_id TEXT REFERENCES hosts(id), state TEXT NOT NULL, desired_state TEXT NOT NULL,"
+	"  start_seq INTEGER NOT NULL DEFAULT 1, reboot_seq INTEGER NOT NULL DEFAULT 0,"
+	"  ip TEXT, mac TEXT, launch_index INTEGER NOT NULL,"
+	"  vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,"
+	"  net_mbps INTEGER NOT NULL, user_data TEXT NOT NULL DEFAULT '',"
+	"  state_reason TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL, terminated_at INTEGER);"
+	"CREATE INDEX instances_account ON instances(account_id, state);"
+	"CREATE INDEX instances_host ON instances(host_id, state);",
+	NULL,
+};

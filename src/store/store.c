@@ -1,0 +1,696 @@
+#include "store/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/json.h"
+#include "common/util.h"
+#include "store/store_internal.h"
+
+struct nb_store {
+	sqlite3 *db;
+	pthread_mutex_t lock; /* recursive: begin/commit wrap the row functions */
+};
+
+static int sql_err(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_CONSTRAINT:
+		return -NB_E_CONFLICT;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -NB_E_UNAVAILABLE;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	default:
+		return -NB_E_INTERNAL;
+	}
+}
+
+/* fmt: one char a parameter: s string (NULL binds NULL), i int64, d double. */
+static int stmt_prepare(struct nb_store *st, sqlite3_stmt **out, const char *sql, const char *fmt,
+			va_list ap)
+{
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+
+	if (rc != SQLITE_OK)
+		return sql_err(rc);
+	for (int i = 0; fmt && fmt[i]; i++) {
+		switch (fmt[i]) {
+		case 's': {
+			const char *v = va_arg(ap, const char *);
+			rc = v ? sqlite3_bind_text(s, i + 1, v, -1, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(s, i + 1);
+			break;
+		}
+		case 'i':
+			rc = sqlite3_bind_int64(s, i + 1, va_arg(ap, int64_t));
+			break;
+		case 'd':
+			rc = sqlite3_bind_double(s, i + 1, va_arg(ap, double));
+			break;
+		default:
+			rc = SQLITE_MISUSE;
+		}
+		if (rc != SQLITE_OK) {
+			sqlite3_finalize(s);
+			return sql_err(rc);
+		}
+	}
+	*out = s;
+	return 0;
+}
+
+static json_t *row_json(sqlite3_stmt *s)
+{
+	json_t *o = json_object();
+	int n = sqlite3_column_count(s);
+
+	for (int i = 0; i < n; i++) {
+		const char *name = sqlite3_column_name(s, i);
+		json_t *v;
+		switch (sqlite3_column_type(s, i)) {
+		case SQLITE_INTEGER:
+			v = json_integer(sqlite3_column_int64(s, i));
+			break;
+		case SQLITE_FLOAT:
+			v = json_real(sqlite3_column_double(s, i));
+			break;
+		case SQLITE_NULL:
+			v = json_null();
+			break;
+		default:
+			v = json_stringn((const char *)sqlite3_column_text(s, i),
+					 (size_t)sqlite3_column_bytes(s, i));
+			if (!v)
+				v = json_string("");
+		}
+		json_object_set_new(o, name, v);
+	}
+	return o;
+}
+
+/* Rows as a JSON array (caller decrefs *out). */
+static int q_rows(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *s;
+	va_list ap;
+	json_t *arr;
+	int r, rc;
+
+	pthread_mutex_lock(&st->lock);
+	va_start(ap, fmt);
+	r = stmt_prepare(st, &s, sql, fmt, ap);
+	va_end(ap);
+	if (r < 0) {
+		pthread_mutex_unlock(&st->lock);
+		return r;
+	}
+	arr = json_array();
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(arr, row_json(s));
+	r = sql_err(rc);
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0) {
+		json_decref(arr);
+		return r;
+	}
+	*out = arr;
+	return 0;
+}
+
+/* First row (caller decrefs *out) or -NB_E_NOT_FOUND. */
+static int q_row(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *s;
+	va_list ap;
+	int r, rc;
+
+	pthread_mutex_lock(&st->lock);
+	va_start(ap, fmt);
+	r = stmt_prepare(st, &s, sql, fmt, ap);
+	va_end(ap);
+	if (r < 0) {
+		pthread_mutex_unlock(&st->lock);
+		return r;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*out = row_json(s);
+		r = 0;
+	} else {
+		r = rc == SQLITE_DONE ? -NB_E_NOT_FOUND : sql_err(rc);
+	}
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* Number of rows changed, or a negative error. */
+static int q_exec(struct nb_store *st, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *s;
+	va_list ap;
+	int r, rc;
+
+	pthread_mutex_lock(&st->lock);
+	va_start(ap, fmt);
+	r = stmt_prepare(st, &s, sql, fmt, ap);
+	va_end(ap);
+	if (r < 0) {
+		pthread_mutex_unlock(&st->lock);
+		return r;
+	}
+	rc = sqlite3_step(s);
+	r = sql_err(rc);
+	if (r == 0)
+		r = sqlite3_changes(st->db);
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static int q_int(struct nb_store *st, int64_t *out, const char *sql, const char *fmt,
+		 const char *arg)
+{
+	json_t *row;
+	int r = q_row(st, &row, sql, fmt, arg);
+
+	if (r < 0)
+		return r;
+	*out = json_integer_value(json_object_get(row, "n"));
+	json_decref(row);
+	return 0;
+}
+
+static int store_migrate(struct nb_store *st)
+{
+	int version = nb_store_schema_version(st);
+	char *errmsg = NULL;
+
+	for (int i = version; nb_store_migrations[i]; i++) {
+		char sql[64];
+		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, nb_store_migrations[i], NULL, NULL, &errmsg);
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", i + 1);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, sql, NULL, NULL, &errmsg);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, &errmsg);
+		sqlite3_free(errmsg);
+		errmsg = NULL;
+		if (rc != SQLITE_OK) {
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			return -NB_E_INTERNAL;
+		}
+	}
+	return 0;
+}
+
+int nb_store_schema_version(struct nb_store *st)
+{
+	sqlite3_stmt *s;
+	int v = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			v = sqlite3_column_int(s, 0);
+		sqlite3_finalize(s);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return v;
+}
+
+int nb_store_open(const char *path, struct nb_store **out)
+{
+	struct nb_store *st = calloc(1, sizeof(*st));
+	pthread_mutexattr_t attr;
+	int r;
+
+	if (!st)
+		return -ENOMEM;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&st->lock, &attr);
+	pthread_mutexattr_destroy(&attr);
+	if (sqlite3_open_v2(path, &st->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			    NULL) != SQLITE_OK) {
+		r = -NB_E_INTERNAL;
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	if (sqlite3_exec(st->db,
+			 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+			 "PRAGMA foreign_keys = ON;",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		r = -NB_E_INTERNAL;
+		goto fail;
+	}
+	r = store_migrate(st);
+	if (r < 0)
+		goto fail;
+	*out = st;
+	return 0;
+fail:
+	nb_store_close(st);
+	return r;
+}
+
+void nb_store_close(struct nb_store *st)
+{
+	if (!st)
+		return;
+	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+int nb_store_begin(struct nb_store *st)
+{
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		pthread_mutex_unlock(&st->lock);
+		return sql_err(rc);
+	}
+	return 0;
+}
+
+int nb_store_commit(struct nb_store *st)
+{
+	int rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&st->lock);
+	return sql_err(rc);
+}
+
+void nb_store_rollback(struct nb_store *st)
+{
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- accounts and tokens ---- */
+
+int nb_store_account_ensure(struct nb_store *st, const char *name, char id_out[32])
+{
+	json_t *row;
+	char id[32];
+	int r;
+
+	r = q_row(st, &row, "SELECT id FROM accounts WHERE name = ?", "s", name);
+	if (r == 0) {
+		nb_strlcpy(id_out, nb_json_str_or(row, "id"), 32);
+		json_decref(row);
+		return 0;
+	}
+	if (r != -NB_E_NOT_FOUND)
+		return r;
+	nb_id_new("acct", id, sizeof(id));
+	r = q_exec(st, "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)", "ssi", id,
+		   name, nb_wall_ms());
+	if (r < 0)
+		return r;
+	nb_strlcpy(id_out, id, 32);
+	return 0;
+}
+
+int nb_store_token_add(struct nb_store *st, const char *token, const char *account_id,
+		       const char *role)
+{
+	char hash[65];
+	int r;
+
+	nb_sha256_hex(token, strlen(token), hash);
+	r = q_exec(st,
+		   "INSERT INTO tokens (token_sha256, account_id, role, created_at)"
+		   " VALUES (?, ?, ?, ?)",
+		   "sssi", hash, account_id, role, nb_wall_ms());
+	return r < 0 ? r : 0;
+}
+
+int nb_store_token_lookup(struct nb_store *st, const char *token, json_t **out)
+{
+	char hash[65];
+
+	nb_sha256_hex(token, strlen(token), hash);
+	return q_row(st, out,
+		     "SELECT t.account_id, t.role, a.name AS account FROM tokens t"
+		     " JOIN accounts a ON a.id = t.account_id WHERE t.token_sha256 = ?",
+		     "s", hash);
+}
+
+/* ---- instance types ---- */
+
+int nb_store_types_list(struct nb_store *st, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT * FROM instance_types ORDER BY vcpus, memory_mb, name", NULL);
+}
+
+int nb_store_type_get(struct nb_store *st, const char *name, json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM instance_types WHERE name = ?", "s", name);
+}
+
+int nb_store_type_put(struct nb_store *st, const char *name, int64_t vcpus, int64_t memory_mb,
+		      int64_t disk_gb, int64_t net_mbps, double price)
+{
+	int r = q_exec(st,
+		       "INSERT INTO instance_types (name, vcpus, memory_mb, disk_gb, net_mbps,"
+		       " price_per_hour) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE"
+		       " SET vcpus = excluded.vcpus, memory_mb = excluded.memory_mb,"
+		       " disk_gb = excluded.disk_gb, net_mbps = excluded.net_mbps,"
+		       " price_per_hour = excluded.price_per_hour",
+		       "siiiid", name, vcpus, memory_mb, disk_gb, net_mbps, price);
+	return r < 0 ? r : 0;
+}
+
+int nb_store_type_delete(struct nb_store *st, const char *name)
+{
+	int r = q_exec(st, "DELETE FROM instance_types WHERE name = ?", "s", name);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
+int nb_store_types_count(struct nb_store *st, int64_t *n)
+{
+	return q_int(st, n, "SELECT count(*) AS n FROM instance_types", NULL, NULL);
+}
+
+/* ---- hosts ---- */
+
+int nb_store_host_upsert(struct nb_store *st, const json_t *h, char id_out[32])
+{
+	json_t *row;
+	char id[32];
+	int r;
+
+	r = q_row(st, &row, "SELECT id FROM hosts WHERE name = ?", "s", nb_json_str_or(h, "name"));
+	if (r == 0) {
+		nb_strlcpy(id, nb_json_str_or(row, "id"), sizeof(id));
+		json_decref(row);
+	} else if (r == -NB_E_NOT_FOUND) {
+		nb_id_new("h", id, sizeof(id));
+	} else {
+		return r;
+	}
+	r = q_exec(st,
+		   "INSERT INTO hosts (id, name, address, agent_token, accel, qemu_version, vcpus,"
+		   " memory_mb, disk_gb, cidr, last_seen, created_at)"
+		   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)"
+		   " ON CONFLICT (id) DO UPDATE SET address = ?3, agent_token = ?4, accel = ?5,"
+		   " qemu_version = ?6, vcpus = ?7, memory_mb = ?8, disk_gb = ?9, cidr = ?10,"
+		   " last_seen = ?11",
+		   "ssssssiiisi", id, nb_json_str_or(h, "name"), nb_json_str_or(h, "address"),
+		   nb_json_str_or(h, "agent_token"), nb_json_str_or(h, "accel"),
+		   nb_json_str_or(h, "qemu_version"), nb_json_int(h, "vcpus", 0),
+		   nb_json_int(h, "memory_mb", 0), nb_json_int(h, "disk_gb", 0),
+		   nb_json_str_or(h, "cidr"), nb_wall_ms());
+	if (r < 0)
+		return r;
+	nb_strlcpy(id_out, id, 32);
+	return 0;
+}
+
+int nb_store_host_get(struct nb_store *st, const char *id, json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM hosts WHERE id = ?", "s", id);
+}
+
+int nb_store_host_by_token(struct nb_store *st, const char *agent_token, json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM hosts WHERE agent_token = ?", "s", agent_token);
+}
+
+int nb_store_hosts_list(struct nb_store *st, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT h.*, (SELECT count(*) FROM instances i WHERE i.host_id = h.id AND"
+		      "   i.state NOT IN ('terminated')) AS instances,"
+		      " (SELECT coalesce(sum(vcpus), 0) FROM instances i WHERE i.host_id = h.id"
+		      "   AND i.state NOT IN ('stopped', 'terminated')) AS used_vcpus,"
+		      " (SELECT coalesce(sum(memory_mb), 0) FROM instances i WHERE i.host_id = h.id"
+		      "   AND i.state NOT IN ('stopped', 'terminated')) AS used_memory_mb"
+		      " FROM hosts h ORDER BY h.name",
+		      NULL);
+}
+
+int nb_store_host_seen(struct nb_store *st, const char *id, int64_t wall_ms)
+{
+	int r = q_exec(st, "UPDATE hosts SET last_seen = ? WHERE id = ?", "is", wall_ms, id);
+
+	return r < 0 ? r : 0;
+}
+
+int nb_store_host_bump(struct nb_store *st, const char *id, int64_t *gen_out)
+{
+	int r = q_exec(st, "UPDATE hosts SET generation = generation + 1 WHERE id = ?", "s", id);
+
+	if (r < 0)
+		return r;
+	if (gen_out)
+		return q_int(st, gen_out, "SELECT generation AS n FROM hosts WHERE id = ?", "s",
+			     id);
+	return 0;
+}
+
+/* ---- images ---- */
+
+int nb_store_image_insert(struct nb_store *st, const json_t *im)
+{
+	int r = q_exec(
+		st,
+		"INSERT INTO images (id, account_id, name, os, release, arch, format, size,"
+		" file_size, sha256, boot_mode, kernel_sha256, initrd_sha256, cmdline, state,"
+		" created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		"sssssssiisssssi", nb_json_str_or(im, "id"), nb_json_str_or(im, "account_id"),
+		nb_json_str_or(im, "name"), nb_json_str_or(im, "os"),
+		nb_json_str_or(im, "release"), nb_json_str_or(im, "arch"),
+		nb_json_str_or(im, "format"), nb_json_int(im, "size", 0),
+		nb_json_int(im, "file_size", 0), nb_json_str_or(im, "sha256"),
+		nb_json_str_or(im, "boot_mode"), nb_json_str(im, "kernel_sha256"),
+		nb_json_str(im, "initrd_sha256"), nb_json_str(im, "cmdline"),
+		nb_json_str_or(im, "state"), nb_wall_ms());
+	if (r < 0)
+		return r;
+	return 0;
+}
+
+int nb_store_image_get(struct nb_store *st, const char *account_id, const char *ref, json_t **out)
+{
+	return q_row(st, out,
+		     "SELECT * FROM images WHERE (id = ?2 OR name = ?2) AND account_id = ?1"
+		     " ORDER BY id = ?2 DESC LIMIT 1",
+		     "ss", account_id, ref);
+}
+
+int nb_store_images_list(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_rows(st, out, "SELECT * FROM images WHERE account_id = ? ORDER BY name", "s",
+		      account_id);
+}
+
+int nb_store_image_delete(struct nb_store *st, const char *id)
+{
+	int r = q_exec(st, "DELETE FROM images WHERE id = ?", "s", id);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
+int nb_store_image_in_use(struct nb_store *st, const char *id, int64_t *n)
+{
+	return q_int(st, n,
+		     "SELECT count(*) AS n FROM instances WHERE image_id = ? AND"
+		     " state != 'terminated'",
+		     "s", id);
+}
+
+int nb_store_blob_in_use(struct nb_store *st, const char *sha256, int64_t *n)
+{
+	return q_int(st, n,
+		     "SELECT count(*) AS n FROM images WHERE sha256 = ?1 OR kernel_sha256 = ?1"
+		     " OR initrd_sha256 = ?1",
+		     "s", sha256);
+}
+
+/* ---- instances ---- */
+
+#define INSTANCE_COLUMNS                                                                   \
+	"i.id, i.account_id, i.reservation_id, i.name, i.type, i.image_id,"                \
+	" coalesce(im.name, '') AS image_name, i.host_id, coalesce(h.name, '') AS host_name," \
+	" i.state, i.desired_state, i.start_seq, i.reboot_seq, i.ip, i.mac, i.launch_index," \
+	" i.vcpus, i.memory_mb, i.disk_gb, i.net_mbps, i.state_reason, i.created_at,"       \
+	" i.updated_at, i.terminated_at"
+#define INSTANCE_FROM                                                                      \
+	" FROM instances i LEFT JOIN images im ON im.id = i.image_id"                      \
+	" LEFT JOIN hosts h ON h.id = i.host_id"
+
+int nb_store_instance_insert(struct nb_store *st, const json_t *in)
+{
+	int64_t now = nb_wall_ms();
+	int r = q_exec(
+		st,
+		"INSERT INTO instances (id, account_id, reservation_id, name, type, image_id,"
+		" host_id, state, desired_state, start_seq, reboot_seq, ip, mac, launch_index,"
+		" vcpus, memory_mb, disk_gb, net_mbps, user_data, created_at, updated_at)"
+		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		"sssssssssssiiiiisii", nb_json_str_or(in, "id"), nb_json_str_or(in, "account_id"),
+		nb_json_str_or(in, "reservation_id"), nb_json_str_or(in, "name"),
+		nb_json_str_or(in, "type"), nb_json_str_or(in, "image_id"),
+		nb_json_str(in, "host_id"), nb_json_str_or(in, "state"),
+		nb_json_str_or(in, "desired_state"), nb_json_str(in, "ip"),
+		nb_json_str(in, "mac"), nb_json_int(in, "launch_index", 0),
+		nb_json_int(in, "vcpus", 0), nb_json_int(in, "memory_mb", 0),
+		nb_json_int(in, "disk_gb", 0), nb_json_int(in, "net_mbps", 0),
+		nb_json_str_or(in, "user_data"), now, now);
+	return r < 0 ? r : 0;
+}
+
+int nb_store_instance_get(struct nb_store *st, const char *account_id, const char *id,
+			  json_t **out)
+{
+	if (account_id)
+		return q_row(st, out,
+			     "SELECT " INSTANCE_COLUMNS ", i.user_data" INSTANCE_FROM
+			     " WHERE i.id = ? AND i.account_id = ?",
+			     "ss", id, account_id);
+	return q_row(st, out,
+		     "SELECT " INSTANCE_COLUMNS ", i.user_data" INSTANCE_FROM " WHERE i.id = ?",
+		     "s", id);
+}
+
+int nb_store_instances_list(struct nb_store *st, const char *account_id, const char *state,
+			    int include_terminated, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT " INSTANCE_COLUMNS INSTANCE_FROM
+		      " WHERE (?1 IS NULL OR i.account_id = ?1) AND (?2 IS NULL OR i.state = ?2)"
+		      " AND (?3 OR i.state != 'terminated') ORDER BY i.created_at, i.launch_index",
+		      "ssi", account_id, state, (int64_t)include_terminated);
+}
+
+int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT " INSTANCE_COLUMNS ", i.user_data" INSTANCE_FROM
+		      " WHERE i.host_id = ? AND (i.state != 'terminated')"
+		      " ORDER BY i.created_at, i.launch_index",
+		      "s", host_id);
+}
+
+int nb_store_instance_update(struct nb_store *st, const char *id, const json_t *patch)
+{
+	static const char *const cols[] = {"state",	   "desired_state", "start_seq",
+					   "reboot_seq",   "state_reason",  "host_id",
+					   "terminated_at"};
+	int r = 0, any = 0;
+
+	if (nb_store_begin(st) < 0)
+		return -NB_E_UNAVAILABLE;
+	for (size_t i = 0; i < NB_ARRAY_SIZE(cols) && r >= 0; i++) {
+		json_t *v = json_object_get(patch, cols[i]);
+		char sql[128];
+		if (!v)
+			continue;
+		any = 1;
+		snprintf(sql, sizeof(sql), "UPDATE instances SET %s = ?, updated_at = ? WHERE id = ?",
+			 cols[i]);
+		if (json_is_integer(v))
+			r = q_exec(st, sql, "iis", (int64_t)json_integer_value(v), nb_wall_ms(), id);
+		else if (json_is_null(v))
+			r = q_exec(st, sql, "sis", (const char *)NULL, nb_wall_ms(), id);
+		else
+			r = q_exec(st, sql, "sis", json_string_value(v), nb_wall_ms(), id);
+		if (r == 0)
+			r = -NB_E_NOT_FOUND;
+	}
+	if (r < 0) {
+		nb_store_rollback(st);
+		return r;
+	}
+	(void)any;
+	return nb_store_commit(st);
+}
+
+int nb_store_instance_delete(struct nb_store *st, const char *id)
+{
+	int r = q_exec(st, "DELETE FROM instances WHERE id = ?", "s", id);
+
+	return r < 0 ? r : 0;
+}
+
+int nb_store_host_usage(struct nb_store *st, const char *host_id, json_t **out)
+{
+	return q_row(st, out,
+		     "SELECT coalesce(sum(CASE WHEN state NOT IN ('stopped') THEN vcpus END), 0)"
+		     " AS vcpus,"
+		     " coalesce(sum(CASE WHEN state NOT IN ('stopped') THEN memory_mb END), 0)"
+		     " AS memory_mb, coalesce(sum(disk_gb), 0) AS disk_gb, count(*) AS instances"
+		     " FROM instances WHERE host_id = ? AND state != 'terminated'",
+		     "s", host_id);
+}
+
+int nb_store_host_ips(struct nb_store *st, const char *host_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT ip FROM instances WHERE host_id = ? AND state != 'terminated'"
+		      " AND ip IS NOT NULL",
+		      "s", host_id);
+}
+
+int nb_store_purge_terminated(struct nb_store *st, int64_t before_wall_ms)
+{
+	int r = q_exec(st,
+		       "DELETE FROM instances WHERE state = 'terminated' AND terminated_at < ?",
+		       "i", before_wall_ms);
+
+	return r < 0 ? r : 0;
+}
+
+/* ---- reservations ---- */
+
+int nb_store_reservation_insert(struct nb_store *st, const char *id, const char *account_id,
+				const char *client_token, const char *request_hash)
+{
+	int r = q_exec(st,
+		       "INSERT INTO reservations (id, account_id, client_token, request_hash,"
+		       " created_at) VALUES (?, ?, ?, ?, ?)",
+		       "ssssi", id, account_id, client_token, request_hash, nb_wall_ms());
+	return r < 0 ? r : 0;
+}
+
+int nb_store_reservation_by_token(struct nb_store *st, const char *account_id,
+				  const char *client_token, json_t **out)
+{
+	return q_row(st, out,
+		     "SELECT id, request_hash FROM reservations WHERE account_id = ? AND"
+		     " client_token = ?",
+		     "ss", account_id, client_token);
+}
+
+int nb_store_reservation_instances(struct nb_store *st, const char *reservation_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT " INSTANCE_COLUMNS INSTANCE_FROM
+		      " WHERE i.reservation_id = ? ORDER BY i.launch_index",
+		      "s", reservation_id);
+}

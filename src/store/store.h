@@ -1,0 +1,87 @@
+/* The store: the only module that speaks SQL. SQLite in WAL mode, schema
+ * moved forward by numbered migrations (migrations.c). Rows come back as
+ * jansson objects keyed by column name, which the API edge serialises as is.
+ * One connection, serialised by a mutex: every function is thread-safe. */
+#ifndef NB_STORE_H
+#define NB_STORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+struct nb_store;
+
+/* Opens (creating) the database at path and migrates it to the newest
+ * schema. *out is the caller's; free with nb_store_close. */
+int nb_store_open(const char *path, struct nb_store **out);
+void nb_store_close(struct nb_store *st);
+/* Newest schema version applied. */
+int nb_store_schema_version(struct nb_store *st);
+
+/* Transactions: nb_store_begin takes the store's lock until commit or
+ * rollback, so a read-check-write sequence is atomic. */
+int nb_store_begin(struct nb_store *st);
+int nb_store_commit(struct nb_store *st);
+void nb_store_rollback(struct nb_store *st);
+
+/* Accounts and tokens. Tokens are kept as sha256 only. */
+int nb_store_account_ensure(struct nb_store *st, const char *name, char id_out[32]);
+int nb_store_token_add(struct nb_store *st, const char *token, const char *account_id,
+		       const char *role);
+/* *out: {"account_id", "role"}; -NB_E_NOT_FOUND for an unknown token. */
+int nb_store_token_lookup(struct nb_store *st, const char *token, json_t **out);
+
+/* Instance types. */
+int nb_store_types_list(struct nb_store *st, json_t **out);
+int nb_store_type_get(struct nb_store *st, const char *name, json_t **out);
+int nb_store_type_put(struct nb_store *st, const char *name, int64_t vcpus, int64_t memory_mb,
+		      int64_t disk_gb, int64_t net_mbps, double price);
+int nb_store_type_delete(struct nb_store *st, const char *name);
+int nb_store_types_count(struct nb_store *st, int64_t *n);
+
+/* Hosts. */
+int nb_store_host_upsert(struct nb_store *st, const json_t *host, char id_out[32]);
+int nb_store_host_get(struct nb_store *st, const char *id, json_t **out);
+int nb_store_host_by_token(struct nb_store *st, const char *agent_token, json_t **out);
+int nb_store_hosts_list(struct nb_store *st, json_t **out);
+int nb_store_host_seen(struct nb_store *st, const char *id, int64_t wall_ms);
+/* Bumps and returns the host's desired-state generation. */
+int nb_store_host_bump(struct nb_store *st, const char *id, int64_t *gen_out);
+
+/* Images. ref is an id or a name visible to account. */
+int nb_store_image_insert(struct nb_store *st, const json_t *image);
+int nb_store_image_get(struct nb_store *st, const char *account_id, const char *ref, json_t **out);
+int nb_store_images_list(struct nb_store *st, const char *account_id, json_t **out);
+int nb_store_image_delete(struct nb_store *st, const char *id);
+int nb_store_image_in_use(struct nb_store *st, const char *id, int64_t *n);
+/* True when any image still references this blob (disk, kernel or initrd). */
+int nb_store_blob_in_use(struct nb_store *st, const char *sha256, int64_t *n);
+
+/* Instances. */
+int nb_store_instance_insert(struct nb_store *st, const json_t *inst);
+/* account_id NULL: any account (agents, admin jobs). */
+int nb_store_instance_get(struct nb_store *st, const char *account_id, const char *id,
+			  json_t **out);
+/* state NULL: all not purged; include_terminated 0 hides terminated ones. */
+int nb_store_instances_list(struct nb_store *st, const char *account_id, const char *state,
+			    int include_terminated, json_t **out);
+int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t **out);
+/* Sets the given members of patch (state, desired_state, start_seq,
+ * reboot_seq, state_reason, host_id, terminated_at) on instance id. */
+int nb_store_instance_update(struct nb_store *st, const char *id, const json_t *patch);
+int nb_store_instance_delete(struct nb_store *st, const char *id);
+/* Resources held on a host by instances not stopped/terminated:
+ * {"vcpus", "memory_mb", "disk_gb", "instances"} (disk counts stopped ones too). */
+int nb_store_host_usage(struct nb_store *st, const char *host_id, json_t **out);
+/* IPs in use on a host (not terminated). */
+int nb_store_host_ips(struct nb_store *st, const char *host_id, json_t **out);
+int nb_store_purge_terminated(struct nb_store *st, int64_t before_wall_ms);
+
+/* Reservations and idempotency (ClientToken). */
+int nb_store_reservation_insert(struct nb_store *st, const char *id, const char *account_id,
+				const char *client_token, const char *request_hash);
+/* *out: {"id", "request_hash"} or -NB_E_NOT_FOUND. */
+int nb_store_reservation_by_token(struct nb_store *st, const char *account_id,
+				  const char *client_token, json_t **out);
+int nb_store_reservation_instances(struct nb_store *st, const char *reservation_id, json_t **out);
+
+#endif
