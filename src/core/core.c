@@ -533,6 +533,8 @@ static json_t *desired_view(struct nb_ctl *c, json_t *row)
 		      (json_int_t)nb_json_int(row, "net_mbps", 0), "mac",
 		      nb_json_str_or(row, "mac"), "ip", nb_json_str_or(row, "ip"), "user_data",
 		      nb_json_str_or(row, "user_data"));
+	json_object_set_new(d, "force_stop",
+			    json_boolean(!strcmp(nb_json_str_or(row, "state_reason"), "forced stop")));
 	if (image) {
 		json_object_set_new(
 			d, "image",

@@ -1,0 +1,84 @@
+/* nubo-agent internals: one per host. It pulls the desired state of its
+ * instances from nubod, makes it true with QEMU processes (each under a
+ * nubo-shim that outlives the agent), and reports what is actually there. */
+#ifndef NB_AGENT_H
+#define NB_AGENT_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/qmp/qmp.h"
+
+#define NB_AGENT_MAX_VMS 512
+
+struct nb_agent;
+
+struct nb_vm {
+	char id[32];
+	char dir[600];
+	json_t *desired;       /* latest desired entry, NULL when not desired */
+	struct nb_qmp *qmp;    /* open while QEMU runs */
+	int pid;               /* QEMU's pid, 0 when not running */
+	int64_t started_seq;   /* start_seq QEMU was last started for */
+	int64_t reboot_done;   /* reboot_seq last acted on */
+	char actual[16];       /* pending, running, paused, stopped, terminated, error */
+	char reason[256];
+	int64_t stop_deadline; /* monotonic ms: hard stop after this */
+	bool powerdown_sent;
+	bool gone;             /* terminated and cleaned: drop after reporting */
+};
+
+struct nb_agent_cfg {
+	char controller[256];
+	char join_token[128];
+	char name[64];
+	char listen[64];
+	char advertise[128];
+	char state_dir[400];
+	char accel_mode[8];
+	char bridge[16];
+	char cidr[32];
+	char qemu[128];
+	char shim[400];
+	char cgroup_root[128];
+	bool network;
+	int stop_timeout_s;
+	uint64_t console_log_max;
+	int64_t vcpus, memory_mb, disk_gb;
+};
+
+struct nb_agent {
+	struct nb_agent_cfg cfg;
+	char accel[8];         /* chosen: kvm or tcg */
+	char qemu_version[32];
+	char host_id[32];
+	char token[128];       /* agent token from join */
+	pthread_mutex_t lock;  /* guards vms, desired_*, dirty */
+	struct nb_vm *vms[NB_AGENT_MAX_VMS];
+	int nvms;
+	bool have_desired;     /* a desired document arrived since start */
+	int64_t generation;
+	bool dirty;            /* something to report */
+	int wake_fd[2];        /* pipe: wakes the reconcile loop */
+	volatile int stopping;
+};
+
+/* accel.c: "kvm" when /dev/kvm opens, the CPU has vmx/svm and a probe guest
+ * really runs under KVM within a few seconds; "tcg" otherwise. */
+const char *nb_accel_detect(const char *qemu, const char *workdir);
+
+/* vm.c */
+struct nb_vm *nb_vm_new(struct nb_agent *a, const char *id);
+void nb_vm_free(struct nb_vm *vm);
+/* Re-adopts a QEMU still running from an earlier agent (pidfile + QMP). */
+void nb_vm_adopt(struct nb_agent *a, struct nb_vm *vm);
+/* One reconcile step for vm: acts towards vm->desired, updates actual. */
+void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm);
+/* Reads pending QMP events / notices a dead QEMU. */
+void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm);
+/* The instances' network (bridge, dnsmasq, fixed leases). */
+int nb_vm_net_sync(struct nb_agent *a);
+
+#endif

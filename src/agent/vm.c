@@ -1,0 +1,519 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/cgroup/cgroup.h"
+#include "agent/qmp/qemu_cmd.h"
+#include "agent/qmp/qmp_cmd.h"
+#include "common/httpc.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "net/net.h"
+
+static void set_actual(struct nb_agent *a, struct nb_vm *vm, const char *state, const char *why)
+{
+	if (strcmp(vm->actual, state) || (why && strcmp(vm->reason, why))) {
+		nb_info("%s: %s -> %s%s%s", vm->id, vm->actual, state, why && *why ? ": " : "",
+			why ? why : "");
+		nb_strlcpy(vm->actual, state, sizeof(vm->actual));
+		nb_strlcpy(vm->reason, why ? why : "", sizeof(vm->reason));
+		a->dirty = true;
+	}
+}
+
+static void vm_path(const struct nb_vm *vm, const char *name, char *out, size_t outsz)
+{
+	snprintf(out, outsz, "%s/%s", vm->dir, name);
+}
+
+static int64_t read_num(const struct nb_vm *vm, const char *name, int64_t def)
+{
+	char path[PATH_MAX], *data = NULL;
+	long long v = def;
+
+	vm_path(vm, name, path, sizeof(path));
+	if (nb_read_file(path, 64, &data, NULL) == 0) {
+		if (sscanf(data, "%lld", &v) != 1)
+			v = def;
+		free(data);
+	}
+	return v;
+}
+
+static void write_num(const struct nb_vm *vm, const char *name, int64_t v)
+{
+	char path[PATH_MAX], buf[32];
+
+	vm_path(vm, name, path, sizeof(path));
+	snprintf(buf, sizeof(buf), "%lld\n", (long long)v);
+	nb_write_file(path, buf, strlen(buf), 0600);
+}
+
+struct nb_vm *nb_vm_new(struct nb_agent *a, const char *id)
+{
+	struct nb_vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm)
+		return NULL;
+	nb_strlcpy(vm->id, id, sizeof(vm->id));
+	snprintf(vm->dir, sizeof(vm->dir), "%s/instances/%s", a->cfg.state_dir, id);
+	nb_strlcpy(vm->actual, "pending", sizeof(vm->actual));
+	vm->started_seq = read_num(vm, "start_seq", 0);
+	vm->reboot_done = read_num(vm, "reboot_seq", 0);
+	return vm;
+}
+
+void nb_vm_free(struct nb_vm *vm)
+{
+	if (!vm)
+		return;
+	nb_qmp_close(vm->qmp);
+	json_decref(vm->desired);
+	free(vm);
+}
+
+/* QEMU's pid when it runs for this instance, else 0. */
+static int live_pid(const struct nb_vm *vm)
+{
+	char path[PATH_MAX], *cmd = NULL;
+	size_t len = 0;
+	int pid = (int)read_num(vm, "qemu.pid", 0), ok = 0;
+
+	if (pid <= 0 || kill(pid, 0) < 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	if (nb_read_file(path, 1 << 16, &cmd, &len) == 0) {
+		for (size_t i = 0; i < len; i++)
+			if (!cmd[i])
+				cmd[i] = ' ';
+		ok = strstr(cmd, vm->id) != NULL;
+		free(cmd);
+	}
+	return ok ? pid : 0;
+}
+
+static void qmp_drop(struct nb_vm *vm)
+{
+	nb_qmp_close(vm->qmp);
+	vm->qmp = NULL;
+}
+
+/* Reads QEMU's run state into actual. */
+static void refresh_status(struct nb_agent *a, struct nb_vm *vm)
+{
+	char status[32];
+	bool running = false;
+
+	if (!vm->qmp)
+		return;
+	if (nb_qmp_query_status(vm->qmp, status, sizeof(status), &running) < 0) {
+		qmp_drop(vm);
+		return;
+	}
+	if (running)
+		set_actual(a, vm, "running", NULL);
+	else if (!strcmp(status, "paused"))
+		set_actual(a, vm, "paused", NULL);
+	else if (!strcmp(status, "shutdown"))
+		set_actual(a, vm, "stopping", NULL);
+	else
+		set_actual(a, vm, "running", NULL);
+}
+
+void nb_vm_adopt(struct nb_agent *a, struct nb_vm *vm)
+{
+	char sock[PATH_MAX];
+
+	vm->pid = live_pid(vm);
+	if (!vm->pid) {
+		set_actual(a, vm, "stopped", NULL);
+		return;
+	}
+	vm_path(vm, "qmp.sock", sock, sizeof(sock));
+	if (nb_qmp_connect(sock, 5000, &vm->qmp) < 0) {
+		nb_warn("%s: QEMU pid %d runs but its QMP socket does not answer", vm->id, vm->pid);
+		return;
+	}
+	nb_info("%s: re-adopted QEMU pid %d", vm->id, vm->pid);
+	refresh_status(a, vm);
+}
+
+/* ---- images ---- */
+
+static int fetch_blob(struct nb_agent *a, const char *sha, const char *suffix, char *path,
+		      size_t pathsz)
+{
+	char url[700], tmp[PATH_MAX], got[65];
+	long status = 0;
+	int r;
+
+	snprintf(path, pathsz, "%s/images/%s%s", a->cfg.state_dir, sha, suffix);
+	if (nb_path_exists(path))
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.part.%d", path, (int)getpid());
+	snprintf(url, sizeof(url), "%s/v1/agent/blobs/%s", a->cfg.controller, sha);
+	r = nb_httpc_download(url, a->token, tmp, &status);
+	if (r < 0 || status != 200)
+		return r < 0 ? r : -ENOENT;
+	r = nb_sha256_file(tmp, got);
+	if (r == 0 && strcmp(got, sha))
+		r = -EBADMSG; /* a corrupt image is never cached */
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* ---- start / stop / cleanup ---- */
+
+static void net_names(const struct nb_vm *vm, char tap[16])
+{
+	nb_net_tap_name(vm->id, tap);
+}
+
+/* Undoes what a start made for this instance: tap and cgroup; the disk too
+ * when fresh (a first start that failed leaves nothing behind). */
+static void undo_start(struct nb_agent *a, struct nb_vm *vm, bool remove_dir)
+{
+	char tap[16];
+
+	if (a->cfg.network) {
+		net_names(vm, tap);
+		nb_net_tap_delete(tap);
+	}
+	nb_cgroup_remove(a->cfg.cgroup_root, vm->id);
+	if (remove_dir)
+		nb_rm_rf(vm->dir);
+}
+
+static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whysz)
+{
+	json_t *d = vm->desired, *im = json_object_get(d, "image");
+	char base[PATH_MAX], kernel[PATH_MAX] = "", initrd[PATH_MAX] = "", disk[PATH_MAX];
+	char tap[16] = "", uuid[40], hex[65], sizearg[32], cg[NB_CG_MAX_DIRS][512];
+	char sock[PATH_MAX], logmax[32];
+	bool fresh = !nb_path_exists(vm->dir);
+	struct nb_vm_spec spec = {0};
+	char **qargv = NULL;
+	const char **argv = NULL;
+	struct nb_buf out;
+	int ncg = 0, r, n = 0;
+
+	nb_buf_init(&out, 64 << 10);
+	if (!im) {
+		snprintf(why, whysz, "no image in the desired state");
+		return -EINVAL;
+	}
+	r = fetch_blob(a, nb_json_str_or(im, "sha256"), ".qcow2", base, sizeof(base));
+	if (r == 0 && nb_json_str(im, "kernel_sha256"))
+		r = fetch_blob(a, nb_json_str(im, "kernel_sha256"), ".kernel", kernel,
+			       sizeof(kernel));
+	if (r == 0 && nb_json_str(im, "initrd_sha256"))
+		r = fetch_blob(a, nb_json_str(im, "initrd_sha256"), ".initrd", initrd,
+			       sizeof(initrd));
+	if (r < 0) {
+		snprintf(why, whysz, "image %s could not be fetched%s", nb_json_str_or(im, "id"),
+			 r == -EBADMSG ? ": checksum mismatch" : "");
+		return r;
+	}
+	r = nb_mkdir_p(vm->dir, 0700);
+	if (r < 0) {
+		snprintf(why, whysz, "cannot create %s", vm->dir);
+		return r;
+	}
+	vm_path(vm, "root.qcow2", disk, sizeof(disk));
+	if (!nb_path_exists(disk)) {
+		snprintf(sizearg, sizeof(sizearg), "%lldG", (long long)nb_json_int(d, "disk_gb", 1));
+		const char *cargv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+				       "-b", base, disk, sizearg, NULL};
+		r = nb_run(cargv, 60000, &out);
+		if (r != 0) {
+			snprintf(why, whysz, "creating the disk failed: %.160s",
+				 out.data ? out.data : "");
+			r = -EIO;
+			goto fail;
+		}
+	}
+	ncg = nb_cgroup_create(a->cfg.cgroup_root, vm->id, (int)nb_json_int(d, "vcpus", 1),
+			       (uint64_t)nb_json_int(d, "memory_mb", 128), cg);
+	if (ncg < 0) {
+		snprintf(why, whysz, "cgroup setup failed: %s", strerror(-ncg));
+		r = ncg;
+		goto fail;
+	}
+	if (a->cfg.network) {
+		char err[256] = "";
+		net_names(vm, tap);
+		r = nb_net_tap_create(tap, a->cfg.bridge, (uint64_t)nb_json_int(d, "net_mbps", 0),
+				      err, sizeof(err));
+		if (r < 0) {
+			snprintf(why, whysz, "tap setup failed: %s", err);
+			goto fail;
+		}
+	}
+	/* SMBIOS uuid from the instance id, stable across restarts */
+	nb_sha256_hex(vm->id, strlen(vm->id), hex);
+	hex[32] = '\0';
+	snprintf(uuid, sizeof(uuid), "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+		 hex + 20);
+	spec.qemu = a->cfg.qemu;
+	spec.id = vm->id;
+	spec.uuid = uuid;
+	spec.dir = vm->dir;
+	spec.accel = a->accel;
+	spec.vcpus = (int)nb_json_int(d, "vcpus", 1);
+	spec.memory_mb = (uint64_t)nb_json_int(d, "memory_mb", 128);
+	spec.disk = disk;
+	spec.kernel = *kernel ? kernel : NULL;
+	spec.initrd = *initrd ? initrd : NULL;
+	spec.cmdline = spec.kernel ? nb_json_str(im, "cmdline") : NULL;
+	spec.tap = *tap ? tap : NULL;
+	spec.mac = nb_json_str_or(d, "mac");
+	r = nb_qemu_argv(&spec, &qargv);
+	if (r < 0) {
+		snprintf(why, whysz, "bad VM spec");
+		goto fail;
+	}
+	for (n = 0; qargv[n]; n++)
+		;
+	argv = calloc((size_t)n + 8 + 2 * NB_CG_MAX_DIRS, sizeof(*argv));
+	if (!argv) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	snprintf(logmax, sizeof(logmax), "%llu", (unsigned long long)a->cfg.console_log_max);
+	int k = 0;
+	argv[k++] = a->cfg.shim;
+	argv[k++] = "--dir";
+	argv[k++] = vm->dir;
+	argv[k++] = "--log-max";
+	argv[k++] = logmax;
+	for (int i = 0; i < ncg; i++) {
+		argv[k++] = "--cgroup";
+		argv[k++] = cg[i];
+	}
+	argv[k++] = "--";
+	for (int i = 0; i < n; i++)
+		argv[k++] = qargv[i];
+	argv[k] = NULL;
+	char exitf[PATH_MAX];
+	vm_path(vm, "exit", exitf, sizeof(exitf));
+	unlink(exitf);
+	nb_buf_reset(&out);
+	r = nb_run(argv, 15000, &out);
+	if (r != 0) {
+		snprintf(why, whysz, "QEMU did not start: %.200s", out.data ? out.data : "");
+		r = -EIO;
+		goto fail;
+	}
+	vm_path(vm, "qmp.sock", sock, sizeof(sock));
+	r = nb_qmp_connect(sock, 10000, &vm->qmp);
+	if (r < 0) {
+		char qlog[PATH_MAX], *text = NULL;
+		vm_path(vm, "qemu.log", qlog, sizeof(qlog));
+		nb_read_file(qlog, 4096, &text, NULL);
+		snprintf(why, whysz, "QEMU did not start: %.200s", text ? text : "no QMP socket");
+		free(text);
+		int pid = live_pid(vm);
+		if (pid)
+			kill(pid, SIGKILL);
+		goto fail;
+	}
+	vm->pid = live_pid(vm);
+	vm->started_seq = nb_json_int(d, "start_seq", 1);
+	vm->reboot_done = nb_json_int(d, "reboot_seq", 0);
+	write_num(vm, "start_seq", vm->started_seq);
+	write_num(vm, "reboot_seq", vm->reboot_done);
+	vm->powerdown_sent = false;
+	nb_info("%s: started QEMU pid %d (%s)", vm->id, vm->pid, a->accel);
+	r = 0;
+	goto out;
+fail:
+	undo_start(a, vm, fresh);
+out:
+	free(argv);
+	nb_argv_free(qargv);
+	nb_buf_free(&out);
+	return r;
+}
+
+/* Kills QEMU now and waits (bounded) for it to be gone. */
+static void vm_kill(struct nb_vm *vm)
+{
+	int pid = live_pid(vm);
+
+	if (vm->qmp && pid) {
+		nb_qmp_quit(vm->qmp);
+	}
+	qmp_drop(vm);
+	if (!pid)
+		return;
+	for (int i = 0; i < 200 && live_pid(vm); i++) {
+		if (i == 20)
+			kill(pid, SIGKILL);
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL); /* bounded wait for the exit of a killed process */
+	}
+	vm->pid = 0;
+}
+
+void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm)
+{
+	json_t *ev;
+
+	if (!vm->qmp)
+		return;
+	if (nb_qmp_pump(vm->qmp) == -EPIPE) {
+		qmp_drop(vm);
+		vm->pid = live_pid(vm);
+		a->dirty = true;
+		return;
+	}
+	while ((ev = nb_qmp_next_event(vm->qmp))) {
+		const char *name = nb_json_str_or(ev, "event");
+		if (!strcmp(name, "STOP"))
+			set_actual(a, vm, "paused", NULL);
+		else if (!strcmp(name, "RESUME"))
+			set_actual(a, vm, "running", NULL);
+		json_decref(ev);
+	}
+}
+
+static void exit_reason(struct nb_vm *vm, char *why, size_t whysz)
+{
+	char path[PATH_MAX], *text = NULL;
+
+	vm_path(vm, "exit", path, sizeof(path));
+	if (nb_read_file(path, 256, &text, NULL) == 0) {
+		text[strcspn(text, "\n")] = '\0';
+		snprintf(why, whysz, "QEMU %s", text);
+		free(text);
+	} else {
+		snprintf(why, whysz, "QEMU exited");
+	}
+}
+
+void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
+{
+	const char *want = vm->desired ? nb_json_str_or(vm->desired, "desired_state") : "terminated";
+	char why[512] = "";
+	int64_t start_seq = nb_json_int(vm->desired, "start_seq", 0);
+
+	if (vm->gone)
+		return;
+	if (!vm->qmp && vm->pid && !live_pid(vm))
+		vm->pid = 0;
+	if (!vm->qmp)
+		vm->pid = live_pid(vm);
+
+	if (!strcmp(want, "terminated")) {
+		vm_kill(vm);
+		undo_start(a, vm, true);
+		set_actual(a, vm, "terminated", NULL);
+		vm->gone = true;
+		return;
+	}
+	if (!strcmp(want, "stopped")) {
+		if (!vm->pid) {
+			if (strcmp(vm->actual, "stopped")) {
+				undo_start(a, vm, false); /* the disk stays */
+				set_actual(a, vm, "stopped", NULL);
+			}
+			return;
+		}
+		if (!vm->powerdown_sent) {
+			bool force = json_is_true(json_object_get(vm->desired, "force_stop"));
+			vm->powerdown_sent = true;
+			vm->stop_deadline = nb_now_ms() + (int64_t)a->cfg.stop_timeout_s * 1000;
+			if (vm->qmp && !force) {
+				nb_qmp_cont(vm->qmp); /* a paused guest cannot see the button */
+				nb_qmp_system_powerdown(vm->qmp);
+			} else {
+				vm->stop_deadline = 0;
+			}
+			set_actual(a, vm, "stopping", NULL);
+		}
+		if (nb_now_ms() >= vm->stop_deadline) {
+			nb_info("%s: no ACPI shutdown in time, stopping hard", vm->id);
+			vm_kill(vm);
+			undo_start(a, vm, false);
+			set_actual(a, vm, "stopped", "hard stop after timeout");
+		}
+		return;
+	}
+	/* running or paused */
+	vm->powerdown_sent = false;
+	if (!vm->pid) {
+		if (start_seq > vm->started_seq) {
+			if (vm_start(a, vm, why, sizeof(why)) < 0) {
+				/* nothing is left behind; the controller shows the reason */
+				set_actual(a, vm, "error", why);
+				vm->started_seq = start_seq;
+				return;
+			}
+		} else {
+			if (strcmp(vm->actual, "stopped")) {
+				exit_reason(vm, why, sizeof(why));
+				undo_start(a, vm, false);
+				set_actual(a, vm, "stopped", why);
+			}
+			return;
+		}
+	}
+	if (!vm->qmp) {
+		char sock[PATH_MAX];
+		vm_path(vm, "qmp.sock", sock, sizeof(sock));
+		if (nb_qmp_connect(sock, 2000, &vm->qmp) < 0)
+			return;
+	}
+	int64_t reboot_seq = nb_json_int(vm->desired, "reboot_seq", 0);
+	if (reboot_seq > vm->reboot_done) {
+		if (nb_qmp_system_reset(vm->qmp) == 0) {
+			vm->reboot_done = reboot_seq;
+			write_num(vm, "reboot_seq", reboot_seq);
+			nb_info("%s: rebooted", vm->id);
+		}
+	}
+	refresh_status(a, vm);
+	if (!vm->qmp)
+		return;
+	if (!strcmp(want, "paused") && !strcmp(vm->actual, "running")) {
+		if (nb_qmp_stop(vm->qmp) == 0)
+			set_actual(a, vm, "paused", NULL);
+	} else if (!strcmp(want, "running") && !strcmp(vm->actual, "paused")) {
+		if (nb_qmp_cont(vm->qmp) == 0)
+			set_actual(a, vm, "running", NULL);
+	}
+}
+
+int nb_vm_net_sync(struct nb_agent *a)
+{
+	struct nb_dhcp_host hosts[NB_AGENT_MAX_VMS];
+	char names[NB_AGENT_MAX_VMS][32];
+	size_t n = 0;
+	char dir[PATH_MAX];
+
+	if (!a->cfg.network)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s/net", a->cfg.state_dir);
+	for (int i = 0; i < a->nvms; i++) {
+		json_t *d = a->vms[i]->desired;
+		if (!d || !nb_json_str(d, "ip") || !*nb_json_str_or(d, "ip"))
+			continue;
+		nb_strlcpy(names[n], a->vms[i]->id, sizeof(names[n]));
+		hosts[n].mac = nb_json_str(d, "mac");
+		hosts[n].ip = nb_json_str(d, "ip");
+		hosts[n].hostname = names[n];
+		n++;
+	}
+	return nb_net_dhcp_hosts(dir, hosts, n);
+}
