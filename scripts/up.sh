@@ -1,0 +1,88 @@
+#!/bin/sh
+# Brings up a single-host nubo cloud on embedded defaults: nubod (SQLite,
+# local image library) and one nubo-agent on this host, both daemonised,
+# plus the tiny image in the library. `scripts/up.sh stop` takes it all down.
+#   NUBO_STATE_DIR   where everything lives (default /var/lib/nubo)
+#   NUBO_PORT        the API port (default 8787)
+#   NUBO_CIDR        the VMs' network (default 10.213.0.0/24, bridge nbbr0)
+set -eu
+cd "$(dirname "$0")/.."
+SRC=$PWD
+B=${NUBO_BUILD:-$SRC/build}
+STATE=${NUBO_STATE_DIR:-/var/lib/nubo}
+PORT=${NUBO_PORT:-8787}
+APORT=$((PORT + 1))
+CIDR=${NUBO_CIDR:-10.213.0.0/24}
+RUN=$STATE/run
+LOG=$STATE/log
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop() {
+	for d in nubo-agent nubod; do
+		if alive "$RUN/$d.pid"; then
+			kill "$(cat "$RUN/$d.pid")"
+			i=0; while alive "$RUN/$d.pid" && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done
+		fi
+		rm -f "$RUN/$d.pid"
+	done
+	# the guests (each QEMU's pid is in its instance dir) and the network
+	for p in "$STATE"/agent/instances/*/qemu.pid; do
+		[ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+	done
+	if alive "$STATE/agent/net/dnsmasq.pid"; then kill "$(cat "$STATE/agent/net/dnsmasq.pid")"; fi
+	ip link del nbbr0 2>/dev/null || true
+	nft delete table inet nubo 2>/dev/null || true
+	echo "nubo: stopped (state kept in $STATE)"
+}
+
+if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
+
+mkdir -p "$RUN" "$LOG"
+chmod 700 "$STATE"
+if ! alive "$RUN/nubod.pid"; then
+	nohup "$B/src/nubod" -s "state_dir=$STATE" -s "api_listen=127.0.0.1:$PORT" \
+		>>"$LOG/nubod.log" 2>&1 &
+	echo $! >"$RUN/nubod.pid"
+fi
+i=0
+until curl -sf "http://127.0.0.1:$PORT/v1/health" >/dev/null 2>&1; do
+	i=$((i+1)); [ $i -gt 100 ] && { echo "nubod did not come up; see $LOG/nubod.log" >&2; exit 1; }
+	alive "$RUN/nubod.pid" || { tail -5 "$LOG/nubod.log" >&2; exit 1; }
+	sleep 0.1
+done
+if ! alive "$RUN/nubo-agent.pid"; then
+	nohup "$B/src/nubo-agent" -s "controller=http://127.0.0.1:$PORT" \
+		-s "join_token_file=$STATE/join.token" -s "listen=127.0.0.1:$APORT" \
+		-s "state_dir=$STATE/agent" -s "cidr=$CIDR" -s "shim=$B/src/shim/nubo-shim" \
+		>>"$LOG/agent.log" 2>&1 &
+	echo $! >"$RUN/nubo-agent.pid"
+fi
+TOKEN=$(cat "$STATE/admin.token")
+mkdir -p "$HOME/.config/nubo"
+umask 077
+printf 'endpoint = http://127.0.0.1:%s\ntoken = %s\n' "$PORT" "$TOKEN" >"$HOME/.config/nubo/config"
+NUBO="$B/src/cli/nubo"
+i=0
+until "$NUBO" host ls 2>/dev/null | grep -q ' up '; do
+	i=$((i+1)); [ $i -gt 600 ] && { echo "the agent did not join; see $LOG/agent.log" >&2; exit 1; }
+	alive "$RUN/nubo-agent.pid" || { tail -5 "$LOG/agent.log" >&2; exit 1; }
+	sleep 0.1
+done
+if ! "$NUBO" image show tiny >/dev/null 2>&1; then
+	"$NUBO" image build tiny
+fi
+cat <<MSG
+
+nubo is up: API http://127.0.0.1:$PORT, state in $STATE, logs in $LOG.
+The CLI is $NUBO (configured in ~/.config/nubo/config). Try:
+
+  $NUBO run tiny --type t1.nano --count 3 --wait
+  $NUBO ls
+  $NUBO logs <id>          # console output so far
+  $NUBO console <id>       # live serial console, Ctrl-] detaches
+  $NUBO stop|start|pause|resume|reboot|rm <id>
+  $NUBO image ls; $NUBO type ls; $NUBO host ls
+
+Stop everything with: make down
+MSG

@@ -1,0 +1,353 @@
+"""End-to-end harness: real nubod + nubo-agent + QEMU guests.
+
+The whole pytest session runs in a network namespace of its own (made here at
+import, before any thread starts), so the bridge, dnsmasq, nftables rules and
+every listening port the tests make are invisible to the machine: loopback
+inside it is private. Binaries come from $NUBO_BUILD (default build-asan).
+"""
+
+import base64
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("NUBO_BUILD", REPO / "build-asan"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tinyimage  # noqa: E402
+
+CLONE_NEWNET = 0x40000000
+
+
+def _enter_private_netns():
+    if os.environ.get("NUBO_E2E_NETNS") == str(os.getpid()):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed: run as root")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    os.environ["NUBO_E2E_NETNS"] = str(os.getpid())
+
+
+_enter_private_netns()
+
+SAN_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:log_path=",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=0",
+}
+SAN_RE = re.compile(r"(ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer)")
+
+
+def wait_until(pred, timeout, what, interval=0.05):
+    """Polls pred() until it returns a truthy value; that value is returned.
+    interval is the polling period of a real condition, not a readiness sleep."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class ApiError(Exception):
+    def __init__(self, status, code, message):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class Daemon:
+    def __init__(self, name, argv, log):
+        self.name, self.argv, self.log_path = name, argv, log
+        env = dict(os.environ, **SAN_ENV)
+        self.logf = open(log, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+
+    def log(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+    def sanitizer_errors(self):
+        return [l for l in self.log().splitlines() if SAN_RE.search(l)]
+
+
+class Cloud:
+    """A controller and one agent on this (namespaced) host."""
+
+    def __init__(self, root, name="node1", cidr="10.213.0.0/24", bridge="nbbr0",
+                 accel="tcg", agent_extra=()):
+        self.root = Path(root)
+        self.state = self.root / "state"
+        self.agent_state = self.root / "agent"
+        self.port = tinyimage.free_port()
+        self.agent_port = tinyimage.free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.name, self.cidr, self.bridge, self.accel = name, cidr, bridge, accel
+        self.agent_extra = list(agent_extra)
+        self.nubod = None
+        self.agent = None
+        self.daemons = []
+
+    # -- processes --
+    def start_nubod(self):
+        self.nubod = Daemon("nubod", [str(BUILD / "src/nubod"), "-s", f"state_dir={self.state}",
+                                      "-s", f"api_listen=127.0.0.1:{self.port}"],
+                            self.root / "nubod.log")
+        self.daemons.append(self.nubod)
+        wait_until(lambda: self._health(), 20, "nubod health")
+        self.token = (self.state / "admin.token").read_text().strip()
+
+    def agent_argv(self):
+        return [str(BUILD / "src/nubo-agent"),
+                "-s", f"controller={self.endpoint}",
+                "-s", f"join_token_file={self.state}/join.token",
+                "-s", f"name={self.name}",
+                "-s", f"listen=127.0.0.1:{self.agent_port}",
+                "-s", f"state_dir={self.agent_state}",
+                "-s", f"accel={self.accel}",
+                "-s", f"bridge={self.bridge}",
+                "-s", f"cidr={self.cidr}",
+                "-s", f"shim={BUILD / 'src/shim/nubo-shim'}",
+                "-s", "stop_timeout=20"] + self.agent_extra
+
+    def start_agent(self):
+        self.agent = Daemon("nubo-agent", self.agent_argv(), self.root / "agent.log")
+        self.daemons.append(self.agent)
+        wait_until(lambda: any(h["name"] == self.name and h["state"] == "up"
+                               for h in self.api("GET", "/v1/hosts")["hosts"]),
+                   60, "agent to join")
+
+    def start(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start_nubod()
+        self.start_agent()
+        return self
+
+    def _health(self):
+        try:
+            with urllib.request.urlopen(self.endpoint + "/v1/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def qemu_pids(self):
+        """pids of QEMU processes of this cloud (their cmdline names our state dir)."""
+        pids = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"qemu-system-x86_64") and \
+                    any(str(self.agent_state).encode() in a for a in cmd):
+                pids.append(int(p.name))
+        return pids
+
+    def shutdown(self):
+        for d in reversed(self.daemons):
+            d.stop()
+        for pid in self.qemu_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not self.qemu_pids(), 20, "QEMU processes to end")
+        # cgroups the agent made for our instances
+        inst = self.agent_state / "instances"
+        ids = [p.name for p in inst.iterdir()] if inst.exists() else []
+        for ctl in ("cpu", "memory", "pids", "cpu,cpuacct"):
+            for i in ids:
+                d = Path(f"/sys/fs/cgroup/{ctl}/nubo/{i}")
+                if d.exists():
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        pidf = self.agent_state / "net" / "dnsmasq.pid"
+        if pidf.exists():
+            try:
+                os.kill(int(pidf.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+
+    def sanitizer_errors(self):
+        return [f"{d.name}: {l}" for d in self.daemons for l in d.sanitizer_errors()]
+
+    # -- API --
+    def api(self, method, path, body=None, token=None, raw=None, ctype=None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.endpoint + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {token or self.token}")
+        if data is not None:
+            req.add_header("Content-Type", ctype or "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                payload = r.read()
+                if r.headers.get("Content-Type", "").startswith("application/json"):
+                    return json.loads(payload)
+                return payload
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            try:
+                err = json.loads(payload)["error"]
+            except (ValueError, KeyError):
+                raise ApiError(e.code, "?", payload.decode(errors="replace"))
+            raise ApiError(e.code, err["code"], err["message"])
+
+    def upload(self, path):
+        return self.api("PUT", "/v1/blobs", raw=Path(path).read_bytes(),
+                        ctype="application/octet-stream")["blob"]
+
+    def import_tiny(self, img, name="tiny"):
+        disk = self.upload(img.disk)
+        kernel = self.upload(img.vmlinuz)
+        initrd = self.upload(img.initrd)
+        m = img.manifest
+        return self.api("POST", "/v1/images", {
+            "name": name, "os": m["os"], "release": m["release"], "arch": m["arch"],
+            "disk_blob": disk, "kernel_blob": kernel, "initrd_blob": initrd,
+            "cmdline": m["cmdline"]})
+
+    def run(self, image="tiny", type="t1.nano", count=1, **kw):
+        body = {"image": image, "type": type, "count": count}
+        body.update(kw)
+        return self.api("POST", "/v1/instances", body)
+
+    def instance(self, iid):
+        return self.api("GET", f"/v1/instances/{iid}")
+
+    def wait_state(self, iid, state, timeout=60):
+        return wait_until(lambda: (lambda i: i if i["state"] == state else None)(self.instance(iid)),
+                          timeout, f"{iid} to be {state}", interval=0.1)
+
+    def console_output(self, iid):
+        return self.api("GET", f"/v1/instances/{iid}/console-output").decode(errors="replace")
+
+    def wait_console(self, iid, pattern, timeout=90):
+        rx = re.compile(pattern)
+        return wait_until(lambda: rx.search(self.console_output(iid)), timeout,
+                          f"{pattern!r} on the console of {iid}", interval=0.2)
+
+    def wait_ready(self, iid, timeout=90):
+        m = self.wait_console(iid, r"NUBO-READY (\S+) ip=(\S+)", timeout)
+        return m.group(1), m.group(2)
+
+    def instance_dir(self, iid):
+        return self.agent_state / "instances" / iid
+
+    def qemu_pid(self, iid):
+        p = self.instance_dir(iid) / "qemu.pid"
+        try:
+            pid = int(p.read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def cli(self, *args, check=True, input=None, timeout=120):
+        env = dict(os.environ, NUBO_ENDPOINT=self.endpoint, NUBO_TOKEN=self.token, **SAN_ENV)
+        p = subprocess.run([str(BUILD / "src/cli/nubo"), *args], capture_output=True,
+                           text=True, env=env, input=input, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"nubo {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+        return p
+
+
+@pytest.fixture(scope="session")
+def tiny_image():
+    return tinyimage.build_tiny()
+
+
+@pytest.fixture(scope="module")
+def cloud(tiny_image, tmp_path_factory):
+    c = Cloud(tmp_path_factory.mktemp("cloud"))
+    try:
+        c.start()
+        c.import_tiny(tiny_image)
+        yield c
+    finally:
+        c.shutdown()
+    errs = c.sanitizer_errors()
+    assert not errs, "sanitizer reports:\n" + "\n".join(errs)
+
+
+class ConsoleSession:
+    """The live serial console through nubod (HTTP Upgrade: nubo-console)."""
+
+    def __init__(self, cloud, iid, timeout=10):
+        import socket as _s
+        self.sock = _s.create_connection(("127.0.0.1", cloud.port), timeout=timeout)
+        self.sock.sendall((f"GET /v1/instances/{iid}/console HTTP/1.1\r\n"
+                           f"Host: 127.0.0.1:{cloud.port}\r\nConnection: Upgrade\r\n"
+                           f"Upgrade: nubo-console\r\nAuthorization: Bearer {cloud.token}\r\n\r\n"
+                           ).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ConnectionError(f"console closed during the handshake: {head!r}")
+            head += chunk
+        self.status = int(head.split(b" ", 2)[1])
+        if self.status != 101:
+            raise ConnectionError(f"console answered {head!r}")
+        self.buf = b""
+
+    def send(self, text):
+        self.sock.sendall(text.encode() if isinstance(text, str) else text)
+
+    def expect(self, pattern, timeout=30):
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{pattern!r} not seen on the console; got {self.buf[-500:]!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = None
+            if chunk == b"":
+                raise EOFError(f"console closed; got {self.buf[-500:]!r}")
+            if chunk:
+                self.buf += chunk
+
+    def run(self, cmd, timeout=30):
+        """Runs cmd in the guest's console shell; returns its output."""
+        tag = os.urandom(4).hex()
+        self.send(f"echo BEGIN-{tag}; {cmd}; echo END-{tag} $?\n")
+        m = self.expect(rf"BEGIN-{tag}\r?\n(.*?)END-{tag} (\d+)".encode(), timeout)
+        return m.group(1).decode(errors="replace"), int(m.group(2))
+
+    def close(self):
+        self.sock.close()
