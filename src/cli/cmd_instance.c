@@ -91,7 +91,8 @@ static int wait_running(struct nb_cli *c, json_t *list, uint64_t timeout_s)
 		size_t running = 0, i;
 		json_t *in;
 
-		ex = nb_cli_call(c, "GET", "/v1/instances", NULL, CALL_TIMEOUT_S, &all);
+		/* all=1: a launch that failed at once is terminated, and shown so */
+		ex = nb_cli_call(c, "GET", "/v1/instances?all=1", NULL, CALL_TIMEOUT_S, &all);
 		if (ex)
 			break;
 		arr = json_object_get(all, "instances");
@@ -243,7 +244,9 @@ static int cmd_ls(struct nb_cli *c, struct nb_cli_args *a)
 
 	if (!keep)
 		return NB_CLI_EAPI;
-	ex = nb_cli_call(c, "GET", "/v1/instances", NULL, CALL_TIMEOUT_S, &ans);
+	/* the controller leaves terminated instances out unless asked (all=1) */
+	ex = nb_cli_call(c, "GET", all ? "/v1/instances?all=1" : "/v1/instances", NULL,
+			 CALL_TIMEOUT_S, &ans);
 	if (ex)
 		goto out;
 	list = json_object_get(ans, "instances");

@@ -22,7 +22,9 @@ void nb_cli_fmt_size(uint64_t bytes, char *out, size_t outsz)
 		v /= 1024.0;
 		u++;
 	}
-	if (v < 9.95)
+	if (bytes % (1ull << (10 * (u + 1))) == 0) /* whole units read best bare */
+		snprintf(out, outsz, "%.0f %s", v, units[u]);
+	else if (v < 9.95)
 		snprintf(out, outsz, "%.1f %s", v, units[u]);
 	else
 		snprintf(out, outsz, "%.0f %s", v, units[u]);

@@ -243,6 +243,8 @@ static void test_fmt_size(void **state)
 	nb_cli_fmt_size(1023, b, sizeof(b));
 	assert_string_equal(b, "1023 B");
 	nb_cli_fmt_size(1024, b, sizeof(b));
+	assert_string_equal(b, "1 KiB");
+	nb_cli_fmt_size(1025, b, sizeof(b));
 	assert_string_equal(b, "1.0 KiB");
 	nb_cli_fmt_size(1536, b, sizeof(b));
 	assert_string_equal(b, "1.5 KiB");
@@ -251,7 +253,9 @@ static void test_fmt_size(void **state)
 	nb_cli_fmt_size((5ull << 30) / 2, b, sizeof(b));
 	assert_string_equal(b, "2.5 GiB");
 	nb_cli_fmt_size(3ull << 40, b, sizeof(b));
-	assert_string_equal(b, "3.0 TiB");
+	assert_string_equal(b, "3 TiB");
+	nb_cli_fmt_size((3ull << 40) + (100ull << 30), b, sizeof(b));
+	assert_string_equal(b, "3.1 TiB");
 	nb_cli_fmt_size(UINT64_MAX, b, sizeof(b));
 	assert_string_equal(b, "16 EiB");
 }
