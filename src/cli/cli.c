@@ -509,7 +509,8 @@ int nb_cli_main(int argc, char **argv)
 			print_global_help(stdout);
 			return NB_CLI_OK;
 		}
-		print_global_help(stderr);
+		fprintf(stderr, "usage: nubo [--endpoint URL] [--token TOKEN] [--json] COMMAND "
+				"[ARGS]\nTry 'nubo --help'.\n");
 		return NB_CLI_EUSAGE;
 	}
 	name = argv[i++];

@@ -166,6 +166,31 @@ static int set_str(json_t *o, const char *key, const char *v)
 	return json_object_set_new(o, key, json_string(v)) < 0 ? -ENOMEM : 0;
 }
 
+/* Saves uploading gigabytes for nothing: the controller would refuse the
+ * image at the end if its name is taken (it still has the last word). */
+static int name_free(struct nb_cli *c, const char *name)
+{
+	struct nb_cli_resp resp;
+	struct nb_buf path;
+	int r, ex = NB_CLI_OK;
+
+	nb_buf_init(&path, 4096);
+	if (nb_cli_path(&path, "images", name, NULL) < 0) {
+		nb_buf_free(&path);
+		return nb_cli_usage(c, "image name too long");
+	}
+	r = nb_cli_http_call(&c->http, "GET", path.data, NULL, CALL_TIMEOUT_S, &resp);
+	if (r == 0 && resp.status == 200) {
+		fprintf(stderr, "error: Conflict: an image named '%s' exists already\n", name);
+		ex = NB_CLI_EAPI;
+	} else if (r < 0 || (resp.status != 404 && resp.status >= 300)) {
+		ex = nb_cli_report(c, r, &resp);
+	}
+	nb_cli_resp_free(&resp);
+	nb_buf_free(&path);
+	return ex;
+}
+
 static int do_import(struct nb_cli *c, const struct import_req *q)
 {
 	char disk[65], kernel[65], initrd[65];
@@ -175,6 +200,9 @@ static int do_import(struct nb_cli *c, const struct import_req *q)
 	if ((ex = check_file(c, "disk", q->disk)) ||
 	    (q->kernel && (ex = check_file(c, "kernel", q->kernel))) ||
 	    (q->initrd && (ex = check_file(c, "initrd", q->initrd))))
+		return ex;
+	ex = name_free(c, q->name);
+	if (ex)
 		return ex;
 	if ((ex = nb_cli_upload_file(c, q->disk, disk)) ||
 	    (q->kernel && (ex = nb_cli_upload_file(c, q->kernel, kernel))) ||
