@@ -1,0 +1,37 @@
+/* Helpers shared by the net module's files; not for other modules. */
+#ifndef NB_NET_INTERNAL_H
+#define NB_NET_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+/* Every external command gets this long. */
+#define NB_NET_CMD_TIMEOUT_MS 10000
+
+/* Interface names nubo creates: "nb" prefix, at most 15 characters of
+ * [A-Za-z0-9_.-]. */
+bool nb_net_ifname_valid(const char *name);
+/* True when the interface exists in the current network namespace. */
+bool nb_net_link_exists(const char *name);
+/* Formats err (may be NULL) like snprintf. */
+void nb_net_errf(char *err, size_t errsz, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Runs argv (argv[0] is looked up in the sbin directories first). Returns 0;
+ * -ENOENT when the program is missing, -ETIMEDOUT, or -EIO when it failed,
+ * with err naming the command and quoting its output. */
+int nb_net_run(const char *const argv[], char *err, size_t errsz);
+/* Runs argv collecting its output into out: exit status (>= 0) or -errno. */
+int nb_net_output(const char *const argv[], struct nb_buf *out);
+/* Runs argv, discarding output: its exit status (>= 0) or -errno. */
+int nb_net_status(const char *const argv[]);
+/* Network (host order), prefix, and the dotted netmask. */
+int nb_net_cidr_parts(const char *cidr, uint32_t *network, int *prefix, char netmask[16]);
+void nb_net_fmt_addr(uint32_t addr, char out[16]);
+/* Removes the files dnsmasq_ensure and dhcp_hosts wrote under dir (after
+ * dnsmasq has stopped). */
+int nb_net_dnsmasq_forget(const char *dir);
+
+#endif

@@ -1,0 +1,299 @@
+/* The bridge with its NAT table, and the taps with their rate limits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "net/net.h"
+#include "net/net_internal.h"
+
+#define NFT_TABLE "nubo"
+#define MAX_RATE_MBPS 100000u /* 100 Gbit/s */
+
+static int set_ip_forward(char *err, size_t errsz)
+{
+	/* Per network namespace: /proc/sys/net follows the caller's. */
+	const char *path = "/proc/sys/net/ipv4/ip_forward";
+	int fd = open(path, O_WRONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0 || write(fd, "1\n", 2) != 2)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		nb_net_errf(err, errsz, "%s: %s", path, strerror(-r));
+	return r;
+}
+
+/* True when name is a bridge (ip lists it under "type bridge"). */
+static int is_bridge(const char *name)
+{
+	const char *argv[] = {"ip", "-o", "link", "show", "dev", name, "type", "bridge", NULL};
+	struct nb_buf out;
+	int r;
+
+	nb_buf_init(&out, 4096);
+	r = nb_net_output(argv, &out);
+	if (r == 0)
+		r = out.len > 0;
+	else if (r > 0)
+		r = 0;
+	nb_buf_free(&out);
+	return r;
+}
+
+static bool nft_table_exists(const char *family, const char *table)
+{
+	const char *argv[] = {"nft", "list", "table", family, table, NULL};
+
+	return nb_net_status(argv) == 0;
+}
+
+static int nft_table_delete(const char *family, const char *table, char *err, size_t errsz)
+{
+	const char *argv[] = {"nft", "delete", "table", family, table, NULL};
+
+	if (!nft_table_exists(family, table))
+		return 0;
+	return nb_net_run(argv, err, errsz);
+}
+
+/* Replaces the whole table in one nft transaction (add, delete, define). */
+static int nft_table_replace(const char *family, const char *table, const char *body, char *err,
+			     size_t errsz)
+{
+	struct nb_buf script;
+	int r;
+
+	nb_buf_init(&script, 8192);
+	r = nb_buf_printf(&script, "add table %s %s; delete table %s %s; table %s %s { %s }", family,
+			  table, family, table, family, table, body);
+	if (r == 0) {
+		const char *argv[] = {"nft", script.data, NULL};
+		r = nb_net_run(argv, err, errsz);
+	}
+	nb_buf_free(&script);
+	return r;
+}
+
+int nb_net_bridge_ensure(const char *bridge, const char *cidr, char *err, size_t errsz)
+{
+	char gw[16], addr[24], body[1024];
+	int prefix, r;
+	uint32_t net;
+
+	if (!nb_net_ifname_valid(bridge)) {
+		nb_net_errf(err, errsz, "bad bridge name \"%s\" (nb prefix, at most 15 characters)",
+			    bridge ? bridge : "");
+		return -EINVAL;
+	}
+	if (nb_net_cidr_parse(cidr, &net, &prefix) < 0) {
+		nb_net_errf(err, errsz, "bad cidr \"%s\"", cidr ? cidr : "");
+		return -EINVAL;
+	}
+	nb_net_fmt_addr(net + 1, gw);
+	snprintf(addr, sizeof(addr), "%s/%d", gw, prefix);
+
+	if (!nb_net_link_exists(bridge)) {
+		const char *add[] = {"ip", "link", "add", "name", bridge, "type", "bridge", NULL};
+		r = nb_net_run(add, err, errsz);
+		if (r < 0)
+			return r;
+	} else {
+		r = is_bridge(bridge);
+		if (r < 0) {
+			nb_net_errf(err, errsz, "ip link show %s: %s", bridge, strerror(-r));
+			return r;
+		}
+		if (r == 0) {
+			nb_net_errf(err, errsz, "%s exists and is not a bridge", bridge);
+			return -EEXIST;
+		}
+	}
+	{
+		const char *ad[] = {"ip", "addr", "replace", addr, "dev", bridge, NULL};
+		const char *up[] = {"ip", "link", "set", "dev", bridge, "up", NULL};
+		r = nb_net_run(ad, err, errsz);
+		if (r == 0)
+			r = nb_net_run(up, err, errsz);
+		if (r < 0)
+			return r;
+	}
+	r = set_ip_forward(err, errsz);
+	if (r < 0)
+		return r;
+	/* NAT for the guests' traffic leaving by any other interface, and
+	 * forwarding to and from the bridge. */
+	snprintf(body, sizeof(body),
+		 "chain postrouting { type nat hook postrouting priority srcnat; policy accept; "
+		 "ip saddr %s oifname != \"%s\" masquerade; }; "
+		 "chain forward { type filter hook forward priority filter; policy accept; "
+		 "iifname \"%s\" accept; oifname \"%s\" accept; };",
+		 cidr, bridge, bridge, bridge);
+	return nft_table_replace("inet", NFT_TABLE, body, err, errsz);
+}
+
+static int tap_open_persist(const char *tap, char *err, size_t errsz)
+{
+	struct ifreq ifr;
+	int fd, r = 0;
+
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		nb_net_errf(err, errsz, "/dev/net/tun: %s", strerror(errno));
+		return r;
+	}
+	memset(&ifr, 0, sizeof(ifr));
+	/* QEMU opens it again by name with the same type and adds its own
+	 * flags (vnet_hdr) then. */
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	nb_strlcpy(ifr.ifr_name, tap, sizeof(ifr.ifr_name));
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		r = -errno;
+		nb_net_errf(err, errsz, "TUNSETIFF %s: %s", tap, strerror(errno));
+	} else if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
+		r = -errno;
+		nb_net_errf(err, errsz, "TUNSETPERSIST %s: %s", tap, strerror(errno));
+	}
+	close(fd);
+	return r;
+}
+
+static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errsz)
+{
+	char rate[32], burst[32], body[512];
+	uint64_t bytes_per_s = rate_mbps * 125000u; /* 1 Mbit/s = 125000 bytes/s */
+	uint64_t burst_bytes = bytes_per_s / 100;     /* 10 ms at full rate */
+	int r;
+
+	if (burst_bytes < 32768)
+		burst_bytes = 32768;
+	if (burst_bytes > (16u << 20))
+		burst_bytes = 16u << 20;
+	snprintf(rate, sizeof(rate), "%" PRIu64 "mbit", rate_mbps);
+	snprintf(burst, sizeof(burst), "%" PRIu64, burst_bytes);
+	/* To the guest: the tap's egress, shaped by a token bucket. */
+	{
+		const char *argv[] = {"tc",   "qdisc", "replace", "dev",     tap,  "root", "tbf",
+				      "rate", rate,    "burst",   burst,     "latency", "50ms", NULL};
+		r = nb_net_run(argv, err, errsz);
+		if (r < 0)
+			return r;
+	}
+	/* From the guest: policed at the tap's ingress. tc's police action is
+	 * a module many kernels lack; nftables' netdev ingress hook does the
+	 * same job wherever nftables runs. */
+	snprintf(body, sizeof(body),
+		 "chain ingress { type filter hook ingress device \"%s\" priority filter; "
+		 "policy accept; limit rate over %" PRIu64 " bytes/second burst %" PRIu64
+		 " bytes drop; };",
+		 tap, bytes_per_s, burst_bytes);
+	return nft_table_replace("netdev", tap, body, err, errsz);
+}
+
+static int tap_unlimit(const char *tap, char *err, size_t errsz)
+{
+	const char *show[] = {"tc", "qdisc", "show", "dev", tap, "root", NULL};
+	const char *del[] = {"tc", "qdisc", "del", "dev", tap, "root", NULL};
+	struct nb_buf out;
+	bool shaped;
+	int r;
+
+	nb_buf_init(&out, 4096);
+	r = nb_net_output(show, &out);
+	shaped = r == 0 && out.data && strstr(out.data, "tbf") != NULL;
+	nb_buf_free(&out);
+	if (shaped) {
+		r = nb_net_run(del, err, errsz);
+		if (r < 0)
+			return r;
+	}
+	return nft_table_delete("netdev", tap, err, errsz);
+}
+
+int nb_net_tap_create(const char *tap, const char *bridge, uint64_t rate_mbps, char *err,
+		      size_t errsz)
+{
+	int r;
+
+	if (!nb_net_ifname_valid(tap) || !nb_net_ifname_valid(bridge)) {
+		nb_net_errf(err, errsz, "bad interface name \"%s\" or \"%s\"", tap ? tap : "",
+			    bridge ? bridge : "");
+		return -EINVAL;
+	}
+	if (rate_mbps > MAX_RATE_MBPS) {
+		nb_net_errf(err, errsz, "rate %" PRIu64 " Mbit/s is over %u", rate_mbps,
+			    MAX_RATE_MBPS);
+		return -EINVAL;
+	}
+	if (!nb_net_link_exists(bridge)) {
+		nb_net_errf(err, errsz, "bridge %s does not exist", bridge);
+		return -ENOENT;
+	}
+	if (!nb_net_link_exists(tap)) {
+		r = tap_open_persist(tap, err, errsz);
+		if (r < 0)
+			return r;
+	}
+	{
+		const char *master[] = {"ip", "link", "set", "dev", tap, "master", bridge, NULL};
+		const char *up[] = {"ip", "link", "set", "dev", tap, "up", NULL};
+		r = nb_net_run(master, err, errsz);
+		if (r == 0)
+			r = nb_net_run(up, err, errsz);
+		if (r < 0)
+			return r;
+	}
+	if (rate_mbps)
+		return tap_limit(tap, rate_mbps, err, errsz);
+	return tap_unlimit(tap, err, errsz);
+}
+
+int nb_net_tap_delete(const char *tap)
+{
+	const char *del[] = {"ip", "link", "del", "dev", tap, NULL};
+	int r = 0, e;
+
+	if (!nb_net_ifname_valid(tap))
+		return -EINVAL;
+	if (nb_net_link_exists(tap))
+		r = nb_net_run(del, NULL, 0);
+	/* The ingress table outlives the device it was bound to. */
+	e = nft_table_delete("netdev", tap, NULL, 0);
+	return r < 0 ? r : e;
+}
+
+int nb_net_teardown(const char *dir, const char *bridge)
+{
+	int r, e;
+
+	if (!nb_net_ifname_valid(bridge))
+		return -EINVAL;
+	/* dnsmasq first: it holds a socket on the bridge. Its files go only
+	 * once it is gone, so a failed stop can be retried by pid file. */
+	r = nb_net_dnsmasq_stop(dir);
+	if (r == 0)
+		r = nb_net_dnsmasq_forget(dir);
+	if (nb_net_link_exists(bridge)) {
+		const char *del[] = {"ip", "link", "del", "dev", bridge, NULL};
+		e = is_bridge(bridge);
+		if (e > 0)
+			e = nb_net_run(del, NULL, 0);
+		else if (e == 0)
+			e = -EEXIST; /* not a bridge: not ours to delete */
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	e = nft_table_delete("inet", NFT_TABLE, NULL, 0);
+	if (e < 0 && r == 0)
+		r = e;
+	return r;
+}

@@ -1,0 +1,509 @@
+/* Host networking: the pure helpers, then the real thing (ip, nft, tc,
+ * dnsmasq, a DHCP client) inside a network namespace of the test's own,
+ * so the machine's interfaces are never touched. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "net/net.h"
+
+#define CIDR "10.213.0.0/24"
+#define BRIDGE "nbtest0"
+
+/* ---- pure ---- */
+
+static void test_tap_name(void **state)
+{
+	char a[16], b[16], c[16];
+
+	(void)state;
+	nb_net_tap_name("i-0123456789abcdef0", a);
+	assert_string_equal(a, "nb0123456789abc");
+	assert_int_equal(strlen(a), 15); /* fits IFNAMSIZ with its NUL */
+	/* Other strings are hashed: same shape, stable, distinct. */
+	nb_net_tap_name("not-an-instance", b);
+	nb_net_tap_name("not-an-instance", c);
+	assert_string_equal(b, c);
+	assert_int_equal(strlen(b), 15);
+	assert_true(nb_str_has_prefix(b, "nb"));
+	for (int i = 2; i < 15; i++)
+		assert_non_null(strchr("0123456789abcdef", b[i]));
+	nb_net_tap_name("i-fffffffffffffffff", c);
+	assert_string_not_equal(a, c);
+}
+
+static void test_mac(void **state)
+{
+	char a[18], b[18], c[18];
+	unsigned o[6];
+
+	(void)state;
+	nb_net_mac("i-0123456789abcdef0", a);
+	nb_net_mac("i-0123456789abcdef0", b);
+	nb_net_mac("i-0123456789abcdef1", c);
+	assert_string_equal(a, b); /* stable */
+	assert_string_not_equal(a, c);
+	assert_int_equal(strlen(a), 17);
+	assert_true(nb_str_has_prefix(a, "52:54:00:"));
+	assert_int_equal(sscanf(a, "%2x:%2x:%2x:%2x:%2x:%2x", &o[0], &o[1], &o[2], &o[3], &o[4],
+				&o[5]),
+			 6);
+	assert_true(o[0] & 0x02);    /* locally administered */
+	assert_false(o[0] & 0x01);   /* unicast */
+	for (int i = 0; i < 17; i++) /* lower-case hex, as dnsmasq and QEMU print */
+		assert_true(i % 3 == 2 ? a[i] == ':' : strchr("0123456789abcdef", a[i]) != NULL);
+}
+
+static void test_cidr_parse(void **state)
+{
+	static const char *const bad[] = {
+		"10.213.0.1/24", /* host bits set */
+		"10.213.0.0",	"10.213.0.0/",	"/24",		"10.213.0/24", "10.213.0.0/33",
+		"10.213.0.0/31", "10.0.0.0/7",	"300.1.1.0/24", "10.213.0.0/24x", "10.213.0.0/-1",
+		"010.1.1.0/24",	"10.213.0.0/024", " 10.213.0.0/24", "",	"10.213.0.0/24/24",
+	};
+	uint32_t net = 0;
+	int prefix = 0;
+
+	(void)state;
+	assert_int_equal(nb_net_cidr_parse(CIDR, &net, &prefix), 0);
+	assert_int_equal(net, 0x0ad50000u);
+	assert_int_equal(prefix, 24);
+	assert_int_equal(nb_net_cidr_parse("192.168.4.0/30", &net, &prefix), 0);
+	assert_int_equal(net, 0xc0a80400u);
+	assert_int_equal(prefix, 30);
+	assert_int_equal(nb_net_cidr_parse("10.0.0.0/8", &net, &prefix), 0);
+	for (size_t i = 0; i < NB_ARRAY_SIZE(bad); i++)
+		if (nb_net_cidr_parse(bad[i], &net, &prefix) != -EINVAL)
+			fail_msg("\"%s\" was accepted", bad[i]);
+	assert_int_equal(nb_net_cidr_parse(NULL, &net, &prefix), -EINVAL);
+}
+
+static void test_pool(void **state)
+{
+	char a[16];
+
+	(void)state;
+	assert_int_equal(nb_net_pool_size(CIDR), 253);
+	assert_int_equal(nb_net_pool_addr(CIDR, 0, a), 0);
+	assert_string_equal(a, "10.213.0.2"); /* .1 is the gateway */
+	assert_int_equal(nb_net_pool_addr(CIDR, 5, a), 0);
+	assert_string_equal(a, "10.213.0.7");
+	assert_int_equal(nb_net_pool_addr(CIDR, 252, a), 0);
+	assert_string_equal(a, "10.213.0.254"); /* .255 is broadcast */
+	assert_int_equal(nb_net_pool_addr(CIDR, 253, a), -ERANGE);
+	assert_int_equal(nb_net_pool_addr(CIDR, -1, a), -EINVAL);
+	assert_int_equal(nb_net_pool_addr("10.213.0.5/24", 0, a), -EINVAL);
+	assert_int_equal(nb_net_gateway(CIDR, a), 0);
+	assert_string_equal(a, "10.213.0.1");
+	/* Across an octet boundary. */
+	assert_int_equal(nb_net_pool_addr("10.8.0.0/16", 300, a), 0);
+	assert_string_equal(a, "10.8.1.46");
+	assert_int_equal(nb_net_pool_size("192.168.4.0/30"), 1);
+	assert_int_equal(nb_net_pool_addr("192.168.4.0/30", 0, a), 0);
+	assert_string_equal(a, "192.168.4.2");
+	assert_int_equal(nb_net_pool_addr("192.168.4.0/30", 1, a), -ERANGE);
+}
+
+static void test_refuses_foreign_names(void **state)
+{
+	char err[256] = "";
+
+	(void)state;
+	/* Checked before anything runs: no namespace needed. */
+	assert_int_equal(nb_net_bridge_ensure("eth0", CIDR, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "eth0"));
+	assert_int_equal(nb_net_bridge_ensure("nbthisnameistoolong", CIDR, err, sizeof(err)),
+			 -EINVAL);
+	assert_int_equal(nb_net_bridge_ensure("nb/x", CIDR, NULL, 0), -EINVAL);
+	assert_int_equal(nb_net_bridge_ensure(BRIDGE, "10.213.0.1/24", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "10.213.0.1/24"));
+	assert_int_equal(nb_net_tap_create("eth0", BRIDGE, 10, err, sizeof(err)), -EINVAL);
+	assert_int_equal(nb_net_tap_create("nbtap", BRIDGE, 200000, err, sizeof(err)), -EINVAL);
+	assert_int_equal(nb_net_tap_delete("lo"), -EINVAL);
+	assert_int_equal(nb_net_teardown("/tmp/x", "eth0"), -EINVAL);
+	assert_int_equal(nb_net_dnsmasq_ensure("relative/dir", BRIDGE, CIDR, err, sizeof(err)),
+			 -EINVAL);
+	{
+		struct nb_dhcp_host bad_mac = {"52:54:00:zz:00:01", "10.213.0.2", NULL};
+		struct nb_dhcp_host bad_ip = {"52:54:00:00:00:01", "10.213.0", NULL};
+		struct nb_dhcp_host bad_name = {"52:54:00:00:00:01", "10.213.0.2", "a b"};
+		assert_int_equal(nb_net_dhcp_hosts("/tmp/nb-unused", &bad_mac, 1), -EINVAL);
+		assert_int_equal(nb_net_dhcp_hosts("/tmp/nb-unused", &bad_ip, 1), -EINVAL);
+		assert_int_equal(nb_net_dhcp_hosts("/tmp/nb-unused", &bad_name, 1), -EINVAL);
+		assert_false(nb_path_exists("/tmp/nb-unused"));
+	}
+}
+
+/* ---- real, in a network namespace ---- */
+
+struct ns {
+	int home; /* the original network namespace */
+	char dir[64];
+	char peer_ns[32]; /* named namespace for the DHCP client */
+};
+
+static struct ns g_ns = {.home = -1};
+
+static int run_quiet(const char *const argv[])
+{
+	return nb_run(argv, 20000, NULL);
+}
+
+/* Runs argv and returns its output (caller frees); fails the test on a
+ * non-zero exit. */
+static char *run_out(const char *const argv[])
+{
+	struct nb_buf out;
+	int r;
+
+	nb_buf_init(&out, 1 << 20);
+	r = nb_run(argv, 30000, &out);
+	if (r != 0)
+		fail_msg("%s %s: exit %d: %s", argv[0], argv[1], r, out.data ? out.data : "");
+	if (!out.data)
+		nb_buf_puts(&out, "");
+	return nb_buf_steal(&out);
+}
+
+static void assert_output_has(const char *const argv[], const char *needle)
+{
+	char *out = run_out(argv);
+
+	if (!strstr(out, needle))
+		fail_msg("%s %s ...: no \"%s\" in:\n%s", argv[0], argv[1], needle, out);
+	free(out);
+}
+
+static bool link_exists(const char *name)
+{
+	return if_nametoindex(name) != 0;
+}
+
+static bool wait_gone(pid_t pid, int ms)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0), r;
+	struct pollfd p;
+
+	if (fd < 0)
+		return errno == ESRCH;
+	p = (struct pollfd){.fd = fd, .events = POLLIN};
+	do
+		r = poll(&p, 1, ms);
+	while (r < 0 && errno == EINTR);
+	close(fd);
+	return r == 1;
+}
+
+static int ns_setup(void **state)
+{
+	char hex[9];
+
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "network tests need root\n");
+		return -1;
+	}
+	g_ns.home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (g_ns.home < 0 || unshare(CLONE_NEWNET) < 0) {
+		fprintf(stderr, "unshare(CLONE_NEWNET): %s\n", strerror(errno));
+		return -1;
+	}
+	{
+		const char *lo[] = {"ip", "link", "set", "dev", "lo", "up", NULL};
+		if (run_quiet(lo) != 0)
+			return -1;
+	}
+	nb_strlcpy(g_ns.dir, "/tmp/nb-net-XXXXXX", sizeof(g_ns.dir));
+	if (!mkdtemp(g_ns.dir) || chmod(g_ns.dir, 0755) < 0)
+		return -1;
+	if (nb_random_hex(hex, 8) < 0)
+		return -1;
+	snprintf(g_ns.peer_ns, sizeof(g_ns.peer_ns), "nbtest-%s", hex);
+	return 0;
+}
+
+static int ns_teardown(void **state)
+{
+	char path[128];
+	const char *del[] = {"ip", "netns", "del", g_ns.peer_ns, NULL};
+
+	(void)state;
+	/* Whatever a failed test left: dnsmasq, the peer namespace, the dir.
+	 * The anonymous namespace goes with its last process. */
+	nb_net_dnsmasq_stop(g_ns.dir);
+	snprintf(path, sizeof(path), "/run/netns/%s", g_ns.peer_ns);
+	if (nb_path_exists(path))
+		run_quiet(del);
+	if (g_ns.home >= 0) {
+		setns(g_ns.home, CLONE_NEWNET);
+		close(g_ns.home);
+	}
+	nb_rm_rf(g_ns.dir);
+	return 0;
+}
+
+static void test_bridge(void **state)
+{
+	char err[512] = "", *out;
+	const char *addr[] = {"ip", "-o", "-4", "addr", "show", "dev", BRIDGE, NULL};
+	const char *link[] = {"ip", "-o", "link", "show", "dev", BRIDGE, NULL};
+	const char *nft[] = {"nft", "list", "table", "inet", "nubo", NULL};
+
+	(void)state;
+	assert_false(link_exists(BRIDGE));
+	for (int i = 0; i < 2; i++) { /* idempotent */
+		if (nb_net_bridge_ensure(BRIDGE, CIDR, err, sizeof(err)) != 0)
+			fail_msg("bridge_ensure: %s", err);
+	}
+	out = run_out(addr);
+	assert_non_null(strstr(out, "inet 10.213.0.1/24"));
+	assert_null(strchr(out, '\n') ? strchr(strchr(out, '\n') + 1, '\n') : NULL); /* one */
+	free(out);
+	assert_output_has(link, ",UP");
+	assert_output_has(nft, "ip saddr 10.213.0.0/24 oifname != \"" BRIDGE "\" masquerade");
+	assert_output_has(nft, "iifname \"" BRIDGE "\" accept");
+	{
+		char *fwd = NULL;
+		assert_int_equal(nb_read_file("/proc/sys/net/ipv4/ip_forward", 16, &fwd, NULL), 0);
+		assert_string_equal(fwd, "1\n");
+		free(fwd);
+	}
+}
+
+static void test_tap(void **state)
+{
+	char err[512] = "", tap[16], table[64];
+	const char *detail[] = {"ip", "-d", "-o", "link", "show", "dev", tap, NULL};
+	const char *qdisc[] = {"tc", "qdisc", "show", "dev", tap, NULL};
+	const char *nft[] = {"nft", "list", "table", "netdev", tap, NULL};
+	char *out;
+
+	(void)state;
+	nb_net_tap_name("i-0123456789abcdef0", tap);
+	snprintf(table, sizeof(table), "%s", tap);
+	/* Needs its bridge. */
+	assert_int_equal(nb_net_tap_create(tap, "nbnosuchbr", 0, err, sizeof(err)), -ENOENT);
+	for (int i = 0; i < 2; i++) {
+		if (nb_net_tap_create(tap, BRIDGE, 100, err, sizeof(err)) != 0)
+			fail_msg("tap_create: %s", err);
+	}
+	assert_output_has(detail, "master " BRIDGE);
+	assert_output_has(detail, "tun type tap");
+	assert_output_has(detail, "persist on");
+	out = run_out(detail);
+	assert_non_null(strstr(out, ",UP")); /* admin up; no carrier until QEMU opens it */
+	free(out);
+	/* To the guest: 100 Mbit/s token bucket; from it: policed. */
+	assert_output_has(qdisc, "tbf");
+	assert_output_has(qdisc, "rate 100Mbit");
+	assert_output_has(nft, "hook ingress device \"");
+	assert_output_has(nft, "limit rate over 12500000 bytes/second");
+	/* No cap: both limits go. */
+	if (nb_net_tap_create(tap, BRIDGE, 0, err, sizeof(err)) != 0)
+		fail_msg("tap_create: %s", err);
+	out = run_out(qdisc);
+	assert_null(strstr(out, "tbf"));
+	free(out);
+	assert_int_not_equal(run_quiet(nft), 0);
+	/* And back. */
+	if (nb_net_tap_create(tap, BRIDGE, 20, err, sizeof(err)) != 0)
+		fail_msg("tap_create: %s", err);
+	assert_output_has(qdisc, "rate 20Mbit");
+}
+
+static void test_dnsmasq_and_dhcp(void **state)
+{
+	char err[512] = "", mac[18], ip[16], other_ip[16], hosts_path[128], script[128], *text;
+	char veth[16], peer[16];
+	struct nb_dhcp_host h[2];
+	const char *ss[] = {"ss", "-H", "-lunp", NULL};
+	int pid, pid2;
+
+	(void)state;
+	if (nb_net_dnsmasq_ensure(g_ns.dir, BRIDGE, CIDR, err, sizeof(err)) != 0)
+		fail_msg("dnsmasq_ensure: %s", err);
+	pid = nb_net_dnsmasq_pid(g_ns.dir);
+	assert_true(pid > 0);
+	assert_int_equal(kill(pid, 0), 0);
+	/* Bound to the bridge only, DHCP port. */
+	assert_output_has(ss, "%" BRIDGE ":67");
+	assert_output_has(ss, "dnsmasq");
+	/* Ensure again: the running one is kept. */
+	if (nb_net_dnsmasq_ensure(g_ns.dir, BRIDGE, CIDR, err, sizeof(err)) != 0)
+		fail_msg("dnsmasq_ensure: %s", err);
+	assert_int_equal(nb_net_dnsmasq_pid(g_ns.dir), pid);
+
+	/* Hosts written after the start: dnsmasq learns them by SIGHUP. */
+	nb_net_mac("i-0123456789abcdef0", mac);
+	assert_int_equal(nb_net_pool_addr(CIDR, 5, ip), 0);
+	assert_int_equal(nb_net_pool_addr(CIDR, 9, other_ip), 0);
+	h[0] = (struct nb_dhcp_host){mac, ip, "vm1"};
+	h[1] = (struct nb_dhcp_host){"52:54:00:00:00:09", other_ip, NULL};
+	assert_int_equal(nb_net_dhcp_hosts(g_ns.dir, h, 2), 0);
+	snprintf(hosts_path, sizeof(hosts_path), "%s/dhcp-hosts", g_ns.dir);
+	assert_int_equal(nb_read_file(hosts_path, 1 << 16, &text, NULL), 0);
+	{
+		char want[128];
+		snprintf(want, sizeof(want), "%s,%s,vm1\n52:54:00:00:00:09,%s\n", mac, ip, other_ip);
+		assert_string_equal(text, want);
+	}
+	free(text);
+	assert_int_equal(kill(pid, 0), 0);
+	assert_int_equal(nb_net_dnsmasq_pid(g_ns.dir), pid);
+
+	/* A client in another namespace, on a veth enslaved to the bridge,
+	 * with the instance's MAC, gets exactly the fixed address. */
+	snprintf(veth, sizeof(veth), "nbv%.8s", g_ns.peer_ns + 7);
+	snprintf(peer, sizeof(peer), "nbp%.8s", g_ns.peer_ns + 7);
+	snprintf(script, sizeof(script), "%s/udhcpc.sh", g_ns.dir);
+	{
+		static const char body[] =
+			"#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n";
+		assert_int_equal(nb_write_file(script, body, strlen(body), 0755), 0);
+	}
+	{
+		const char *add_ns[] = {"ip", "netns", "add", g_ns.peer_ns, NULL};
+		const char *add_veth[] = {"ip",	  "link", "add",  veth, "type", "veth", "peer",
+					  "name", peer,	  "netns", g_ns.peer_ns, NULL};
+		const char *enslave[] = {"ip", "link", "set", "dev", veth, "master", BRIDGE, "up", NULL};
+		const char *peer_mac[] = {"ip",	 "netns", "exec", g_ns.peer_ns, "ip",  "link",
+					  "set", "dev",	  peer,	  "address",	mac,   "up", NULL};
+		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc", "-i",
+				      peer, "-f",    "-q",   "-n",	   "-t",      "10",	"-T",
+				      "1",  "-s",    script, NULL};
+		assert_int_equal(run_quiet(add_ns), 0);
+		assert_int_equal(run_quiet(add_veth), 0);
+		assert_int_equal(run_quiet(enslave), 0);
+		assert_int_equal(run_quiet(peer_mac), 0);
+		text = run_out(dhcp);
+		{
+			char want[64];
+			snprintf(want, sizeof(want), "LEASE %s\n", ip);
+			if (!strstr(text, want))
+				fail_msg("udhcpc did not get %s:\n%s", ip, text);
+		}
+		free(text);
+	}
+	/* A MAC without a fixed lease gets nothing (static mode). */
+	{
+		const char *peer_mac[] = {"ip",	 "netns", "exec", g_ns.peer_ns, "ip", "link", "set",
+					  "dev", peer,	  "address", "52:54:00:de:ad:01", NULL};
+		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc", "-i",
+				      peer, "-f",    "-q",   "-n",	   "-t",      "2",	"-T",
+				      "1",  "-s",    script, NULL};
+		struct nb_buf out;
+		assert_int_equal(run_quiet(peer_mac), 0);
+		nb_buf_init(&out, 1 << 16);
+		assert_int_not_equal(nb_run(dhcp, 20000, &out), 0);
+		assert_null(strstr(out.data ? out.data : "", "LEASE"));
+		nb_buf_free(&out);
+	}
+	/* Still the same dnsmasq, alive after its SIGHUP. */
+	assert_int_equal(nb_net_dnsmasq_pid(g_ns.dir), pid);
+
+	/* A changed configuration restarts it. */
+	if (nb_net_dnsmasq_ensure(g_ns.dir, BRIDGE, "10.213.0.0/25", err, sizeof(err)) != 0)
+		fail_msg("dnsmasq_ensure: %s", err);
+	pid2 = nb_net_dnsmasq_pid(g_ns.dir);
+	assert_true(pid2 > 0);
+	assert_int_not_equal(pid2, pid);
+	assert_true(wait_gone(pid, 5000));
+	{
+		const char *del[] = {"ip", "netns", "del", g_ns.peer_ns, NULL};
+		assert_int_equal(run_quiet(del), 0);
+	}
+}
+
+static void test_not_a_bridge(void **state)
+{
+	char err[512] = "", other[128];
+	const char *add[] = {"ip", "link", "add", "nbveth0", "type", "veth", "peer", "name",
+			     "nbveth1", NULL};
+	const char *del[] = {"ip", "link", "del", "nbveth0", NULL};
+
+	(void)state;
+	assert_int_equal(run_quiet(add), 0);
+	assert_int_equal(nb_net_bridge_ensure("nbveth0", CIDR, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "not a bridge"));
+	/* Teardown leaves a foreign link alone. */
+	snprintf(other, sizeof(other), "%s/other", g_ns.dir);
+	assert_int_equal(nb_net_teardown(other, "nbveth0"), -EEXIST);
+	assert_true(link_exists("nbveth0"));
+	assert_int_equal(run_quiet(del), 0);
+}
+
+static void test_teardown(void **state)
+{
+	char tap[16], path[128];
+	const char *nft_inet[] = {"nft", "list", "table", "inet", "nubo", NULL};
+	const char *ruleset[] = {"nft", "list", "ruleset", NULL};
+	int pid = nb_net_dnsmasq_pid(g_ns.dir);
+	char *out;
+
+	(void)state;
+	assert_true(pid > 0);
+	nb_net_tap_name("i-0123456789abcdef0", tap);
+	assert_int_equal(nb_net_teardown(g_ns.dir, BRIDGE), 0);
+	assert_false(link_exists(BRIDGE));
+	assert_int_not_equal(run_quiet(nft_inet), 0);
+	assert_true(wait_gone(pid, 5000));
+	assert_int_equal(nb_net_dnsmasq_pid(g_ns.dir), 0);
+	for (size_t i = 0; i < 4; i++) {
+		static const char *const files[] = {"dnsmasq.conf", "dnsmasq.pid", "dhcp-hosts",
+						    "dnsmasq.leases"};
+		snprintf(path, sizeof(path), "%s/%s", g_ns.dir, files[i]);
+		assert_false(nb_path_exists(path));
+	}
+	/* The tap is the instance's: it stays until deleted. */
+	assert_true(link_exists(tap));
+	assert_int_equal(nb_net_tap_delete(tap), 0);
+	assert_false(link_exists(tap));
+	assert_int_equal(nb_net_tap_delete(tap), 0);
+	/* Nothing of ours is left. */
+	out = run_out(ruleset);
+	assert_string_equal(out, "");
+	free(out);
+	assert_int_equal(nb_net_teardown(g_ns.dir, BRIDGE), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest pure[] = {
+		cmocka_unit_test(test_tap_name),
+		cmocka_unit_test(test_mac),
+		cmocka_unit_test(test_cidr_parse),
+		cmocka_unit_test(test_pool),
+		cmocka_unit_test(test_refuses_foreign_names),
+	};
+	/* In order: each builds on the previous one. */
+	const struct CMUnitTest real[] = {
+		cmocka_unit_test(test_bridge),
+		cmocka_unit_test(test_tap),
+		cmocka_unit_test(test_dnsmasq_and_dhcp),
+		cmocka_unit_test(test_not_a_bridge),
+		cmocka_unit_test(test_teardown),
+	};
+	int r = cmocka_run_group_tests_name("net pure", pure, NULL, NULL);
+
+	return r + cmocka_run_group_tests_name("net in a namespace", real, ns_setup, ns_teardown);
+}
