@@ -29,7 +29,7 @@ void nb_net_tap_name(const char *instance_id, char out[16])
 		hex = instance_id + 2;
 	} else {
 		nb_sha256_hex(instance_id ? instance_id : "", instance_id ? strlen(instance_id) : 0,
-			      hash);
+		              hash);
 		hex = hash;
 	}
 	memcpy(out, "nb", 2);
@@ -94,7 +94,7 @@ int nb_net_cidr_parse(const char *cidr, uint32_t *network, int *prefix)
 void nb_net_fmt_addr(uint32_t addr, char out[16])
 {
 	snprintf(out, 16, "%u.%u.%u.%u", addr >> 24, (addr >> 16) & 0xff, (addr >> 8) & 0xff,
-		 addr & 0xff);
+	         addr & 0xff);
 }
 
 int nb_net_pool_size(const char *cidr)
@@ -241,7 +241,7 @@ int nb_net_run(const char *const argv[], char *err, size_t errsz)
 		nb_net_errf(err, errsz, "%s: %s", cmd.data ? cmd.data : argv[0], strerror(-r));
 	else
 		nb_net_errf(err, errsz, "%s: exit %d: %s", cmd.data ? cmd.data : argv[0], r,
-			    out.data ? out.data : "");
+		            out.data ? out.data : "");
 	nb_buf_free(&out);
 	nb_buf_free(&cmd);
 	if (r == 127)

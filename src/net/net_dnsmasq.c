@@ -27,7 +27,7 @@
 #define LEASE_TIME "1h"
 
 static const char *const our_files[] = {"dnsmasq.conf", "dnsmasq.pid", "dnsmasq.leases",
-					"dhcp-hosts", "dnsmasq.log"};
+                                        "dhcp-hosts", "dnsmasq.log"};
 
 static int path_in(const char *dir, const char *name, char *out, size_t outsz)
 {
@@ -113,18 +113,18 @@ static int build_conf(const char *dir, const char *bridge, const char *cidr, str
 		return r;
 	nb_net_fmt_addr(net, netaddr);
 	r = nb_buf_printf(b,
-			  "# written by nubo: DHCP with fixed leases on %s, no DNS\n"
-			  "interface=%s\n"
-			  "bind-interfaces\n"
-			  "except-interface=lo\n"
-			  "port=0\n"
-			  "pid-file=%s/dnsmasq.pid\n"
-			  "dhcp-range=%s,static,%s,%s\n"
-			  "dhcp-hostsfile=%s/dhcp-hosts\n"
-			  "dhcp-leasefile=%s/dnsmasq.leases\n"
-			  "dhcp-authoritative\n"
-			  "log-facility=%s/dnsmasq.log\n",
-			  bridge, bridge, dir, netaddr, mask, LEASE_TIME, dir, dir, dir);
+	                  "# written by nubo: DHCP with fixed leases on %s, no DNS\n"
+	                  "interface=%s\n"
+	                  "bind-interfaces\n"
+	                  "except-interface=lo\n"
+	                  "port=0\n"
+	                  "pid-file=%s/dnsmasq.pid\n"
+	                  "dhcp-range=%s,static,%s,%s\n"
+	                  "dhcp-hostsfile=%s/dhcp-hosts\n"
+	                  "dhcp-leasefile=%s/dnsmasq.leases\n"
+	                  "dhcp-authoritative\n"
+	                  "log-facility=%s/dnsmasq.log\n",
+	                  bridge, bridge, dir, netaddr, mask, LEASE_TIME, dir, dir, dir);
 	return r < 0 ? -ENAMETOOLONG : 0;
 }
 
@@ -181,7 +181,7 @@ int nb_net_dnsmasq_forget(const char *dir)
 }
 
 int nb_net_dnsmasq_ensure(const char *dir, const char *bridge, const char *cidr, char *err,
-			  size_t errsz)
+                          size_t errsz)
 {
 	char conf[PATH_MAX], hosts[PATH_MAX], arg[PATH_MAX + 16], *old = NULL;
 	struct nb_buf text;
@@ -258,7 +258,7 @@ int nb_net_dnsmasq_ensure(const char *dir, const char *bridge, const char *cidr,
 	}
 	if (nb_net_dnsmasq_pid(dir) <= 0) {
 		nb_net_errf(err, errsz, "dnsmasq started but %s/dnsmasq.pid names no live dnsmasq",
-			    dir);
+		            dir);
 		r = -ESRCH;
 	}
 out:
@@ -318,8 +318,8 @@ int nb_net_dhcp_hosts(const char *dir, const struct nb_dhcp_host *hosts, size_t 
 	nb_buf_init(&b, (size_t)HOSTS_MAX * 128);
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = nb_buf_printf(&b, "%s,%s%s%s\n", hosts[i].mac, hosts[i].ip,
-				  hosts[i].hostname ? "," : "",
-				  hosts[i].hostname ? hosts[i].hostname : "");
+		                  hosts[i].hostname ? "," : "",
+		                  hosts[i].hostname ? hosts[i].hostname : "");
 	if (r == 0)
 		r = nb_write_file(path, b.data ? b.data : "", b.len, 0644);
 	nb_buf_free(&b);

@@ -18,7 +18,7 @@ bool nb_net_ifname_valid(const char *name);
 bool nb_net_link_exists(const char *name);
 /* Formats err (may be NULL) like snprintf. */
 void nb_net_errf(char *err, size_t errsz, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Runs argv (argv[0] is looked up in the sbin directories first). Returns 0;
  * -ENOENT when the program is missing, -ETIMEDOUT, or -EIO when it failed,
  * with err naming the command and quoting its output. */

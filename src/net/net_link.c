@@ -67,14 +67,14 @@ static int nft_table_delete(const char *family, const char *table, char *err, si
 
 /* Replaces the whole table in one nft transaction (add, delete, define). */
 static int nft_table_replace(const char *family, const char *table, const char *body, char *err,
-			     size_t errsz)
+                             size_t errsz)
 {
 	struct nb_buf script;
 	int r;
 
 	nb_buf_init(&script, 8192);
-	r = nb_buf_printf(&script, "add table %s %s; delete table %s %s; table %s %s { %s }", family,
-			  table, family, table, family, table, body);
+	r = nb_buf_printf(&script, "add table %s %s; delete table %s %s; table %s %s { %s }",
+	                  family, table, family, table, family, table, body);
 	if (r == 0) {
 		const char *argv[] = {"nft", script.data, NULL};
 		r = nb_net_run(argv, err, errsz);
@@ -91,7 +91,7 @@ int nb_net_bridge_ensure(const char *bridge, const char *cidr, char *err, size_t
 
 	if (!nb_net_ifname_valid(bridge)) {
 		nb_net_errf(err, errsz, "bad bridge name \"%s\" (nb prefix, at most 15 characters)",
-			    bridge ? bridge : "");
+		            bridge ? bridge : "");
 		return -EINVAL;
 	}
 	if (nb_net_cidr_parse(cidr, &net, &prefix) < 0) {
@@ -132,11 +132,11 @@ int nb_net_bridge_ensure(const char *bridge, const char *cidr, char *err, size_t
 	/* NAT for the guests' traffic leaving by any other interface, and
 	 * forwarding to and from the bridge. */
 	snprintf(body, sizeof(body),
-		 "chain postrouting { type nat hook postrouting priority srcnat; policy accept; "
-		 "ip saddr %s oifname != \"%s\" masquerade; }; "
-		 "chain forward { type filter hook forward priority filter; policy accept; "
-		 "iifname \"%s\" accept; oifname \"%s\" accept; };",
-		 cidr, bridge, bridge, bridge);
+	         "chain postrouting { type nat hook postrouting priority srcnat; policy accept; "
+	         "ip saddr %s oifname != \"%s\" masquerade; }; "
+	         "chain forward { type filter hook forward priority filter; policy accept; "
+	         "iifname \"%s\" accept; oifname \"%s\" accept; };",
+	         cidr, bridge, bridge, bridge);
 	return nft_table_replace("inet", NFT_TABLE, body, err, errsz);
 }
 
@@ -171,7 +171,7 @@ static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errs
 {
 	char rate[32], burst[32], body[512];
 	uint64_t bytes_per_s = rate_mbps * 125000u; /* 1 Mbit/s = 125000 bytes/s */
-	uint64_t burst_bytes = bytes_per_s / 100;     /* 10 ms at full rate */
+	uint64_t burst_bytes = bytes_per_s / 100;   /* 10 ms at full rate */
 	int r;
 
 	if (burst_bytes < 32768)
@@ -182,8 +182,8 @@ static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errs
 	snprintf(burst, sizeof(burst), "%" PRIu64, burst_bytes);
 	/* To the guest: the tap's egress, shaped by a token bucket. */
 	{
-		const char *argv[] = {"tc",   "qdisc", "replace", "dev",     tap,  "root", "tbf",
-				      "rate", rate,    "burst",   burst,     "latency", "50ms", NULL};
+		const char *argv[] = {"tc",   "qdisc", "replace", "dev", tap,       "root", "tbf",
+		                      "rate", rate,    "burst",   burst, "latency", "50ms", NULL};
 		r = nb_net_run(argv, err, errsz);
 		if (r < 0)
 			return r;
@@ -192,10 +192,10 @@ static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errs
 	 * a module many kernels lack; nftables' netdev ingress hook does the
 	 * same job wherever nftables runs. */
 	snprintf(body, sizeof(body),
-		 "chain ingress { type filter hook ingress device \"%s\" priority filter; "
-		 "policy accept; limit rate over %" PRIu64 " bytes/second burst %" PRIu64
-		 " bytes drop; };",
-		 tap, bytes_per_s, burst_bytes);
+	         "chain ingress { type filter hook ingress device \"%s\" priority filter; "
+	         "policy accept; limit rate over %" PRIu64 " bytes/second burst %" PRIu64
+	         " bytes drop; };",
+	         tap, bytes_per_s, burst_bytes);
 	return nft_table_replace("netdev", tap, body, err, errsz);
 }
 
@@ -220,18 +220,18 @@ static int tap_unlimit(const char *tap, char *err, size_t errsz)
 }
 
 int nb_net_tap_create(const char *tap, const char *bridge, uint64_t rate_mbps, char *err,
-		      size_t errsz)
+                      size_t errsz)
 {
 	int r;
 
 	if (!nb_net_ifname_valid(tap) || !nb_net_ifname_valid(bridge)) {
 		nb_net_errf(err, errsz, "bad interface name \"%s\" or \"%s\"", tap ? tap : "",
-			    bridge ? bridge : "");
+		            bridge ? bridge : "");
 		return -EINVAL;
 	}
 	if (rate_mbps > MAX_RATE_MBPS) {
 		nb_net_errf(err, errsz, "rate %" PRIu64 " Mbit/s is over %u", rate_mbps,
-			    MAX_RATE_MBPS);
+		            MAX_RATE_MBPS);
 		return -EINVAL;
 	}
 	if (!nb_net_link_exists(bridge)) {

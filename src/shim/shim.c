@@ -87,8 +87,8 @@ struct shim {
 };
 
 /* Fills err; a long message is cut, which is fine for a message. */
-static void __attribute__((format(printf, 3, 4))) errf(char *err, size_t errsz, const char *fmt,
-							...)
+static void __attribute__((format(printf, 3, 4)))
+errf(char *err, size_t errsz, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -100,7 +100,7 @@ static void __attribute__((format(printf, 3, 4))) errf(char *err, size_t errsz, 
 static void usage(void)
 {
 	fprintf(stderr, "usage: nubo-shim --dir DIR [--log-max BYTES] [--cgroup CGDIR]... "
-			"-- PROGRAM ARGS...\n");
+	                "-- PROGRAM ARGS...\n");
 }
 
 static int path_in(const struct shim *s, const char *name, char *out, size_t outsz)
@@ -251,7 +251,7 @@ static void console_flush(struct shim *s)
 {
 	while (s->to_child.len && !s->child_eof) {
 		ssize_t n = send(s->console_fd, s->to_child.data, s->to_child.len,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -295,7 +295,7 @@ static void client_read(struct shim *s, int i)
 		return;
 	do
 		n = recv(s->clients[i].fd, chunk, room < sizeof(chunk) ? room : sizeof(chunk),
-			 MSG_DONTWAIT);
+		         MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return;
@@ -354,14 +354,14 @@ static void serve(struct shim *s)
 
 		p[0] = (struct pollfd){.fd = s->sig_fd, .events = POLLIN};
 		p[1] = (struct pollfd){.fd = s->child_eof ? -1 : s->console_fd,
-				       .events = (short)(POLLIN | (s->to_child.len ? POLLOUT : 0))};
+		                       .events = (short)(POLLIN | (s->to_child.len ? POLLOUT : 0))};
 		p[2] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
 		for (int i = 0; i < nc; i++) {
 			fds_clients[i] = s->clients[i].fd;
 			p[3 + i] = (struct pollfd){
-				.fd = s->clients[i].fd,
-				.events = (short)((room ? POLLIN : 0) |
-						  (s->clients[i].out.len ? POLLOUT : 0))};
+			    .fd = s->clients[i].fd,
+			    .events = (short)((room ? POLLIN : 0) |
+			                      (s->clients[i].out.len ? POLLOUT : 0))};
 		}
 		pr = poll(p, (nfds_t)(3 + nc), -1);
 		if (pr < 0) {
@@ -392,8 +392,12 @@ static void serve(struct shim *s)
 				client_drop(s, i, NULL);
 				continue;
 			}
-			if (ev & (POLLIN | POLLHUP | POLLERR))
+			if (ev & POLLIN)
 				client_read(s, i);
+			else if (ev & (POLLHUP | POLLERR))
+				/* Gone while we were not reading from it (the
+				 * child's input was full): nothing to keep. */
+				client_drop(s, i, NULL);
 		}
 		console_flush(s);
 		if (p[2].revents & POLLIN)
@@ -441,7 +445,7 @@ static void write_exit(struct shim *s, const char *kind, int num, const char *de
 
 	nb_iso8601(nb_wall_ms(), when, sizeof(when));
 	n = snprintf(line, sizeof(line), "%s %d %s%s%s\n", kind, num, when, detail ? " " : "",
-		     detail ? detail : "");
+	             detail ? detail : "");
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(line)) {
@@ -467,8 +471,8 @@ static int write_pid(struct shim *s, const char *name, pid_t pid)
 /* ---- setup ---- */
 
 /* In the forked child: reports "kind errno message" on fd and exits. */
-static void __attribute__((noreturn)) child_fail(int fd, const char *kind, int code, int err,
-						 const char *what)
+static void __attribute__((noreturn))
+child_fail(int fd, const char *kind, int code, int err, const char *what)
 {
 	char msg[1024];
 	int n = snprintf(msg, sizeof(msg), "%s %d %s: %s", kind, err, what, strerror(err));
@@ -662,8 +666,8 @@ static int already_running(const struct shim *s)
 	    nb_read_file(path, 64, &data, NULL) < 0)
 		return 0;
 	data[strcspn(data, "\n")] = '\0';
-	if (nb_parse_u64(data, &pid) == 0 && pid > 0 && pid < INT_MAX &&
-	    (pid_t)pid != getpid() && is_live_shim((pid_t)pid))
+	if (nb_parse_u64(data, &pid) == 0 && pid > 0 && pid < INT_MAX && (pid_t)pid != getpid() &&
+	    is_live_shim((pid_t)pid))
 		r = (int)pid;
 	free(data);
 	return r;
@@ -755,15 +759,17 @@ static int run(struct shim *s, int ready)
 	r = setup(s, err, sizeof(err));
 	if (r < 0) {
 		nb_error("setup failed: %s", err);
-		nb_write_all(ready, "ERR ", 4);
-		nb_write_all(ready, err, strlen(err));
-		close(ready);
+		/* Clean up first: the caller looks once it has the answer. */
 		if (s->child > 0 && !s->child_exited) {
 			int status;
 			while (waitpid(s->child, &status, 0) < 0 && errno == EINTR)
 				;
+			write_exit(s, "setup-failed", -r, err);
 		}
 		unlink_socket(s);
+		nb_write_all(ready, "ERR ", 4);
+		nb_write_all(ready, err, strlen(err));
+		close(ready);
 		return 1;
 	}
 	nb_info("started pid %d: %s", (int)s->child, s->argv[0]);
@@ -809,8 +815,9 @@ static int parse_args(struct shim *s, int argc, char **argv)
 		} else if (!strcmp(a, "--log-max")) {
 			if (nb_parse_size(argv[++i], &s->log_max) < 0 || s->log_max < MIN_LOG_MAX ||
 			    s->log_max > MAX_LOG_MAX) {
-				fprintf(stderr, "nubo-shim: --log-max: %s is not a size from %u to 1G\n",
-					argv[i], MIN_LOG_MAX);
+				fprintf(stderr,
+				        "nubo-shim: --log-max: %s is not a size from %u to 1G\n",
+				        argv[i], MIN_LOG_MAX);
 				return -EINVAL;
 			}
 		} else if (!strcmp(a, "--cgroup")) {
@@ -892,8 +899,9 @@ int main(int argc, char **argv)
 		int64_t left = deadline - nb_now_ms();
 		ssize_t n;
 		if (left <= 0) {
-			fprintf(stderr, "nubo-shim: no word from the shim after %d s (see %s/shim.log)\n",
-				SETUP_TIMEOUT_MS / 1000, s.dir);
+			fprintf(stderr,
+			        "nubo-shim: no word from the shim after %d s (see %s/shim.log)\n",
+			        SETUP_TIMEOUT_MS / 1000, s.dir);
 			return 1;
 		}
 		if (poll(&p, 1, (int)left) <= 0)

@@ -238,7 +238,8 @@ static void spin(void)
 static void hog(void)
 {
 	size_t len = 256 * MIB;
-	volatile char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	volatile char *p =
+	    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (p == MAP_FAILED)
 		_exit(2);
@@ -278,7 +279,7 @@ static char *read_text(const char *dir, const char *file)
 
 /* Calls fn on each line of dir/file (read whole, NUL-split). */
 static void each_line(const char *dir, const char *file, void (*fn)(const char *, void *),
-		      void *ctx)
+                      void *ctx)
 {
 	char path[700];
 	char *data = NULL, *line;
@@ -496,17 +497,14 @@ static void test_real_cpu_quota_throttles(void **state)
 int main(void)
 {
 	const struct CMUnitTest pure[] = {
-		cmocka_unit_test(test_settings_v1),
-		cmocka_unit_test(test_settings_v2),
-		cmocka_unit_test(test_limit_settings),
-		cmocka_unit_test(test_settings_invalid),
-		cmocka_unit_test(test_bad_names),
-		cmocka_unit_test(test_version_fake_roots),
+	    cmocka_unit_test(test_settings_v1),    cmocka_unit_test(test_settings_v2),
+	    cmocka_unit_test(test_limit_settings), cmocka_unit_test(test_settings_invalid),
+	    cmocka_unit_test(test_bad_names),      cmocka_unit_test(test_version_fake_roots),
 	};
 	const struct CMUnitTest real[] = {
-		cmocka_unit_test(test_real_create_attach_remove),
-		cmocka_unit_test(test_real_memory_limit_kills),
-		cmocka_unit_test(test_real_cpu_quota_throttles),
+	    cmocka_unit_test(test_real_create_attach_remove),
+	    cmocka_unit_test(test_real_memory_limit_kills),
+	    cmocka_unit_test(test_real_cpu_quota_throttles),
 	};
 	int r = cmocka_run_group_tests_name("cgroup pure", pure, NULL, NULL);
 

@@ -64,9 +64,8 @@ static void test_mac(void **state)
 	assert_string_not_equal(a, c);
 	assert_int_equal(strlen(a), 17);
 	assert_true(nb_str_has_prefix(a, "52:54:00:"));
-	assert_int_equal(sscanf(a, "%2x:%2x:%2x:%2x:%2x:%2x", &o[0], &o[1], &o[2], &o[3], &o[4],
-				&o[5]),
-			 6);
+	assert_int_equal(
+	    sscanf(a, "%2x:%2x:%2x:%2x:%2x:%2x", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5]), 6);
 	assert_true(o[0] & 0x02);    /* locally administered */
 	assert_false(o[0] & 0x01);   /* unicast */
 	for (int i = 0; i < 17; i++) /* lower-case hex, as dnsmasq and QEMU print */
@@ -76,10 +75,22 @@ static void test_mac(void **state)
 static void test_cidr_parse(void **state)
 {
 	static const char *const bad[] = {
-		"10.213.0.1/24", /* host bits set */
-		"10.213.0.0",	"10.213.0.0/",	"/24",		"10.213.0/24", "10.213.0.0/33",
-		"10.213.0.0/31", "10.0.0.0/7",	"300.1.1.0/24", "10.213.0.0/24x", "10.213.0.0/-1",
-		"010.1.1.0/24",	"10.213.0.0/024", " 10.213.0.0/24", "",	"10.213.0.0/24/24",
+	    "10.213.0.1/24", /* host bits set */
+	    "10.213.0.0",
+	    "10.213.0.0/",
+	    "/24",
+	    "10.213.0/24",
+	    "10.213.0.0/33",
+	    "10.213.0.0/31",
+	    "10.0.0.0/7",
+	    "300.1.1.0/24",
+	    "10.213.0.0/24x",
+	    "10.213.0.0/-1",
+	    "010.1.1.0/24",
+	    "10.213.0.0/024",
+	    " 10.213.0.0/24",
+	    "",
+	    "10.213.0.0/24/24",
 	};
 	uint32_t net = 0;
 	int prefix = 0;
@@ -133,7 +144,7 @@ static void test_refuses_foreign_names(void **state)
 	assert_int_equal(nb_net_bridge_ensure("eth0", CIDR, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "eth0"));
 	assert_int_equal(nb_net_bridge_ensure("nbthisnameistoolong", CIDR, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(nb_net_bridge_ensure("nb/x", CIDR, NULL, 0), -EINVAL);
 	assert_int_equal(nb_net_bridge_ensure(BRIDGE, "10.213.0.1/24", err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "10.213.0.1/24"));
@@ -142,7 +153,7 @@ static void test_refuses_foreign_names(void **state)
 	assert_int_equal(nb_net_tap_delete("lo"), -EINVAL);
 	assert_int_equal(nb_net_teardown("/tmp/x", "eth0"), -EINVAL);
 	assert_int_equal(nb_net_dnsmasq_ensure("relative/dir", BRIDGE, CIDR, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	{
 		struct nb_dhcp_host bad_mac = {"52:54:00:zz:00:01", "10.213.0.2", NULL};
 		struct nb_dhcp_host bad_ip = {"52:54:00:00:00:01", "10.213.0", NULL};
@@ -364,7 +375,8 @@ static void test_dnsmasq_and_dhcp(void **state)
 	assert_int_equal(nb_read_file(hosts_path, 1 << 16, &text, NULL), 0);
 	{
 		char want[128];
-		snprintf(want, sizeof(want), "%s,%s,vm1\n52:54:00:00:00:09,%s\n", mac, ip, other_ip);
+		snprintf(want, sizeof(want), "%s,%s,vm1\n52:54:00:00:00:09,%s\n", mac, ip,
+		         other_ip);
 		assert_string_equal(text, want);
 	}
 	free(text);
@@ -378,19 +390,21 @@ static void test_dnsmasq_and_dhcp(void **state)
 	snprintf(script, sizeof(script), "%s/udhcpc.sh", g_ns.dir);
 	{
 		static const char body[] =
-			"#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n";
+		    "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip\"\nexit 0\n";
 		assert_int_equal(nb_write_file(script, body, strlen(body), 0755), 0);
 	}
 	{
 		const char *add_ns[] = {"ip", "netns", "add", g_ns.peer_ns, NULL};
-		const char *add_veth[] = {"ip",	  "link", "add",  veth, "type", "veth", "peer",
-					  "name", peer,	  "netns", g_ns.peer_ns, NULL};
-		const char *enslave[] = {"ip", "link", "set", "dev", veth, "master", BRIDGE, "up", NULL};
-		const char *peer_mac[] = {"ip",	 "netns", "exec", g_ns.peer_ns, "ip",  "link",
-					  "set", "dev",	  peer,	  "address",	mac,   "up", NULL};
-		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc", "-i",
-				      peer, "-f",    "-q",   "-n",	   "-t",      "10",	"-T",
-				      "1",  "-s",    script, NULL};
+		const char *add_veth[] = {"ip",   "link", "add", veth,    "type",       "veth",
+		                          "peer", "name", peer,  "netns", g_ns.peer_ns, NULL};
+		const char *enslave[] = {"ip",     "link", "set", "dev", veth,
+		                         "master", BRIDGE, "up",  NULL};
+		const char *peer_mac[] = {"ip",   "netns", "exec", g_ns.peer_ns, "ip",
+		                          "link", "set",   "dev",  peer,         "address",
+		                          mac,    "up",    NULL};
+		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc",
+		                      "-i", peer,    "-f",   "-q",         "-n",      "-t",
+		                      "10", "-T",    "1",    "-s",         script,    NULL};
 		assert_int_equal(run_quiet(add_ns), 0);
 		assert_int_equal(run_quiet(add_veth), 0);
 		assert_int_equal(run_quiet(enslave), 0);
@@ -406,11 +420,12 @@ static void test_dnsmasq_and_dhcp(void **state)
 	}
 	/* A MAC without a fixed lease gets nothing (static mode). */
 	{
-		const char *peer_mac[] = {"ip",	 "netns", "exec", g_ns.peer_ns, "ip", "link", "set",
-					  "dev", peer,	  "address", "52:54:00:de:ad:01", NULL};
-		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc", "-i",
-				      peer, "-f",    "-q",   "-n",	   "-t",      "2",	"-T",
-				      "1",  "-s",    script, NULL};
+		const char *peer_mac[] = {
+		    "ip",  "netns", "exec",    g_ns.peer_ns,        "ip", "link", "set",
+		    "dev", peer,    "address", "52:54:00:de:ad:01", NULL};
+		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc",
+		                      "-i", peer,    "-f",   "-q",         "-n",      "-t",
+		                      "2",  "-T",    "1",    "-s",         script,    NULL};
 		struct nb_buf out;
 		assert_int_equal(run_quiet(peer_mac), 0);
 		nb_buf_init(&out, 1 << 16);
@@ -437,8 +452,8 @@ static void test_dnsmasq_and_dhcp(void **state)
 static void test_not_a_bridge(void **state)
 {
 	char err[512] = "", other[128];
-	const char *add[] = {"ip", "link", "add", "nbveth0", "type", "veth", "peer", "name",
-			     "nbveth1", NULL};
+	const char *add[] = {"ip",   "link", "add",  "nbveth0", "type",
+	                     "veth", "peer", "name", "nbveth1", NULL};
 	const char *del[] = {"ip", "link", "del", "nbveth0", NULL};
 
 	(void)state;
@@ -470,7 +485,7 @@ static void test_teardown(void **state)
 	assert_int_equal(nb_net_dnsmasq_pid(g_ns.dir), 0);
 	for (size_t i = 0; i < 4; i++) {
 		static const char *const files[] = {"dnsmasq.conf", "dnsmasq.pid", "dhcp-hosts",
-						    "dnsmasq.leases"};
+		                                    "dnsmasq.leases"};
 		snprintf(path, sizeof(path), "%s/%s", g_ns.dir, files[i]);
 		assert_false(nb_path_exists(path));
 	}
@@ -489,19 +504,17 @@ static void test_teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest pure[] = {
-		cmocka_unit_test(test_tap_name),
-		cmocka_unit_test(test_mac),
-		cmocka_unit_test(test_cidr_parse),
-		cmocka_unit_test(test_pool),
-		cmocka_unit_test(test_refuses_foreign_names),
+	    cmocka_unit_test(test_tap_name),
+	    cmocka_unit_test(test_mac),
+	    cmocka_unit_test(test_cidr_parse),
+	    cmocka_unit_test(test_pool),
+	    cmocka_unit_test(test_refuses_foreign_names),
 	};
 	/* In order: each builds on the previous one. */
 	const struct CMUnitTest real[] = {
-		cmocka_unit_test(test_bridge),
-		cmocka_unit_test(test_tap),
-		cmocka_unit_test(test_dnsmasq_and_dhcp),
-		cmocka_unit_test(test_not_a_bridge),
-		cmocka_unit_test(test_teardown),
+	    cmocka_unit_test(test_bridge),           cmocka_unit_test(test_tap),
+	    cmocka_unit_test(test_dnsmasq_and_dhcp), cmocka_unit_test(test_not_a_bridge),
+	    cmocka_unit_test(test_teardown),
 	};
 	int r = cmocka_run_group_tests_name("net pure", pure, NULL, NULL);
 

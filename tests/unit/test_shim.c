@@ -79,7 +79,7 @@ static void path_of(const struct t *t, const char *name, char *out, size_t outsz
 
 /* Runs nubo-shim with opts, "--" and prog; returns its exit status. */
 static int run_shim(const struct t *t, const char *const *opts, const char *const *prog,
-		    struct nb_buf *out)
+                    struct nb_buf *out)
 {
 	const char *argv[32];
 	int n = 0;
@@ -194,8 +194,8 @@ static void assert_exit_starts(const struct t *t, const char *prefix)
 	free(e);
 }
 
-static const char *const talk_prog[] = {
-	"/bin/sh", "-c", "read go; echo hello; read x; echo got:$x; exit 3", NULL};
+static const char *const talk_prog[] = {"/bin/sh", "-c",
+                                        "read go; echo hello; read x; echo got:$x; exit 3", NULL};
 
 static void test_console_roundtrip(void **state)
 {
@@ -248,15 +248,44 @@ static void test_console_roundtrip(void **state)
 	nb_buf_free(&b);
 }
 
+static void test_client_cap(void **state)
+{
+	struct t *t = *state;
+	const char *const prog[] = {"/bin/sh", "-c", "read x; echo got:$x", NULL};
+	struct nb_buf b;
+	int fds[17];
+	pid_t shim;
+
+	assert_int_equal(run_shim(t, NULL, prog, NULL), 0);
+	shim = read_pid(t, "shim.pid");
+	for (int i = 0; i < 17; i++)
+		fds[i] = console_connect(t);
+	/* The 17th is refused: closed at once. */
+	nb_buf_init(&b, 1 << 16);
+	assert_false(read_until(fds[16], &b, "got:"));
+	assert_int_equal(b.len, 0);
+	/* The 16 others all take part. */
+	send_line(fds[0], "hi\n");
+	for (int i = 0; i < 16; i++) {
+		nb_buf_reset(&b);
+		assert_true(read_until(fds[i], &b, "got:hi\n"));
+	}
+	assert_true(wait_gone(shim, TIMEOUT_MS));
+	assert_exit_starts(t, "exited 0 ");
+	for (int i = 0; i < 17; i++)
+		close(fds[i]);
+	nb_buf_free(&b);
+}
+
 static void test_log_rotation(void **state)
 {
 	struct t *t = *state;
 	const char *const opts[] = {"--log-max", "4096", NULL};
 	const char *const prog[] = {
-		"/bin/sh", "-c",
-		"i=0; while [ $i -lt 1000 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz; "
-		"i=$((i+1)); done",
-		NULL};
+	    "/bin/sh", "-c",
+	    "i=0; while [ $i -lt 1000 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz; "
+	    "i=$((i+1)); done",
+	    NULL};
 	struct nb_buf want;
 	char *cur, *old, *pidtext;
 	size_t lc, lo;
@@ -269,7 +298,8 @@ static void test_log_rotation(void **state)
 
 	nb_buf_init(&want, 1 << 20);
 	for (int i = 0; i < 1000; i++)
-		assert_int_equal(nb_buf_printf(&want, "line-%d-abcdefghijklmnopqrstuvwxyz\n", i), 0);
+		assert_int_equal(nb_buf_printf(&want, "line-%d-abcdefghijklmnopqrstuvwxyz\n", i),
+		                 0);
 	cur = slurp(t, "console.log");
 	old = slurp(t, "console.log.1");
 	assert_non_null(cur);
@@ -397,10 +427,10 @@ static void test_bad_usage(void **state)
 	struct t *t = *state;
 	const char *const no_dir[] = {shim_bin(), "--", "/bin/true", NULL};
 	const char *const no_prog[] = {shim_bin(), "--dir", t->dir, NULL};
-	const char *const bad_size[] = {shim_bin(), "--dir", t->dir, "--log-max", "lots", "--",
-					"/bin/true", NULL};
-	const char *const unknown[] = {shim_bin(), "--dir", t->dir, "--frob", "1", "--",
-				       "/bin/true", NULL};
+	const char *const bad_size[] = {shim_bin(), "--dir", t->dir,      "--log-max",
+	                                "lots",     "--",    "/bin/true", NULL};
+	const char *const unknown[] = {shim_bin(), "--dir", t->dir,      "--frob",
+	                               "1",        "--",    "/bin/true", NULL};
 	struct nb_buf out;
 
 	nb_buf_init(&out, 1 << 16);
@@ -494,8 +524,9 @@ static void test_cgroup_join(void **state)
 static void test_slow_client_dropped(void **state)
 {
 	struct t *t = *state;
-	const char *const prog[] = {"/bin/sh", "-c",
-				    "read go; yes xxxxxxxxxxxxxxx | head -c 8000000; echo; echo done", NULL};
+	const char *const prog[] = {
+	    "/bin/sh", "-c", "read go; yes xxxxxxxxxxxxxxx | head -c 8000000; echo; echo done",
+	    NULL};
 	struct nb_buf got;
 	char *shimlog;
 	pid_t shim;
@@ -529,16 +560,17 @@ static void test_slow_client_dropped(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_console_roundtrip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_outlives_caller, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_child_killed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sigterm_forwarded, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_program, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_usage, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_second_shim_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cgroup_join, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_slow_client_dropped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_console_roundtrip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_client_cap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outlives_caller, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_child_killed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sigterm_forwarded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_program, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_usage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_second_shim_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cgroup_join, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_slow_client_dropped, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("shim", tests, NULL, NULL);

@@ -62,7 +62,7 @@ int nb_cgroup_version(const char *root)
 		return 2;
 	for (size_t i = 0; i < NB_ARRAY_SIZE(v1_controllers); i++) {
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s/cgroup.procs", r,
-				     v1_controllers[i]) >= sizeof(path))
+		                     v1_controllers[i]) >= sizeof(path))
 			return -ENAMETOOLONG;
 		if (nb_path_exists(path))
 			return 1;
@@ -71,7 +71,7 @@ int nb_cgroup_version(const char *root)
 }
 
 static int add_setting(struct nb_cg_setting *out, int n, const char *controller, const char *file,
-		       const char *value)
+                       const char *value)
 {
 	if (n < 0)
 		return n;
@@ -93,7 +93,7 @@ static const char *num_or(uint64_t v, const char *unlimited, char buf[32])
 }
 
 int nb_cgroup_limit_settings(int version, uint64_t cpu_quota_us, uint64_t memory_bytes,
-			     uint64_t pids_max, struct nb_cg_setting out[NB_CG_MAX_SETTINGS])
+                             uint64_t pids_max, struct nb_cg_setting out[NB_CG_MAX_SETTINGS])
 {
 	char num[32], cpu[64];
 	int n = 0;
@@ -101,9 +101,10 @@ int nb_cgroup_limit_settings(int version, uint64_t cpu_quota_us, uint64_t memory
 	if (version != 1 && version != 2)
 		return -EINVAL;
 	if (cpu_quota_us != 0 && (cpu_quota_us < NB_CG_MIN_QUOTA_US ||
-				  cpu_quota_us > (uint64_t)MAX_VCPUS * NB_CG_CPU_PERIOD_US))
+	                          cpu_quota_us > (uint64_t)MAX_VCPUS * NB_CG_CPU_PERIOD_US))
 		return -EINVAL;
-	if (memory_bytes != 0 && (memory_bytes < (1u << 20) || memory_bytes > (MAX_MEMORY_MB << 20)))
+	if (memory_bytes != 0 &&
+	    (memory_bytes < (1u << 20) || memory_bytes > (MAX_MEMORY_MB << 20)))
 		return -EINVAL;
 	if (pids_max > MAX_PIDS)
 		return -EINVAL;
@@ -114,12 +115,12 @@ int nb_cgroup_limit_settings(int version, uint64_t cpu_quota_us, uint64_t memory
 		n = add_setting(out, n, "cpu", "cpu.cfs_quota_us", num_or(cpu_quota_us, "-1", num));
 		if (memory_bytes)
 			n = add_setting(out, n, "memory", "memory.limit_in_bytes",
-					num_or(memory_bytes, "-1", num));
+			                num_or(memory_bytes, "-1", num));
 		return add_setting(out, n, "pids", "pids.max", num_or(pids_max, "max", num));
 	}
 	if (cpu_quota_us)
 		snprintf(cpu, sizeof(cpu), "%" PRIu64 " %u", cpu_quota_us,
-			 (unsigned)NB_CG_CPU_PERIOD_US);
+		         (unsigned)NB_CG_CPU_PERIOD_US);
 	else
 		snprintf(cpu, sizeof(cpu), "max %u", (unsigned)NB_CG_CPU_PERIOD_US);
 	n = add_setting(out, n, "", "cpu.max", cpu);
@@ -128,19 +129,19 @@ int nb_cgroup_limit_settings(int version, uint64_t cpu_quota_us, uint64_t memory
 }
 
 int nb_cgroup_settings(int version, int vcpus, uint64_t memory_mb,
-		       struct nb_cg_setting out[NB_CG_MAX_SETTINGS])
+                       struct nb_cg_setting out[NB_CG_MAX_SETTINGS])
 {
 	if (vcpus < 1 || vcpus > MAX_VCPUS || memory_mb < 1 || memory_mb > MAX_MEMORY_MB)
 		return -EINVAL;
 	/* Each vCPU is one thread that may use one whole CPU; the I/O threads
 	 * share the same budget, so a VM never takes more than its size. */
 	return nb_cgroup_limit_settings(version, (uint64_t)vcpus * NB_CG_CPU_PERIOD_US,
-					(memory_mb + NB_CG_QEMU_OVERHEAD_MB) << 20, NB_CG_PIDS_MAX,
-					out);
+	                                (memory_mb + NB_CG_QEMU_OVERHEAD_MB) << 20, NB_CG_PIDS_MAX,
+	                                out);
 }
 
 static int group_dir(const char *root, int version, const char *controller, const char *name,
-		     char *out, size_t outsz)
+                     char *out, size_t outsz)
 {
 	int n;
 
@@ -212,8 +213,8 @@ int nb_cgroup_dirs(const char *root, const char *name, char dirs_out[NB_CG_MAX_D
 }
 
 int nb_cgroup_create_limits(const char *root, const char *name, uint64_t cpu_quota_us,
-			    uint64_t memory_bytes, uint64_t pids_max,
-			    char dirs_out[NB_CG_MAX_DIRS][512])
+                            uint64_t memory_bytes, uint64_t pids_max,
+                            char dirs_out[NB_CG_MAX_DIRS][512])
 {
 	struct nb_cg_setting set[NB_CG_MAX_SETTINGS];
 	char parent[PATH_MAX];
@@ -247,7 +248,7 @@ int nb_cgroup_create_limits(const char *root, const char *name, uint64_t cpu_quo
 	for (int i = 0; i < ndirs; i++) {
 		if (version == 1) {
 			if ((size_t)snprintf(parent, sizeof(parent), "%s/%s/" GROUP_PARENT, rt,
-					     v1_controllers[i]) >= sizeof(parent))
+			                     v1_controllers[i]) >= sizeof(parent))
 				return -ENAMETOOLONG;
 			if (mkdir(parent, 0755) < 0 && errno != EEXIST)
 				return -errno;
@@ -276,13 +277,13 @@ fail:
 }
 
 int nb_cgroup_create(const char *root, const char *name, int vcpus, uint64_t memory_mb,
-		     char dirs_out[NB_CG_MAX_DIRS][512])
+                     char dirs_out[NB_CG_MAX_DIRS][512])
 {
 	if (vcpus < 1 || vcpus > MAX_VCPUS || memory_mb < 1 || memory_mb > MAX_MEMORY_MB)
 		return -EINVAL;
 	return nb_cgroup_create_limits(root, name, (uint64_t)vcpus * NB_CG_CPU_PERIOD_US,
-				       (memory_mb + NB_CG_QEMU_OVERHEAD_MB) << 20, NB_CG_PIDS_MAX,
-				       dirs_out);
+	                               (memory_mb + NB_CG_QEMU_OVERHEAD_MB) << 20, NB_CG_PIDS_MAX,
+	                               dirs_out);
 }
 
 int nb_cgroup_attach(char dirs[][512], int ndirs, int pid)
