@@ -21,6 +21,8 @@ static void fmt_mib(json_int_t mib, char *out, size_t outsz)
 {
 	if (mib < 0)
 		snprintf(out, outsz, "-");
+	else if (mib == 0)
+		snprintf(out, outsz, "0");
 	else
 		nb_cli_fmt_size((uint64_t)mib << 20, out, outsz);
 }
