@@ -38,7 +38,7 @@ static int find_short(const struct nb_cli_args *a, char c)
 
 /* Takes the value of option i: inline (after '=') or the next argument. */
 static int take_value(struct nb_cli_args *a, int i, const char *shown, const char *inline_val,
-		      int argc, char **argv, int *idx)
+                      int argc, char **argv, int *idx)
 {
 	const struct nb_cli_opt *o = a->opts[i];
 
@@ -116,7 +116,7 @@ int nb_cli_args_parse(struct nb_cli_args *a, int argc, char **argv, int flags)
 		}
 		if (a->npos >= NB_CLI_MAX_POS) {
 			snprintf(a->err, sizeof(a->err), "too many arguments (at most %d)",
-				 NB_CLI_MAX_POS);
+			         NB_CLI_MAX_POS);
 			return -EINVAL;
 		}
 		a->pos[a->npos++] = s;
@@ -138,7 +138,7 @@ bool nb_cli_args_flag(const struct nb_cli_args *a, const char *name)
 }
 
 int nb_cli_args_u64(struct nb_cli_args *a, const char *name, uint64_t min, uint64_t max,
-		    uint64_t *out)
+                    uint64_t *out)
 {
 	const char *v = nb_cli_args_get(a, name);
 	uint64_t n;
@@ -147,8 +147,8 @@ int nb_cli_args_u64(struct nb_cli_args *a, const char *name, uint64_t min, uint6
 		return 1;
 	if (nb_parse_u64(v, &n) < 0 || n < min || n > max) {
 		snprintf(a->err, sizeof(a->err),
-			 "option '--%s' wants a whole number from %llu to %llu, not '%.40s'", name,
-			 (unsigned long long)min, (unsigned long long)max, v);
+		         "option '--%s' wants a whole number from %llu to %llu, not '%.40s'", name,
+		         (unsigned long long)min, (unsigned long long)max, v);
 		return -EINVAL;
 	}
 	*out = n;
@@ -169,10 +169,10 @@ int nb_cli_args_help(struct nb_buf *out, const struct nb_cli_opt *opts)
 		char left[128];
 
 		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
-			 o->arg ? o->arg : "");
+		         o->arg ? o->arg : "");
 		if (o->short_name)
 			r = nb_buf_printf(out, "  -%c, %-*s  %s\n", o->short_name, (int)w, left,
-					  o->help);
+			                  o->help);
 		else
 			r = nb_buf_printf(out, "      %-*s  %s\n", (int)w, left, o->help);
 	}

@@ -23,35 +23,35 @@
 #define TOKEN_MAX 1000
 
 static const struct nb_cli_opt global_opts[] = {
-	{"endpoint", 0, "URL", "controller URL (env NUBO_ENDPOINT; default " DEFAULT_ENDPOINT ")"},
-	{"token", 0, "TOKEN", "API token (env NUBO_TOKEN; default from the config file or "
-			      DEFAULT_TOKEN_FILE ")"},
-	{"json", 0, NULL, "print the API's JSON instead of tables"},
-	{"help", 'h', NULL, "show help"},
-	{NULL, 0, NULL, NULL},
+    {"endpoint", 0, "URL", "controller URL (env NUBO_ENDPOINT; default " DEFAULT_ENDPOINT ")"},
+    {"token", 0, "TOKEN",
+     "API token (env NUBO_TOKEN; default from the config file or " DEFAULT_TOKEN_FILE ")"},
+    {"json", 0, NULL, "print the API's JSON instead of tables"},
+    {"help", 'h', NULL, "show help"},
+    {NULL, 0, NULL, NULL},
 };
 
 static const struct nb_conf_key conf_schema[] = {
-	{"endpoint", NB_CONF_STR, "", "controller URL"},
-	{"token", NB_CONF_STR, "", "API token"},
-	{NULL, 0, NULL, NULL},
+    {"endpoint", NB_CONF_STR, "", "controller URL"},
+    {"token", NB_CONF_STR, "", "API token"},
+    {NULL, 0, NULL, NULL},
 };
 
 static const char *const groups[] = {"image", "type", "host"};
 
 static const struct nb_cli_cmd *const cmd_tables[] = {nb_cli_instance_cmds, nb_cli_image_cmds,
-						      nb_cli_misc_cmds};
+                                                      nb_cli_misc_cmds};
 
 static void cmd_title(const struct nb_cli_cmd *cmd, char *out, size_t outsz)
 {
 	snprintf(out, outsz, "%s%s%s", cmd->group ? cmd->group : "", cmd->group ? " " : "",
-		 cmd->name);
+	         cmd->name);
 }
 
 static void print_global_help(FILE *f)
 {
 	fprintf(f, "usage: nubo [--endpoint URL] [--token TOKEN] [--json] COMMAND [ARGS]\n\n"
-		   "The nubo cloud's command-line client.\n\nCommands:\n");
+	           "The nubo cloud's command-line client.\n\nCommands:\n");
 	for (size_t t = 0; t < NB_ARRAY_SIZE(cmd_tables); t++)
 		for (const struct nb_cli_cmd *cmd = cmd_tables[t]; cmd->name; cmd++) {
 			char title[64];
@@ -67,9 +67,9 @@ static void print_global_help(FILE *f)
 		nb_buf_free(&b);
 	}
 	fprintf(f, "\nWithout --endpoint/--token, NUBO_ENDPOINT and NUBO_TOKEN are used, then\n"
-		   "~/.config/nubo/config (lines 'endpoint = URL' and 'token = TOKEN').\n"
-		   "Exit codes: 0 ok, 1 API error, 2 usage error, 3 controller unreachable,\n"
-		   "4 not found.\nRun 'nubo COMMAND --help' for a command's options.\n");
+	           "~/.config/nubo/config (lines 'endpoint = URL' and 'token = TOKEN').\n"
+	           "Exit codes: 0 ok, 1 API error, 2 usage error, 3 controller unreachable,\n"
+	           "4 not found.\nRun 'nubo COMMAND --help' for a command's options.\n");
 }
 
 static void print_group_help(FILE *f, const char *group)
@@ -90,7 +90,7 @@ static void print_cmd_help(FILE *f, const struct nb_cli_cmd *cmd)
 	cmd_title(cmd, title, sizeof(title));
 	nb_buf_init(&b, 0);
 	fprintf(f, "usage: nubo %s%s%s\n\n%s\n", title, cmd->usage[0] ? " " : "", cmd->usage,
-		cmd->summary);
+	        cmd->summary);
 	if (cmd->opts && cmd->opts->name && nb_cli_args_help(&b, cmd->opts) == 0 && b.data) {
 		fprintf(f, "\nOptions:\n%s", b.data);
 		nb_buf_reset(&b);
@@ -110,7 +110,7 @@ int nb_cli_usage(struct nb_cli *c, const char *fmt, ...)
 	va_end(ap);
 	cmd_title(c->cmd, title, sizeof(title));
 	fprintf(stderr, "nubo %s: %s\nusage: nubo %s %s\nTry 'nubo %s --help'.\n", title, msg,
-		title, c->cmd->usage, title);
+	        title, c->cmd->usage, title);
 	return NB_CLI_EUSAGE;
 }
 
@@ -140,15 +140,15 @@ static void trim_right(char *s)
 {
 	size_t n = strlen(s);
 
-	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' ||
-			 s[n - 1] == '\t'))
+	while (n > 0 &&
+	       (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
 		s[--n] = '\0';
 }
 
 static const char *config_path(char *buf, size_t bufsz)
 {
 	const char *p = getenv("NUBO_CONFIG"), *xdg = getenv("XDG_CONFIG_HOME"),
-		   *home = getenv("HOME");
+	           *home = getenv("HOME");
 
 	if (p && *p)
 		return p;
@@ -199,7 +199,7 @@ static int resolve(struct nb_cli *c, const char *flag_endpoint, const char *flag
 	}
 	if (!nb_str_has_prefix(endpoint, "http://") && !nb_str_has_prefix(endpoint, "https://")) {
 		fprintf(stderr, "nubo: endpoint '%.200s' is not an http:// or https:// URL\n",
-			endpoint);
+		        endpoint);
 		r = NB_CLI_EUSAGE;
 		goto out;
 	}
@@ -230,7 +230,7 @@ int nb_cli_report(struct nb_cli *c, int r, const struct nb_cli_resp *resp)
 
 	if (r == -EHOSTUNREACH) {
 		fprintf(stderr, "error: cannot reach the controller at %s: %s\n", c->http.endpoint,
-			resp->err);
+		        resp->err);
 		return NB_CLI_EUNREACH;
 	}
 	if (r < 0) {
@@ -247,21 +247,21 @@ int nb_cli_report(struct nb_cli *c, int r, const struct nb_cli_resp *resp)
 	} else {
 		char first[201] = "";
 		if (resp->body.data)
-			snprintf(first, sizeof(first), "%.*s", (int)strcspn(resp->body.data, "\r\n"),
-				 resp->body.data);
+			snprintf(first, sizeof(first), "%.*s",
+			         (int)strcspn(resp->body.data, "\r\n"), resp->body.data);
 		fprintf(stderr, "error: HTTP %ld from %s%s%s\n", resp->status, c->http.endpoint,
-			first[0] ? ": " : "", first);
+		        first[0] ? ": " : "", first);
 	}
 	if ((resp->status == 401 || (code && !strcmp(code, "AuthFailure"))) && !c->have_token)
 		fprintf(stderr, "hint: no token: pass --token, set NUBO_TOKEN or put 'token = ...' "
-				"in ~/.config/nubo/config\n");
+		                "in ~/.config/nubo/config\n");
 	if ((code && !strcmp(code, "NotFound")) || (!code && resp->status == 404))
 		return NB_CLI_ENOTFOUND;
 	return NB_CLI_EAPI;
 }
 
 int nb_cli_call(struct nb_cli *c, const char *method, const char *path, const json_t *body,
-		long timeout_s, json_t **out)
+                long timeout_s, json_t **out)
 {
 	struct nb_cli_resp resp;
 	int r = nb_cli_http_call(&c->http, method, path, body, timeout_s, &resp), ex = 0;
@@ -274,7 +274,7 @@ int nb_cli_call(struct nb_cli *c, const char *method, const char *path, const js
 	}
 	if (resp.body.len && !resp.json) {
 		fprintf(stderr, "error: the controller's answer to %s %s is not JSON\n", method,
-			path);
+		        path);
 		ex = NB_CLI_EAPI;
 		goto out;
 	}
@@ -312,11 +312,13 @@ void nb_cli_print_object(const json_t *o)
 	size_t w = 0;
 	int64_t now = nb_wall_ms();
 
-	json_object_foreach((json_t *)o, key, v) {
+	json_object_foreach((json_t *)o, key, v)
+	{
 		if (nb_cli_str_width(key) > w)
 			w = nb_cli_str_width(key);
 	}
-	json_object_foreach((json_t *)o, key, v) {
+	json_object_foreach((json_t *)o, key, v)
+	{
 		char extra[64] = "";
 		char *dumped = NULL;
 		const char *text;
@@ -334,7 +336,8 @@ void nb_cli_print_object(const json_t *o)
 		} else {
 			dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 			text = dumped ? dumped : "?";
-			if (json_is_integer(v) && (!strcmp(key, "size") || !strcmp(key, "file_size"))) {
+			if (json_is_integer(v) &&
+			    (!strcmp(key, "size") || !strcmp(key, "file_size"))) {
 				char sz[32];
 				nb_cli_fmt_size((uint64_t)json_integer_value(v), sz, sizeof(sz));
 				snprintf(extra, sizeof(extra), " (%s)", sz);
@@ -395,7 +398,7 @@ static void draw_upload(struct upload_bar *b, uint64_t done, uint64_t total, boo
 	b->last_ms = now;
 	nb_cli_fmt_transfer(done, total, rate, info, sizeof(info));
 	nb_cli_progress_render(line, sizeof(line), nb_cli_term_width(), b->label,
-			       total ? (double)done / (double)total : (final ? 1.0 : 0.0), info);
+	                       total ? (double)done / (double)total : (final ? 1.0 : 0.0), info);
 	fprintf(stderr, "\r%s\033[K%s", line, final ? "\n" : "");
 	fflush(stderr);
 }
@@ -427,8 +430,8 @@ int nb_cli_upload_file(struct nb_cli *c, const char *path, char sha256[65])
 	bar.label = base ? base + 1 : path;
 	bar.start_ms = nb_now_ms();
 	bar.on = c->err_tty && !c->json;
-	r = nb_cli_http_upload(&c->http, "/v1/blobs", fd, (uint64_t)st.st_size,
-			       on_upload_progress, &bar, sha256, &resp);
+	r = nb_cli_http_upload(&c->http, "/v1/blobs", fd, (uint64_t)st.st_size, on_upload_progress,
+	                       &bar, sha256, &resp);
 	if (r == 0 && resp.status >= 200 && resp.status < 300)
 		draw_upload(&bar, (uint64_t)st.st_size, (uint64_t)st.st_size, true);
 	else if (bar.on)
@@ -443,10 +446,10 @@ int nb_cli_upload_file(struct nb_cli *c, const char *path, char sha256[65])
 	if (!blob || strcmp(blob, sha256) ||
 	    nb_json_int(resp.json, "size", -1) != (int64_t)st.st_size) {
 		fprintf(stderr,
-			"error: uploading %s: the controller stored blob %s of %lld bytes, "
-			"but sent %s of %lld bytes\n",
-			path, blob ? blob : "(none)", (long long)nb_json_int(resp.json, "size", -1),
-			sha256, (long long)st.st_size);
+		        "error: uploading %s: the controller stored blob %s of %lld bytes, "
+		        "but sent %s of %lld bytes\n",
+		        path, blob ? blob : "(none)", (long long)nb_json_int(resp.json, "size", -1),
+		        sha256, (long long)st.st_size);
 		ex = NB_CLI_EAPI;
 	}
 out:
@@ -510,7 +513,7 @@ int nb_cli_main(int argc, char **argv)
 			return NB_CLI_OK;
 		}
 		fprintf(stderr, "usage: nubo [--endpoint URL] [--token TOKEN] [--json] COMMAND "
-				"[ARGS]\nTry 'nubo --help'.\n");
+		                "[ARGS]\nTry 'nubo --help'.\n");
 		return NB_CLI_EUSAGE;
 	}
 	name = argv[i++];
@@ -543,8 +546,8 @@ int nb_cli_main(int argc, char **argv)
 	cmd = find_cmd(group, name);
 	if (!cmd) {
 		fprintf(stderr, "nubo: unknown command '%s%s%.100s'\nTry 'nubo %s%s--help'.\n",
-			group ? group : "", group ? " " : "", name, group ? group : "",
-			group ? " " : "");
+		        group ? group : "", group ? " " : "", name, group ? group : "",
+		        group ? " " : "");
 		return NB_CLI_EUSAGE;
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);

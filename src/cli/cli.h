@@ -27,10 +27,10 @@ enum nb_cli_exit {
 #define NB_CLI_MAX_ARG_LEN 4096
 
 struct nb_cli_opt {
-	const char *name;  /* long name without "--" */
-	char short_name;   /* 0 when none */
-	const char *arg;   /* metavariable ("N", "FILE"), NULL for a flag */
-	const char *help;  /* one line */
+	const char *name; /* long name without "--" */
+	char short_name;  /* 0 when none */
+	const char *arg;  /* metavariable ("N", "FILE"), NULL for a flag */
+	const char *help; /* one line */
 };
 
 struct nb_cli_args {
@@ -54,11 +54,12 @@ int nb_cli_args_add(struct nb_cli_args *a, const struct nb_cli_opt *opts);
 int nb_cli_args_parse(struct nb_cli_args *a, int argc, char **argv, int flags);
 /* Value of option name (borrowed) or NULL when not given. */
 const char *nb_cli_args_get(const struct nb_cli_args *a, const char *name);
+/* True when flag (or option) name was given. */
 bool nb_cli_args_flag(const struct nb_cli_args *a, const char *name);
 /* Parses option name as an integer in [min, max]; 1 when absent (out
  * untouched), 0 when parsed, -EINVAL with a->err set when malformed. */
 int nb_cli_args_u64(struct nb_cli_args *a, const char *name, uint64_t min, uint64_t max,
-		    uint64_t *out);
+                    uint64_t *out);
 /* Appends an option list ("  --type TYPE   help") to out. */
 int nb_cli_args_help(struct nb_buf *out, const struct nb_cli_opt *opts);
 
@@ -71,7 +72,7 @@ int nb_cli_args_help(struct nb_buf *out, const struct nb_cli_opt *opts);
 struct nb_cli_table {
 	int ncols;
 	const char *head[NB_CLI_TABLE_MAX_COLS]; /* borrowed */
-	char **cells; /* owned, nrows * ncols */
+	char **cells;                            /* owned, nrows * ncols */
 	size_t nrows, cap;
 };
 
@@ -82,6 +83,7 @@ int nb_cli_table_add(struct nb_cli_table *t, const char *const *cells);
 /* Renders: header in capitals, columns two spaces apart and as wide as their
  * widest cell, no trailing blanks, one '\n' per line. */
 int nb_cli_table_render(const struct nb_cli_table *t, struct nb_buf *out);
+/* Frees the cells; t can be initialised again. */
 void nb_cli_table_free(struct nb_cli_table *t);
 /* Display width of a UTF-8 string (code points; controls count as 1). */
 size_t nb_cli_str_width(const char *s);
@@ -104,7 +106,7 @@ int nb_cli_base64(const void *data, size_t len, struct nb_buf *out);
  * "label [#########---------]  45% info". frac is clamped to [0, 1]; a
  * negative frac means unknown and draws no bar or percentage. */
 void nb_cli_progress_render(char *out, size_t outsz, int width, const char *label, double frac,
-			    const char *info);
+                            const char *info);
 /* "12.0 MiB/64 MiB  8.1 MiB/s" (total 0 means unknown: "12.0 MiB  8.1 MiB/s"). */
 void nb_cli_fmt_transfer(uint64_t done, uint64_t total, double rate, char *out, size_t outsz);
 /* Parses a builder line "progress <pct> <message>": 0 with pct (0..100) and
@@ -122,7 +124,7 @@ int nb_cli_parse_status_line(const char *line, int *status);
  * handled by searching for the tail (its last occurrence); when the tail is
  * gone (the log was reset) everything is new. */
 size_t nb_cli_log_new_offset(const char *tail, size_t tail_len, size_t prev_len, const char *cur,
-			     size_t cur_len);
+                             size_t cur_len);
 
 /* ---- HTTP (http.c) ---- */
 
@@ -135,16 +137,18 @@ struct nb_cli_http {
 };
 
 struct nb_cli_resp {
-	long status;      /* 0 when the controller could not be reached */
+	long status; /* 0 when the controller could not be reached */
 	struct nb_buf body;
-	json_t *json;     /* owned; NULL unless the body parsed as JSON */
-	char err[512];    /* transport or local error when status is 0 */
+	json_t *json;  /* owned; NULL unless the body parsed as JSON */
+	char err[512]; /* transport or local error when status is 0 */
 };
 
 typedef void (*nb_cli_progress_fn)(void *user, uint64_t done, uint64_t total);
 
-/* endpoint and token are copied; token may be NULL or "". */
+/* endpoint and token are copied; token may be NULL or "". Free with
+ * nb_cli_http_free. */
 int nb_cli_http_init(struct nb_cli_http *h, const char *endpoint, const char *token);
+/* Frees the curl handle and wipes the token. */
 void nb_cli_http_free(struct nb_cli_http *h);
 /* One call: method and path (e.g. "/v1/instances"), optional JSON body,
  * total timeout in seconds (0: none, low-speed limit instead). Returns 0 when
@@ -152,12 +156,13 @@ void nb_cli_http_free(struct nb_cli_http *h);
  * controller could not be reached (resp->err says why), another -errno on a
  * local failure. Caller frees resp with nb_cli_resp_free. */
 int nb_cli_http_call(struct nb_cli_http *h, const char *method, const char *path,
-		     const json_t *body, long timeout_s, struct nb_cli_resp *resp);
+                     const json_t *body, long timeout_s, struct nb_cli_resp *resp);
 /* PUT of fd's size bytes to path, streamed; sha256_hex gets the digest of
  * what was sent. progress (may be NULL) is called as bytes go out. */
 int nb_cli_http_upload(struct nb_cli_http *h, const char *path, int fd, uint64_t size,
-		       nb_cli_progress_fn progress, void *user, char sha256_hex[65],
-		       struct nb_cli_resp *resp);
+                       nb_cli_progress_fn progress, void *user, char sha256_hex[65],
+                       struct nb_cli_resp *resp);
+/* Frees body and json; resp itself is the caller's. */
 void nb_cli_resp_free(struct nb_cli_resp *resp);
 /* Percent-encodes s for a path segment; appends to out. */
 int nb_cli_url_escape(const char *s, struct nb_buf *out);
@@ -193,7 +198,7 @@ int nb_cli_usage(struct nb_cli *c, const char *fmt, ...) __attribute__((format(p
 /* Calls the API and reports failures on stderr; returns an exit code.
  * On success *out (may be NULL) gets the answer's JSON (caller decrefs). */
 int nb_cli_call(struct nb_cli *c, const char *method, const char *path, const json_t *body,
-		long timeout_s, json_t **out);
+                long timeout_s, json_t **out);
 /* Reports the failure of a call (r from nb_cli_http_*, or an HTTP error
  * status in resp) on stderr; returns the exit code. */
 int nb_cli_report(struct nb_cli *c, int r, const struct nb_cli_resp *resp);

@@ -32,20 +32,21 @@
 #endif
 
 static const struct nb_cli_opt no_opts[] = {
-	{NULL, 0, NULL, NULL},
+    {NULL, 0, NULL, NULL},
 };
 
 static int print_images(const json_t *list)
 {
 	static const char *const head[] = {"ID",   "NAME", "OS",    "RELEASE", "ARCH",
-					   "BOOT", "SIZE", "STATE", "AGE",     NULL};
+	                                   "BOOT", "SIZE", "STATE", "AGE",     NULL};
 	struct nb_cli_table t;
 	int64_t now = nb_wall_ms();
 	size_t i;
 	json_t *im;
 	int r = nb_cli_table_init(&t, head);
 
-	json_array_foreach(list, i, im) {
+	json_array_foreach(list, i, im)
+	{
 		char size[32] = "", age[32];
 		const char *cells[9];
 		json_int_t sz = nb_json_int(im, "size", -1);
@@ -242,27 +243,27 @@ out:
 }
 
 static const struct nb_cli_opt import_opts[] = {
-	{"name", 0, "NAME", "image name; required"},
-	{"os", 0, "OS", "operating system, e.g. debian"},
-	{"release", 0, "R", "release, e.g. 12"},
-	{"arch", 0, "ARCH", "architecture (default x86_64)"},
-	{"kernel", 0, "FILE", "kernel for a kernel-boot image (needs --initrd)"},
-	{"initrd", 0, "FILE", "initrd for a kernel-boot image (needs --kernel)"},
-	{"cmdline", 0, "S", "kernel command line (with --kernel)"},
-	{NULL, 0, NULL, NULL},
+    {"name", 0, "NAME", "image name; required"},
+    {"os", 0, "OS", "operating system, e.g. debian"},
+    {"release", 0, "R", "release, e.g. 12"},
+    {"arch", 0, "ARCH", "architecture (default x86_64)"},
+    {"kernel", 0, "FILE", "kernel for a kernel-boot image (needs --initrd)"},
+    {"initrd", 0, "FILE", "initrd for a kernel-boot image (needs --kernel)"},
+    {"cmdline", 0, "S", "kernel command line (with --kernel)"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int cmd_image_import(struct nb_cli *c, struct nb_cli_args *a)
 {
 	struct import_req q = {
-		.disk = a->pos[0],
-		.kernel = nb_cli_args_get(a, "kernel"),
-		.initrd = nb_cli_args_get(a, "initrd"),
-		.name = nb_cli_args_get(a, "name"),
-		.os = nb_cli_args_get(a, "os"),
-		.release = nb_cli_args_get(a, "release"),
-		.arch = nb_cli_args_get(a, "arch"),
-		.cmdline = nb_cli_args_get(a, "cmdline"),
+	    .disk = a->pos[0],
+	    .kernel = nb_cli_args_get(a, "kernel"),
+	    .initrd = nb_cli_args_get(a, "initrd"),
+	    .name = nb_cli_args_get(a, "name"),
+	    .os = nb_cli_args_get(a, "os"),
+	    .release = nb_cli_args_get(a, "release"),
+	    .arch = nb_cli_args_get(a, "arch"),
+	    .cmdline = nb_cli_args_get(a, "cmdline"),
 	};
 
 	if (!q.name)
@@ -361,7 +362,7 @@ static void show_build_progress(struct build_view *v, int pct, const char *msg)
 		return;
 	if (v->tty) {
 		nb_cli_progress_render(line, sizeof(line), nb_cli_term_width(), "build",
-				       pct / 100.0, msg);
+		                       pct / 100.0, msg);
 		fprintf(stderr, "\r%s\033[K", line);
 		fflush(stderr);
 	} else if (pct != v->last_pct || strncmp(msg, v->last_msg, sizeof(v->last_msg) - 1)) {
@@ -476,9 +477,9 @@ static const char *manifest_file(const json_t *m, const char *key, const char *d
 }
 
 static const struct nb_cli_opt build_opts[] = {
-	{"name", 0, "NAME", "image name (default: the builder's)"},
-	{"keep", 0, NULL, "keep the build directory and print where it is"},
-	{NULL, 0, NULL, NULL},
+    {"name", 0, "NAME", "image name (default: the builder's)"},
+    {"keep", 0, NULL, "keep the build directory and print where it is"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int cmd_image_build(struct nb_cli *c, struct nb_cli_args *a)
@@ -499,9 +500,9 @@ static int cmd_image_build(struct nb_cli *c, struct nb_cli_args *a)
 		return nb_cli_usage(c, "'%.64s' is not an image builder name", kind);
 	if (find_builder(kind, script, sizeof(script)) < 0) {
 		fprintf(stderr,
-			"error: no builder images/%s/build.sh (looked in $NUBO_DATADIR, %s, %s)\n",
-			kind, NUBO_SRCDIR[0] ? NUBO_SRCDIR : "(no source tree)",
-			NUBO_INSTALL_DATADIR);
+		        "error: no builder images/%s/build.sh (looked in $NUBO_DATADIR, %s, %s)\n",
+		        kind, NUBO_SRCDIR[0] ? NUBO_SRCDIR : "(no source tree)",
+		        NUBO_INSTALL_DATADIR);
 		return NB_CLI_EAPI;
 	}
 	if (!tmpbase || !*tmpbase)
@@ -509,7 +510,7 @@ static int cmd_image_build(struct nb_cli *c, struct nb_cli_args *a)
 	snprintf(tmp, sizeof(tmp), "%s/nubo-build-XXXXXX", tmpbase);
 	if (!mkdtemp(tmp)) {
 		fprintf(stderr, "error: making a build directory in %s: %s\n", tmpbase,
-			strerror(errno));
+		        strerror(errno));
 		return NB_CLI_EAPI;
 	}
 	made = true;
@@ -550,15 +551,16 @@ static int cmd_image_build(struct nb_cli *c, struct nb_cli_args *a)
 	manifest = r == 0 ? json_loadb(mtext, mlen, 0, NULL) : NULL;
 	if (!json_is_object(manifest)) {
 		fprintf(stderr, "error: %s: %s\n", disk,
-			r < 0 ? strerror(-r) : "not a JSON object");
+		        r < 0 ? strerror(-r) : "not a JSON object");
 		ex = NB_CLI_EAPI;
 		goto out;
 	}
-	snprintf(disk, sizeof(disk), "%s/%s", outdir, manifest_file(manifest, "disk", "disk.qcow2"));
+	snprintf(disk, sizeof(disk), "%s/%s", outdir,
+	         manifest_file(manifest, "disk", "disk.qcow2"));
 	snprintf(kernel, sizeof(kernel), "%s/%s", outdir,
-		 manifest_file(manifest, "kernel", "vmlinuz"));
+	         manifest_file(manifest, "kernel", "vmlinuz"));
 	snprintf(initrd, sizeof(initrd), "%s/%s", outdir,
-		 manifest_file(manifest, "initrd", "initrd.img"));
+	         manifest_file(manifest, "initrd", "initrd.img"));
 	q.disk = disk;
 	if (!nb_path_exists(disk)) {
 		fprintf(stderr, "error: %s made no disk image (%s)\n", script, disk);
@@ -594,16 +596,15 @@ out:
 }
 
 const struct nb_cli_cmd nb_cli_image_cmds[] = {
-	{"image", "ls", "", "list images", no_opts, 0, 0, cmd_image_ls},
-	{"image", "show", "NAME|ID", "show one image", no_opts, 1, 1, cmd_image_show},
-	{"image", "rm", "NAME|ID...", "delete images", no_opts, 1, -1, cmd_image_rm},
-	{"image", "import",
-	 "FILE --name NAME [--os OS] [--release R] [--arch x86_64] "
-	 "[--kernel F --initrd F [--cmdline S]]",
-	 "upload a disk image (qcow2, raw, vmdk, vdi, vhdx) and register it", import_opts, 1, 1,
-	 cmd_image_import},
-	{"image", "build", "tiny [--name NAME] [--keep]",
-	 "build an image with its builder script and import it", build_opts, 1, 1,
-	 cmd_image_build},
-	{NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
+    {"image", "ls", "", "list images", no_opts, 0, 0, cmd_image_ls},
+    {"image", "show", "NAME|ID", "show one image", no_opts, 1, 1, cmd_image_show},
+    {"image", "rm", "NAME|ID...", "delete images", no_opts, 1, -1, cmd_image_rm},
+    {"image", "import",
+     "FILE --name NAME [--os OS] [--release R] [--arch x86_64] "
+     "[--kernel F --initrd F [--cmdline S]]",
+     "upload a disk image (qcow2, raw, vmdk, vdi, vhdx) and register it", import_opts, 1, 1,
+     cmd_image_import},
+    {"image", "build", "tiny [--name NAME] [--keep]",
+     "build an image with its builder script and import it", build_opts, 1, 1, cmd_image_build},
+    {NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
 };

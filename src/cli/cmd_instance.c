@@ -21,7 +21,7 @@
 #define LOG_TAIL 4096
 
 static const char *const instance_head[] = {"ID",   "NAME", "STATE", "TYPE", "IMAGE",
-					    "HOST", "IP",   "AGE",   NULL};
+                                            "HOST", "IP",   "AGE",   NULL};
 
 static const char *either(const json_t *o, const char *a, const char *b)
 {
@@ -55,7 +55,8 @@ static int print_instances(const json_t *list)
 	json_t *in;
 	int r = nb_cli_table_init(&t, instance_head);
 
-	json_array_foreach(list, i, in) {
+	json_array_foreach(list, i, in)
+	{
 		if (r >= 0)
 			r = add_instance_row(&t, in, now);
 	}
@@ -96,12 +97,14 @@ static int wait_running(struct nb_cli *c, json_t *list, uint64_t timeout_s)
 		if (ex)
 			break;
 		arr = json_object_get(all, "instances");
-		json_array_foreach(list, i, in) {
+		json_array_foreach(list, i, in)
+		{
 			const char *id = nb_json_str(in, "id");
 			size_t j;
 			json_t *cur, *found = NULL;
 
-			json_array_foreach(arr, j, cur) {
+			json_array_foreach(arr, j, cur)
+			{
 				const char *cid = nb_json_str(cur, "id");
 				if (id && cid && !strcmp(id, cid)) {
 					found = cur;
@@ -110,20 +113,21 @@ static int wait_running(struct nb_cli *c, json_t *list, uint64_t timeout_s)
 			}
 			if (!found) {
 				fprintf(stderr, "%serror: instance %s is gone\n", shown ? "\n" : "",
-					id ? id : "?");
+				        id ? id : "?");
 				ex = NB_CLI_EAPI;
 				break;
 			}
 			json_array_set(list, i, found);
 			if (!strcmp(nb_json_str(found, "state") ? nb_json_str(found, "state") : "",
-				    "running"))
+			            "running"))
 				running++;
 			else if (failed_state(nb_json_str(found, "state"))) {
 				const char *why = nb_json_str(found, "state_reason");
-				fprintf(stderr, "%serror: instance %s is %s%s%s\n", shown ? "\n" : "",
-					id, nb_json_str(found, "state") ? nb_json_str(found, "state")
-									: "in no state",
-					why && *why ? ": " : "", why && *why ? why : "");
+				fprintf(stderr, "%serror: instance %s is %s%s%s\n",
+				        shown ? "\n" : "", id,
+				        nb_json_str(found, "state") ? nb_json_str(found, "state")
+				                                    : "in no state",
+				        why && *why ? ": " : "", why && *why ? why : "");
 				ex = NB_CLI_EAPI;
 				break;
 			}
@@ -133,7 +137,7 @@ static int wait_running(struct nb_cli *c, json_t *list, uint64_t timeout_s)
 			return ex;
 		if (c->err_tty && !c->json) {
 			fprintf(stderr, "\rwaiting: %zu of %zu running (%llds)\033[K", running, n,
-				(long long)((nb_now_ms() - start) / 1000));
+			        (long long)((nb_now_ms() - start) / 1000));
 			fflush(stderr);
 			shown = true;
 		}
@@ -141,7 +145,7 @@ static int wait_running(struct nb_cli *c, json_t *list, uint64_t timeout_s)
 			break;
 		if (nb_now_ms() >= deadline) {
 			fprintf(stderr, "%serror: %zu of %zu instances running after %llus\n",
-				shown ? "\n" : "", running, n, (unsigned long long)timeout_s);
+			        shown ? "\n" : "", running, n, (unsigned long long)timeout_s);
 			return NB_CLI_EAPI;
 		}
 		poll(NULL, 0, WAIT_POLL_MS);
@@ -152,14 +156,14 @@ static int wait_running(struct nb_cli *c, json_t *list, uint64_t timeout_s)
 }
 
 static const struct nb_cli_opt run_opts[] = {
-	{"type", 't', "TYPE", "instance type (see 'nubo type ls'); required"},
-	{"count", 'n', "N", "how many instances (default 1)"},
-	{"name", 0, "NAME", "name of the instances"},
-	{"user-data", 0, "FILE", "user data for the guest (at most 16 KiB)"},
-	{"client-token", 0, "T", "idempotency token: a retry with it launches nothing new"},
-	{"wait", 'w', NULL, "wait until every instance is running (or one fails)"},
-	{"timeout", 0, "SECONDS", "with --wait, give up after this long (default 600)"},
-	{NULL, 0, NULL, NULL},
+    {"type", 't', "TYPE", "instance type (see 'nubo type ls'); required"},
+    {"count", 'n', "N", "how many instances (default 1)"},
+    {"name", 0, "NAME", "name of the instances"},
+    {"user-data", 0, "FILE", "user data for the guest (at most 16 KiB)"},
+    {"client-token", 0, "T", "idempotency token: a retry with it launches nothing new"},
+    {"wait", 'w', NULL, "wait until every instance is running (or one fails)"},
+    {"timeout", 0, "SECONDS", "with --wait, give up after this long (default 600)"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int cmd_run(struct nb_cli *c, struct nb_cli_args *a)
@@ -179,7 +183,7 @@ static int cmd_run(struct nb_cli *c, struct nb_cli_args *a)
 	    nb_cli_args_u64(a, "timeout", 1, 86400, &timeout) < 0)
 		return nb_cli_usage(c, "%s", a->err);
 	body = json_pack("{s:s, s:s, s:I}", "image", a->pos[0], "type", type, "count",
-			 (json_int_t)count);
+	                 (json_int_t)count);
 	if (!body)
 		goto nomem;
 	if (name && json_object_set_new(body, "name", json_string(name)) < 0)
@@ -191,7 +195,7 @@ static int cmd_run(struct nb_cli *c, struct nb_cli_args *a)
 		r = nb_read_file(ud, USER_DATA_MAX, &data, &len);
 		if (r == -EFBIG) {
 			ex = nb_cli_usage(c, "%s: user data is larger than %u KiB", ud,
-					  USER_DATA_MAX >> 10);
+			                  USER_DATA_MAX >> 10);
 			goto out;
 		}
 		if (r < 0) {
@@ -231,8 +235,8 @@ out:
 /* ---- ls, show ---- */
 
 static const struct nb_cli_opt ls_opts[] = {
-	{"all", 'a', NULL, "also list terminated instances"},
-	{NULL, 0, NULL, NULL},
+    {"all", 'a', NULL, "also list terminated instances"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int cmd_ls(struct nb_cli *c, struct nb_cli_args *a)
@@ -246,11 +250,12 @@ static int cmd_ls(struct nb_cli *c, struct nb_cli_args *a)
 		return NB_CLI_EAPI;
 	/* the controller leaves terminated instances out unless asked (all=1) */
 	ex = nb_cli_call(c, "GET", all ? "/v1/instances?all=1" : "/v1/instances", NULL,
-			 CALL_TIMEOUT_S, &ans);
+	                 CALL_TIMEOUT_S, &ans);
 	if (ex)
 		goto out;
 	list = json_object_get(ans, "instances");
-	json_array_foreach(list, i, in) {
+	json_array_foreach(list, i, in)
+	{
 		const char *st = nb_json_str(in, "state");
 		if (all || !st || strcmp(st, "terminated"))
 			json_array_append(keep, in);
@@ -299,9 +304,9 @@ static int cmd_show(struct nb_cli *c, struct nb_cli_args *a)
 /* ---- console, logs ---- */
 
 static const struct nb_cli_opt console_opts[] = {
-	{"linger", 0, "SECONDS",
-	 "when stdin is not a terminal: after its end, keep printing this long (default 0)"},
-	{NULL, 0, NULL, NULL},
+    {"linger", 0, "SECONDS",
+     "when stdin is not a terminal: after its end, keep printing this long (default 0)"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int cmd_console(struct nb_cli *c, struct nb_cli_args *a)
@@ -335,8 +340,8 @@ static json_t *text_json(const char *s, size_t n)
 }
 
 static const struct nb_cli_opt logs_opts[] = {
-	{"follow", 'f', NULL, "keep printing new output until interrupted"},
-	{NULL, 0, NULL, NULL},
+    {"follow", 'f', NULL, "keep printing new output until interrupted"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int cmd_logs(struct nb_cli *c, struct nb_cli_args *a)
@@ -371,7 +376,7 @@ static int cmd_logs(struct nb_cli *c, struct nb_cli_args *a)
 		}
 		if (c->json) {
 			json_t *o = json_pack("{s:s, s:o}", "id", a->pos[0], "output",
-					      text_json(resp.body.data, resp.body.len));
+			                      text_json(resp.body.data, resp.body.len));
 			if (o)
 				nb_cli_print_json(o);
 			ex = o ? NB_CLI_OK : NB_CLI_EAPI;
@@ -380,11 +385,11 @@ static int cmd_logs(struct nb_cli *c, struct nb_cli_args *a)
 			break;
 		}
 		off = nb_cli_log_new_offset(tail, tail_len, prev_len,
-					    resp.body.data ? resp.body.data : "", resp.body.len);
+		                            resp.body.data ? resp.body.data : "", resp.body.len);
 		if (resp.body.len > off) {
 			fflush(stdout);
-			if (nb_write_all(STDOUT_FILENO, resp.body.data + off,
-					 resp.body.len - off) < 0) {
+			if (nb_write_all(STDOUT_FILENO, resp.body.data + off, resp.body.len - off) <
+			    0) {
 				nb_cli_resp_free(&resp);
 				break; /* stdout closed: nothing left to do */
 			}
@@ -407,19 +412,19 @@ out:
 /* ---- actions ---- */
 
 static const struct nb_cli_opt stop_opts[] = {
-	{"force", 'f', NULL, "power off at once instead of an ACPI shutdown"},
-	{NULL, 0, NULL, NULL},
+    {"force", 'f', NULL, "power off at once instead of an ACPI shutdown"},
+    {NULL, 0, NULL, NULL},
 };
 
 static const struct nb_cli_opt no_opts[] = {
-	{NULL, 0, NULL, NULL},
+    {NULL, 0, NULL, NULL},
 };
 
 /* Runs one call per id; with several ids --json prints an array. Goes on
  * after an error (except when the controller is unreachable) and returns the
  * first failure's exit code. */
 static int for_each_id(struct nb_cli *c, struct nb_cli_args *a, const char *method,
-		       const char *action, const json_t *body)
+                       const char *action, const json_t *body)
 {
 	json_t *outs = json_array();
 	int ex = NB_CLI_OK;
@@ -483,21 +488,21 @@ static int cmd_rm(struct nb_cli *c, struct nb_cli_args *a)
 }
 
 const struct nb_cli_cmd nb_cli_instance_cmds[] = {
-	{NULL, "run", "IMAGE --type TYPE [--count N] [--name NAME] [--user-data FILE] "
-		      "[--client-token T] [--wait [--timeout S]]",
-	 "launch instances of an image (a name or an ami- id)", run_opts, 1, 1, cmd_run},
-	{NULL, "ls", "[--all]", "list instances", ls_opts, 0, 0, cmd_ls},
-	{NULL, "show", "ID", "show one instance", no_opts, 1, 1, cmd_show},
-	{NULL, "console", "ID [--linger SECONDS]",
-	 "attach to an instance's serial console (Ctrl-] detaches)", console_opts, 1, 1,
-	 cmd_console},
-	{NULL, "logs", "ID [--follow]", "print an instance's console output", logs_opts, 1, 1,
-	 cmd_logs},
-	{NULL, "pause", "ID...", "pause instances (their vCPUs stop)", no_opts, 1, -1, cmd_action},
-	{NULL, "resume", "ID...", "resume paused instances", no_opts, 1, -1, cmd_action},
-	{NULL, "stop", "[--force] ID...", "stop instances", stop_opts, 1, -1, cmd_action},
-	{NULL, "start", "ID...", "start stopped instances", no_opts, 1, -1, cmd_action},
-	{NULL, "reboot", "ID...", "reboot instances", no_opts, 1, -1, cmd_action},
-	{NULL, "rm", "ID...", "terminate instances", no_opts, 1, -1, cmd_rm},
-	{NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
+    {NULL, "run",
+     "IMAGE --type TYPE [--count N] [--name NAME] [--user-data FILE] "
+     "[--client-token T] [--wait [--timeout S]]",
+     "launch instances of an image (a name or an ami- id)", run_opts, 1, 1, cmd_run},
+    {NULL, "ls", "[--all]", "list instances", ls_opts, 0, 0, cmd_ls},
+    {NULL, "show", "ID", "show one instance", no_opts, 1, 1, cmd_show},
+    {NULL, "console", "ID [--linger SECONDS]",
+     "attach to an instance's serial console (Ctrl-] detaches)", console_opts, 1, 1, cmd_console},
+    {NULL, "logs", "ID [--follow]", "print an instance's console output", logs_opts, 1, 1,
+     cmd_logs},
+    {NULL, "pause", "ID...", "pause instances (their vCPUs stop)", no_opts, 1, -1, cmd_action},
+    {NULL, "resume", "ID...", "resume paused instances", no_opts, 1, -1, cmd_action},
+    {NULL, "stop", "[--force] ID...", "stop instances", stop_opts, 1, -1, cmd_action},
+    {NULL, "start", "ID...", "start stopped instances", no_opts, 1, -1, cmd_action},
+    {NULL, "reboot", "ID...", "reboot instances", no_opts, 1, -1, cmd_action},
+    {NULL, "rm", "ID...", "terminate instances", no_opts, 1, -1, cmd_rm},
+    {NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
 };

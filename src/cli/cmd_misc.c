@@ -14,7 +14,7 @@
 #define HEALTH_TIMEOUT_S 10L
 
 static const struct nb_cli_opt no_opts[] = {
-	{NULL, 0, NULL, NULL},
+    {NULL, 0, NULL, NULL},
 };
 
 static void fmt_mib(json_int_t mib, char *out, size_t outsz)
@@ -41,22 +41,23 @@ static int finish_table(struct nb_cli_table *t, int r)
 
 static int print_types(const json_t *list)
 {
-	static const char *const head[] = {"NAME", "VCPUS", "MEMORY", "DISK",
-					   "NET",  "PRICE", NULL};
+	static const char *const head[] = {"NAME", "VCPUS", "MEMORY", "DISK", "NET", "PRICE", NULL};
 	struct nb_cli_table t;
 	size_t i;
 	json_t *ty;
 	int r = nb_cli_table_init(&t, head);
 
-	json_array_foreach(list, i, ty) {
+	json_array_foreach(list, i, ty)
+	{
 		char vcpus[24], mem[32], disk[32], net[32], price[48];
 		const char *cells[6];
 		json_t *p = json_object_get(ty, "price_per_hour");
 
 		snprintf(vcpus, sizeof(vcpus), "%lld", (long long)nb_json_int(ty, "vcpus", 0));
 		fmt_mib(nb_json_int(ty, "memory_mb", -1), mem, sizeof(mem));
-		fmt_mib(nb_json_int(ty, "disk_gb", -1) < 0 ? -1 : nb_json_int(ty, "disk_gb", 0) * 1024,
-			disk, sizeof(disk));
+		fmt_mib(nb_json_int(ty, "disk_gb", -1) < 0 ? -1
+		                                           : nb_json_int(ty, "disk_gb", 0) * 1024,
+		        disk, sizeof(disk));
 		snprintf(net, sizeof(net), "%lld Mbps", (long long)nb_json_int(ty, "net_mbps", 0));
 		if (json_is_number(p))
 			snprintf(price, sizeof(price), "%g/h", json_number_value(p));
@@ -92,12 +93,9 @@ static int cmd_type_ls(struct nb_cli *c, struct nb_cli_args *a)
 }
 
 static const struct nb_cli_opt type_set_opts[] = {
-	{"vcpus", 0, "N", "virtual CPUs"},
-	{"memory", 0, "MB", "memory in MiB"},
-	{"disk", 0, "GB", "root disk in GiB"},
-	{"net", 0, "MBPS", "network bandwidth in Mbit/s"},
-	{"price", 0, "P", "price per hour"},
-	{NULL, 0, NULL, NULL},
+    {"vcpus", 0, "N", "virtual CPUs"},     {"memory", 0, "MB", "memory in MiB"},
+    {"disk", 0, "GB", "root disk in GiB"}, {"net", 0, "MBPS", "network bandwidth in Mbit/s"},
+    {"price", 0, "P", "price per hour"},   {NULL, 0, NULL, NULL},
 };
 
 static int cmd_type_set(struct nb_cli *c, struct nb_cli_args *a)
@@ -123,15 +121,15 @@ static int cmd_type_set(struct nb_cli *c, struct nb_cli_args *a)
 	price = strtod(ptext, &end);
 	if (errno || end == ptext || *end || !isfinite(price) || price < 0 || price > 1e6)
 		return nb_cli_usage(c, "--price wants a number from 0 to 1000000, not '%.40s'",
-				    ptext);
+		                    ptext);
 	nb_buf_init(&path, 4096);
 	if (nb_cli_path(&path, "types", a->pos[0], NULL) < 0) {
 		nb_buf_free(&path);
 		return nb_cli_usage(c, "argument too long");
 	}
 	body = json_pack("{s:I, s:I, s:I, s:I, s:f}", "vcpus", (json_int_t)vcpus, "memory_mb",
-			 (json_int_t)mem, "disk_gb", (json_int_t)disk, "net_mbps", (json_int_t)net,
-			 "price_per_hour", price);
+	                 (json_int_t)mem, "disk_gb", (json_int_t)disk, "net_mbps", (json_int_t)net,
+	                 "price_per_hour", price);
 	if (!body) {
 		ex = NB_CLI_EAPI;
 		goto out;
@@ -180,7 +178,7 @@ static int cmd_type_rm(struct nb_cli *c, struct nb_cli_args *a)
 static int cmd_host_ls(struct nb_cli *c, struct nb_cli_args *a)
 {
 	static const char *const head[] = {"ID",     "NAME",      "STATE",     "ACCEL", "VCPUS",
-					   "MEMORY", "INSTANCES", "LAST-SEEN", NULL};
+	                                   "MEMORY", "INSTANCES", "LAST-SEEN", NULL};
 	struct nb_cli_table t;
 	json_t *ans = NULL, *h;
 	int64_t now = nb_wall_ms();
@@ -196,12 +194,14 @@ static int cmd_host_ls(struct nb_cli *c, struct nb_cli_args *a)
 		return ex;
 	}
 	r = nb_cli_table_init(&t, head);
-	json_array_foreach(json_object_get(ans, "hosts"), i, h) {
+	json_array_foreach(json_object_get(ans, "hosts"), i, h)
+	{
 		char vcpus[48], used[32], total[32], mem[72], inst[24], seen[32];
 		const char *cells[8];
 
-		snprintf(vcpus, sizeof(vcpus), "%lld/%lld", (long long)nb_json_int(h, "used_vcpus", 0),
-			 (long long)nb_json_int(h, "vcpus", 0));
+		snprintf(vcpus, sizeof(vcpus), "%lld/%lld",
+		         (long long)nb_json_int(h, "used_vcpus", 0),
+		         (long long)nb_json_int(h, "vcpus", 0));
 		fmt_mib(nb_json_int(h, "used_memory_mb", 0), used, sizeof(used));
 		fmt_mib(nb_json_int(h, "memory_mb", 0), total, sizeof(total));
 		snprintf(mem, sizeof(mem), "%s/%s", used, total);
@@ -246,12 +246,12 @@ static int cmd_version(struct nb_cli *c, struct nb_cli_args *a)
 }
 
 const struct nb_cli_cmd nb_cli_misc_cmds[] = {
-	{"type", "ls", "", "list instance types", no_opts, 0, 0, cmd_type_ls},
-	{"type", "set", "NAME --vcpus N --memory MB --disk GB --net MBPS --price P",
-	 "create or change an instance type", type_set_opts, 1, 1, cmd_type_set},
-	{"type", "rm", "NAME...", "delete instance types", no_opts, 1, -1, cmd_type_rm},
-	{"host", "ls", "", "list hosts", no_opts, 0, 0, cmd_host_ls},
-	{NULL, "version", "", "print the client's and the controller's versions", no_opts, 0, 0,
-	 cmd_version},
-	{NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
+    {"type", "ls", "", "list instance types", no_opts, 0, 0, cmd_type_ls},
+    {"type", "set", "NAME --vcpus N --memory MB --disk GB --net MBPS --price P",
+     "create or change an instance type", type_set_opts, 1, 1, cmd_type_set},
+    {"type", "rm", "NAME...", "delete instance types", no_opts, 1, -1, cmd_type_rm},
+    {"host", "ls", "", "list hosts", no_opts, 0, 0, cmd_host_ls},
+    {NULL, "version", "", "print the client's and the controller's versions", no_opts, 0, 0,
+     cmd_version},
+    {NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
 };

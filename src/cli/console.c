@@ -47,7 +47,7 @@ static int dial(const char *host, unsigned port)
 		socklen_t len = sizeof(err);
 
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			    ai->ai_protocol);
+		            ai->ai_protocol);
 		if (fd < 0) {
 			r = -errno;
 			continue;
@@ -70,7 +70,7 @@ static int dial(const char *host, unsigned port)
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		freeaddrinfo(res);
 		return fd;
-next:
+	next:
 		close(fd);
 		fd = -1;
 	}
@@ -245,7 +245,7 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 	r = nb_cli_parse_endpoint(c->http.endpoint, host, sizeof(host), &port);
 	if (r == -EPROTONOSUPPORT) {
 		fprintf(stderr, "error: the console needs an http:// endpoint, not %s\n",
-			c->http.endpoint);
+		        c->http.endpoint);
 		ex = NB_CLI_EUSAGE;
 		goto out;
 	}
@@ -256,10 +256,10 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 	}
 	if (nb_cli_path(&path, "instances", id, "console") < 0 ||
 	    nb_buf_printf(&req,
-			  "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nConnection: Upgrade\r\n"
-			  "Upgrade: nubo-console\r\nUser-Agent: nubo/%s\r\n",
-			  path.data, strchr(host, ':') ? "[" : "", host,
-			  strchr(host, ':') ? "]" : "", port, NUBO_VERSION) < 0 ||
+	                  "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nConnection: Upgrade\r\n"
+	                  "Upgrade: nubo-console\r\nUser-Agent: nubo/%s\r\n",
+	                  path.data, strchr(host, ':') ? "[" : "", host,
+	                  strchr(host, ':') ? "]" : "", port, NUBO_VERSION) < 0 ||
 	    (c->http.token[0] &&
 	     nb_buf_printf(&req, "Authorization: Bearer %s\r\n", c->http.token) < 0) ||
 	    nb_buf_puts(&req, "\r\n") < 0) {
@@ -269,7 +269,7 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 	rl.sock = dial(host, port);
 	if (rl.sock < 0) {
 		fprintf(stderr, "error: cannot reach the controller at %s: %s\n", c->http.endpoint,
-			strerror(-rl.sock));
+		        strerror(-rl.sock));
 		ex = NB_CLI_EUNREACH;
 		goto out;
 	}
@@ -277,13 +277,13 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 	headlen = r < 0 ? r : read_head(rl.sock, &head, nb_now_ms() + HANDSHAKE_TIMEOUT_MS);
 	if (headlen < 0) {
 		fprintf(stderr, "error: console handshake with %s: %s\n", c->http.endpoint,
-			strerror(-headlen));
+		        strerror(-headlen));
 		ex = headlen == -E2BIG ? NB_CLI_EAPI : NB_CLI_EUNREACH;
 		goto out;
 	}
 	if (nb_cli_parse_status_line(head.data, &status) < 0) {
 		fprintf(stderr, "error: %s answered the console request with no HTTP status\n",
-			c->http.endpoint);
+		        c->http.endpoint);
 		ex = NB_CLI_EAPI;
 		goto out;
 	}
@@ -309,7 +309,7 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 	}
 	while (!console_stop) {
 		struct pollfd p[2] = {{.fd = rl.sock, .events = POLLIN},
-				      {.fd = rl.stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+		                      {.fd = rl.stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
 		int timeout = -1, pr;
 
 		if (rl.linger_until) {
@@ -329,7 +329,7 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 			r = relay_sock(&rl);
 			if (r < 0) {
 				fprintf(stderr, "%serror: console: %s\n", raw_set ? "\r\n" : "",
-					strerror(-r));
+				        strerror(-r));
 				ex = NB_CLI_EAPI;
 			}
 			if (r)

@@ -137,7 +137,7 @@ void nb_cli_fmt_since(const char *s, int64_t now_ms, char *out, size_t outsz)
 int nb_cli_base64(const void *data, size_t len, struct nb_buf *out)
 {
 	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	const unsigned char *p = data;
 	int r = 0;
 
@@ -177,7 +177,7 @@ static void cut_columns(char *s, size_t cols)
 }
 
 void nb_cli_progress_render(char *out, size_t outsz, int width, const char *label, double frac,
-			    const char *info)
+                            const char *info)
 {
 	char bar[64] = "", pct[8] = "";
 	size_t avail = width > 1 ? (size_t)width - 1 : 1, fixed = 0;
@@ -194,7 +194,7 @@ void nb_cli_progress_render(char *out, size_t outsz, int width, const char *labe
 			frac = 1;
 		snprintf(pct, sizeof(pct), "%3d%%", (int)(frac * 100.0));
 		fixed += (*label ? nb_cli_str_width(label) + 1 : 0) + 3 + strlen(pct) +
-			 (*info ? nb_cli_str_width(info) + 1 : 0);
+		         (*info ? nb_cli_str_width(info) + 1 : 0);
 		barw = fixed + 10 <= avail ? (int)(avail - fixed) : 0;
 		if (barw > 30)
 			barw = 30;
@@ -208,7 +208,7 @@ void nb_cli_progress_render(char *out, size_t outsz, int width, const char *labe
 		}
 	}
 	snprintf(out, outsz, "%s%s%s%s%s%s%s", label, *label && (*bar || *pct) ? " " : "", bar,
-		 *bar ? " " : "", pct, (*label || *pct) && *info ? " " : "", info);
+	         *bar ? " " : "", pct, (*label || *pct) && *info ? " " : "", info);
 	cut_columns(out, avail);
 }
 
@@ -325,7 +325,7 @@ int nb_cli_parse_status_line(const char *line, int *status)
 }
 
 size_t nb_cli_log_new_offset(const char *tail, size_t tail_len, size_t prev_len, const char *cur,
-			     size_t cur_len)
+                             size_t cur_len)
 {
 	const char *last = NULL, *from = cur;
 

@@ -100,7 +100,7 @@ static size_t on_read(char *dst, size_t size, size_t n, void *user)
 }
 
 static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-		       curl_off_t ulnow)
+                       curl_off_t ulnow)
 {
 	struct call_state *st = user;
 
@@ -121,13 +121,13 @@ static void set_noproxy(CURL *c)
 	if (!env)
 		env = getenv("NO_PROXY");
 	snprintf(list, sizeof(list), "127.0.0.1,localhost,::1%s%.900s", env && *env ? "," : "",
-		 env ? env : "");
+	         env ? env : "");
 	curl_easy_setopt(c, CURLOPT_NOPROXY, list);
 }
 
 /* Common setup; headers is extended with auth (caller frees the list). */
 static int setup(struct nb_cli_http *h, const char *path, long timeout_s, struct call_state *st,
-		 struct curl_slist **headers, char *errbuf)
+                 struct curl_slist **headers, char *errbuf)
 {
 	CURL *c = h->curl;
 	struct nb_buf url, auth;
@@ -184,16 +184,16 @@ static int perform(struct nb_cli_http *h, struct call_state *st, const char *err
 	if (cr != CURLE_OK) {
 		if (st->too_big) {
 			snprintf(resp->err, sizeof(resp->err), "the answer is larger than %u MiB",
-				 NB_CLI_RESP_MAX >> 20);
+			         NB_CLI_RESP_MAX >> 20);
 			return -E2BIG;
 		}
 		if (st->read_err) {
 			snprintf(resp->err, sizeof(resp->err), "reading the file: %s",
-				 strerror(st->read_err));
+			         strerror(st->read_err));
 			return -st->read_err;
 		}
 		snprintf(resp->err, sizeof(resp->err), "%s",
-			 errbuf[0] ? errbuf : curl_easy_strerror(cr));
+		         errbuf[0] ? errbuf : curl_easy_strerror(cr));
 		return -EHOSTUNREACH;
 	}
 	curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -209,7 +209,7 @@ static void resp_init(struct nb_cli_resp *resp)
 }
 
 int nb_cli_http_call(struct nb_cli_http *h, const char *method, const char *path,
-		     const json_t *body, long timeout_s, struct nb_cli_resp *resp)
+                     const json_t *body, long timeout_s, struct nb_cli_resp *resp)
 {
 	struct call_state st = {.resp = resp, .fd = -1};
 	struct curl_slist *headers = NULL, *n;
@@ -257,11 +257,11 @@ out:
 }
 
 int nb_cli_http_upload(struct nb_cli_http *h, const char *path, int fd, uint64_t size,
-		       nb_cli_progress_fn progress, void *user, char sha256_hex[65],
-		       struct nb_cli_resp *resp)
+                       nb_cli_progress_fn progress, void *user, char sha256_hex[65],
+                       struct nb_cli_resp *resp)
 {
-	struct call_state st = {.resp = resp, .fd = fd, .size = size, .progress = progress,
-				.user = user};
+	struct call_state st = {
+	    .resp = resp, .fd = fd, .size = size, .progress = progress, .user = user};
 	struct curl_slist *headers = NULL, *n;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	unsigned char md[EVP_MAX_MD_SIZE];
@@ -307,7 +307,7 @@ int nb_cli_http_upload(struct nb_cli_http *h, const char *path, int fd, uint64_t
 	sha256_hex[64] = '\0';
 	if (st.sent != size) {
 		snprintf(resp->err, sizeof(resp->err), "sent %llu of %llu bytes",
-			 (unsigned long long)st.sent, (unsigned long long)size);
+		         (unsigned long long)st.sent, (unsigned long long)size);
 		r = -EIO;
 	}
 out:

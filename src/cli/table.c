@@ -114,7 +114,7 @@ int nb_cli_table_render(const struct nb_cli_table *t, struct nb_buf *out)
 	for (size_t row = 0; row < t->nrows && r >= 0; row++)
 		for (int c = 0; c < t->ncols && r >= 0; c++)
 			r = put_cell(out, t->cells[row * (size_t)t->ncols + c], width[c],
-				     c == t->ncols - 1, false);
+			             c == t->ncols - 1, false);
 	return r;
 }
 

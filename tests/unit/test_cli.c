@@ -14,11 +14,11 @@
 #include "cli/cli.h"
 
 static const struct nb_cli_opt opts[] = {
-	{"type", 't', "TYPE", "instance type"},
-	{"count", 'n', "N", "how many"},
-	{"wait", 'w', NULL, "wait"},
-	{"all", 0, NULL, "all"},
-	{NULL, 0, NULL, NULL},
+    {"type", 't', "TYPE", "instance type"},
+    {"count", 'n', "N", "how many"},
+    {"wait", 'w', NULL, "wait"},
+    {"all", 0, NULL, "all"},
+    {NULL, 0, NULL, NULL},
 };
 
 static int parse(struct nb_cli_args *a, int argc, char **argv, int flags)
@@ -118,9 +118,9 @@ static void test_args_stop_at_positional(void **state)
 {
 	char *argv[] = {"--json", "--endpoint", "http://x:1", "ls", "--all"};
 	static const struct nb_cli_opt g[] = {
-		{"json", 0, NULL, "json"},
-		{"endpoint", 0, "URL", "endpoint"},
-		{NULL, 0, NULL, NULL},
+	    {"json", 0, NULL, "json"},
+	    {"endpoint", 0, "URL", "endpoint"},
+	    {NULL, 0, NULL, NULL},
 	};
 	struct nb_cli_args a;
 
@@ -169,8 +169,8 @@ static void test_table_widths(void **state)
 	assert_int_equal(nb_cli_table_add(&t, r2), 0);
 	out = render(&t);
 	assert_string_equal(out, "ID    NAME        STATE\n"
-				 "i-1   web-server  running\n"
-				 "i-22  -           -\n");
+	                         "i-1   web-server  running\n"
+	                         "i-22  -           -\n");
 	free(out);
 	nb_cli_table_free(&t);
 }
@@ -178,8 +178,8 @@ static void test_table_widths(void **state)
 static void test_table_utf8_and_controls(void **state)
 {
 	static const char *const head[] = {"NAME", "X", NULL};
-	const char *r1[] = {"caf\xc3\xa9", "1"};     /* 4 columns wide, 5 bytes */
-	const char *r2[] = {"a\nb\x1b[2J", "2"};     /* controls must not reach the terminal */
+	const char *r1[] = {"caf\xc3\xa9", "1"}; /* 4 columns wide, 5 bytes */
+	const char *r2[] = {"a\nb\x1b[2J", "2"}; /* controls must not reach the terminal */
 	struct nb_cli_table t;
 	char *out;
 
@@ -190,8 +190,8 @@ static void test_table_utf8_and_controls(void **state)
 	assert_int_equal(nb_cli_table_add(&t, r2), 0);
 	out = render(&t);
 	assert_string_equal(out, "NAME     X\n"
-				 "caf\xc3\xa9     1\n"
-				 "a?b?[2J  2\n");
+	                         "caf\xc3\xa9     1\n"
+	                         "a?b?[2J  2\n");
 	free(out);
 	nb_cli_table_free(&t);
 }
@@ -325,8 +325,8 @@ static void test_fmt_since(void **state)
 static void test_base64(void **state)
 {
 	static const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-	static const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-				     "Zm9vYmFy"};
+	static const char *want[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+	                             "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
 	const unsigned char bin[] = {0xff, 0xfe, 0x00, 0x3e, 0x3f};
 
 	(void)state;
@@ -371,7 +371,8 @@ static void test_progress_narrow(void **state)
 
 	(void)state;
 	/* too narrow for a bar of 10: the bar goes, the line still fits */
-	nb_cli_progress_render(line, sizeof(line), 30, "disk.qcow2", 0.25, "16 MiB/64 MiB  4 MiB/s");
+	nb_cli_progress_render(line, sizeof(line), 30, "disk.qcow2", 0.25,
+	                       "16 MiB/64 MiB  4 MiB/s");
 	assert_null(strchr(line, '['));
 	assert_true(nb_cli_str_width(line) <= 29);
 	assert_true(strncmp(line, "disk.qcow2  25%", 15) == 0);
@@ -381,7 +382,7 @@ static void test_progress_narrow(void **state)
 	assert_non_null(strchr(line, '['));
 	/* a long UTF-8 message is cut on a character boundary */
 	nb_cli_progress_render(line, sizeof(line), 12, "b", 0.1,
-			       "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+	                       "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
 	assert_int_equal(nb_cli_str_width(line), 11);
 	assert_string_equal(line, "b  10% \xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
 }
@@ -404,7 +405,7 @@ static void test_progress_line(void **state)
 
 	(void)state;
 	assert_int_equal(nb_cli_parse_progress_line("progress 45 fetching linux-image", &pct, &msg),
-			 0);
+	                 0);
 	assert_int_equal(pct, 45);
 	assert_string_equal(msg, "fetching linux-image");
 	assert_int_equal(nb_cli_parse_progress_line("progress 100", &pct, &msg), 0);
@@ -429,7 +430,7 @@ static void test_parse_endpoint(void **state)
 
 	(void)state;
 	assert_int_equal(nb_cli_parse_endpoint("http://127.0.0.1:8787", host, sizeof(host), &port),
-			 0);
+	                 0);
 	assert_string_equal(host, "127.0.0.1");
 	assert_int_equal(port, 8787);
 	assert_int_equal(nb_cli_parse_endpoint("http://[::1]:9000/", host, sizeof(host), &port), 0);
@@ -439,17 +440,17 @@ static void test_parse_endpoint(void **state)
 	assert_string_equal(host, "ctl.example");
 	assert_int_equal(port, 80);
 	assert_int_equal(nb_cli_parse_endpoint("https://x:1", host, sizeof(host), &port),
-			 -EPROTONOSUPPORT);
+	                 -EPROTONOSUPPORT);
 	assert_int_equal(nb_cli_parse_endpoint("http://x:0", host, sizeof(host), &port), -EINVAL);
 	assert_int_equal(nb_cli_parse_endpoint("http://x:65536", host, sizeof(host), &port),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(nb_cli_parse_endpoint("http://x:80junk", host, sizeof(host), &port),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(nb_cli_parse_endpoint("http://:80", host, sizeof(host), &port), -EINVAL);
 	assert_int_equal(nb_cli_parse_endpoint("http://[::1", host, sizeof(host), &port), -EINVAL);
-	assert_int_equal(nb_cli_parse_endpoint("http://a-very-long-host-name-that-does-not-fit",
-					       host, 8, &port),
-			 -EINVAL);
+	assert_int_equal(
+	    nb_cli_parse_endpoint("http://a-very-long-host-name-that-does-not-fit", host, 8, &port),
+	    -EINVAL);
 }
 
 static void test_status_line(void **state)
@@ -481,7 +482,7 @@ static void test_log_offset(void **state)
 	{
 		const char *cur = "boot\nline one\nline two\nline three\n";
 		assert_int_equal(nb_cli_log_new_offset(prev + plen - 9, 9, plen, cur, strlen(cur)),
-				 plen);
+		                 plen);
 	}
 	/* nothing new */
 	assert_int_equal(nb_cli_log_new_offset(prev + plen - 9, 9, plen, prev, plen), plen);
@@ -495,7 +496,7 @@ static void test_log_offset(void **state)
 	{
 		const char *cur = "boot again\n";
 		assert_int_equal(nb_cli_log_new_offset(prev + plen - 9, 9, plen, cur, strlen(cur)),
-				 0);
+		                 0);
 	}
 }
 
@@ -516,29 +517,29 @@ static void test_url_escape(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_args_forms),
-		cmocka_unit_test(test_args_short_and_last_wins),
-		cmocka_unit_test(test_args_errors),
-		cmocka_unit_test(test_args_ceilings),
-		cmocka_unit_test(test_args_stop_at_positional),
-		cmocka_unit_test(test_args_help),
-		cmocka_unit_test(test_table_widths),
-		cmocka_unit_test(test_table_utf8_and_controls),
-		cmocka_unit_test(test_table_empty),
-		cmocka_unit_test(test_table_cell_ceiling),
-		cmocka_unit_test(test_fmt_size),
-		cmocka_unit_test(test_fmt_age),
-		cmocka_unit_test(test_parse_time),
-		cmocka_unit_test(test_fmt_since),
-		cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_progress_render),
-		cmocka_unit_test(test_progress_narrow),
-		cmocka_unit_test(test_fmt_transfer),
-		cmocka_unit_test(test_progress_line),
-		cmocka_unit_test(test_parse_endpoint),
-		cmocka_unit_test(test_status_line),
-		cmocka_unit_test(test_log_offset),
-		cmocka_unit_test(test_url_escape),
+	    cmocka_unit_test(test_args_forms),
+	    cmocka_unit_test(test_args_short_and_last_wins),
+	    cmocka_unit_test(test_args_errors),
+	    cmocka_unit_test(test_args_ceilings),
+	    cmocka_unit_test(test_args_stop_at_positional),
+	    cmocka_unit_test(test_args_help),
+	    cmocka_unit_test(test_table_widths),
+	    cmocka_unit_test(test_table_utf8_and_controls),
+	    cmocka_unit_test(test_table_empty),
+	    cmocka_unit_test(test_table_cell_ceiling),
+	    cmocka_unit_test(test_fmt_size),
+	    cmocka_unit_test(test_fmt_age),
+	    cmocka_unit_test(test_parse_time),
+	    cmocka_unit_test(test_fmt_since),
+	    cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_progress_render),
+	    cmocka_unit_test(test_progress_narrow),
+	    cmocka_unit_test(test_fmt_transfer),
+	    cmocka_unit_test(test_progress_line),
+	    cmocka_unit_test(test_parse_endpoint),
+	    cmocka_unit_test(test_status_line),
+	    cmocka_unit_test(test_log_offset),
+	    cmocka_unit_test(test_url_escape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
