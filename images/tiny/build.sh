@@ -126,9 +126,10 @@ if [ -n "$kpkg" ]; then
 	[ -n "$kdeb" ] || echo "$prog: apt-get download $kpkg failed: $(tail -n 3 "$work/apt.log" | tr '\n' ' ')" >&2
 fi
 if [ -z "$kdeb" ]; then
+	[ -z "${NUBO_TINY_KERNEL_PKG:-}" ] || die "cannot get $NUBO_TINY_KERNEL_PKG"
 	# offline or apt lists missing: fall back on any kernel in the cache
 	kdeb=$(find "$cache" -maxdepth 1 -type f -name 'linux-image-6.1.0-*-amd64_*_amd64.deb' | sort -V | tail -n 1)
-	[ -n "$kdeb" ] || die "no linux-image-6.1.0-N-amd64 package: apt-cache offers none (run apt-get update) and $cache holds none"
+	[ -n "$kdeb" ] || die "no linux-image-6.1.0-N-amd64 package: none downloadable (apt-get update may help) and none in $cache"
 	echo "$prog: using cached ${kdeb##*/}" >&2
 fi
 progress 25 "kernel package ${kdeb##*/}"

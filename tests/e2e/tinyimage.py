@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -395,7 +396,8 @@ def boot_bare(image_dir, instance_id, workdir, *, memory_mb=128, vcpus=1,
             http_port = free_port()
         mddir = workdir / "metadata"
         write_metadata(mddir, instance_id, user_data)
-        responder = f"{sys.executable} {Path(__file__).resolve()} serve-metadata {mddir}"
+        responder = " ".join(shlex.quote(str(a)) for a in
+                             (sys.executable, Path(__file__).resolve(), "serve-metadata", mddir))
         if "," in responder:
             raise ValueError("paths must not contain commas (QEMU option syntax)")
         argv += ["-netdev",
