@@ -254,7 +254,7 @@ builtin_mod() {
 add_mod() {
 	local m=${1//-/_} f d soft
 	case "${modstate[$m]:-}" in
-	done) return 0 ;;
+	loaded) return 0 ;;
 	busy) die "module dependency loop through $m" ;;
 	esac
 	f=${modfile[$m]:-}
@@ -272,7 +272,7 @@ add_mod() {
 	for d in $soft; do
 		[ -n "${modfile[${d//-/_}]:-}" ] && add_mod "$d"
 	done
-	modstate[$m]=done
+	modstate[$m]=loaded
 	order+=("$m")
 }
 

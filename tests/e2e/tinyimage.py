@@ -62,10 +62,11 @@ class TinyImage:
 
 
 def source_hash(src=TINY_SRC):
-    """sha256 over images/tiny/** (relative paths, exec bits, contents)."""
+    """sha256 over images/tiny/** but docs (relative paths, exec bits,
+    contents): the key of build_tiny's cache."""
     h = hashlib.sha256()
     for p in sorted(src.rglob("*")):
-        if not p.is_file() or "__pycache__" in p.parts:
+        if not p.is_file() or "__pycache__" in p.parts or p.suffix == ".md":
             continue
         rel = p.relative_to(src).as_posix()
         h.update(rel.encode() + b"\0")
