@@ -69,7 +69,8 @@ static void check_golden(const char *name, const struct nb_vm_spec *s)
 		int r = nb_read_file(path, 1u << 20, &want, &len);
 
 		if (r < 0)
-			fail_msg("%s: %s (run with NB_REGENERATE=1 to create it)", path, strerror(-r));
+			fail_msg("%s: %s (run with NB_REGENERATE=1 to create it)", path,
+			         strerror(-r));
 		if (strcmp(got, want) != 0) {
 			print_error("%s differs; got:\n%s", path, got);
 			fail_msg("golden mismatch (NB_REGENERATE=1 rewrites it once intended)");
@@ -82,14 +83,14 @@ static void check_golden(const char *name, const struct nb_vm_spec *s)
 static struct nb_vm_spec base_spec(void)
 {
 	return (struct nb_vm_spec){
-		.qemu = "qemu-system-x86_64",
-		.id = "i-0123456789abcdef0",
-		.uuid = "5d4c2a1e-8f3b-4c6d-9e0a-1b2c3d4e5f60",
-		.dir = "/var/lib/nubo/instances/i-0123456789abcdef0",
-		.accel = "tcg",
-		.vcpus = 2,
-		.memory_mb = 512,
-		.disk = "/var/lib/nubo/instances/i-0123456789abcdef0/root.qcow2",
+	    .qemu = "qemu-system-x86_64",
+	    .id = "i-0123456789abcdef0",
+	    .uuid = "5d4c2a1e-8f3b-4c6d-9e0a-1b2c3d4e5f60",
+	    .dir = "/var/lib/nubo/instances/i-0123456789abcdef0",
+	    .accel = "tcg",
+	    .vcpus = 2,
+	    .memory_mb = 512,
+	    .disk = "/var/lib/nubo/instances/i-0123456789abcdef0/root.qcow2",
 	};
 }
 
@@ -151,7 +152,7 @@ static void test_properties(void **state)
 	s.uuid = NULL;
 	assert_int_equal(nb_qemu_argv(&s, &argv), 0);
 	assert_string_equal(argv[0], "qemu-system-x86_64"); /* the default */
-	assert_true(has_arg(argv, "tcg,tb-size=64"));     /* the default accel */
+	assert_true(has_arg(argv, "tcg,tb-size=64"));       /* the default accel */
 	assert_false(has_arg(argv, "-uuid"));
 	assert_true(has_arg(argv, "type=1,serial=i-0123456789abcdef0"));
 	/* A guest reboot must reboot, and the shim owns stdio. */
@@ -178,7 +179,8 @@ static void test_comma_escaping(void **state)
 	assert_int_equal(nb_qemu_argv(&s, &argv), 0);
 	assert_true(has_arg(argv, "unix:/srv/a,,b/qmp.sock,server=on,wait=off"));
 	assert_true(has_arg(
-		argv, "file=/srv/a,,b/root,,1.qcow2,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap"));
+	    argv, "file=/srv/a,,b/"
+	          "root,,1.qcow2,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap"));
 	assert_true(has_arg(argv, "/srv/a,b/qemu.pid"));
 	assert_true(has_arg(argv, "/srv/k,1"));
 	nb_argv_free(argv);
@@ -192,52 +194,57 @@ static void expect_refused(const struct nb_vm_spec *s, int want)
 	assert_null(argv);
 }
 
+/* Builds the base spec, applies the statements, expects the error. */
+#define REFUSED(err, ...)                                                                          \
+	do {                                                                                       \
+		struct nb_vm_spec s = base_spec();                                                 \
+		__VA_ARGS__;                                                                       \
+		expect_refused(&s, err);                                                           \
+	} while (0)
+
 static void test_refused(void **state)
 {
 	char long_cmdline[2100], long_dir[128];
-	struct nb_vm_spec s;
+	struct nb_vm_spec ok = base_spec();
+	char **argv = NULL;
 
 	(void)state;
 	expect_refused(NULL, -EINVAL);
-
-	s = base_spec(); s.id = NULL; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.id = ""; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.id = "i-1,debug-threads=off"; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.dir = NULL; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.disk = NULL; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.disk = "/a\nb"; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.vcpus = 0; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.vcpus = -1; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.vcpus = 65; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.memory_mb = 15; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.memory_mb = 0; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.memory_mb = (1024u * 1024u) + 1; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.accel = "xen"; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.uuid = "not-a-uuid"; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.tap = "nb0"; expect_refused(&s, -EINVAL); /* no mac */
-	s = base_spec(); s.mac = "52:54:00:12:34:56"; expect_refused(&s, -EINVAL); /* no tap */
-	s = base_spec(); s.tap = "nb0"; s.mac = "52:54:00:12:34"; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.tap = "nb0"; s.mac = "01:00:5e:00:00:01"; expect_refused(&s, -EINVAL);
-	s = base_spec(); s.tap = "a-name-longer-than-15"; s.mac = "52:54:00:12:34:56";
-	expect_refused(&s, -EINVAL);
-	s = base_spec(); s.initrd = "/i"; expect_refused(&s, -EINVAL); /* no kernel */
-	s = base_spec(); s.cmdline = "quiet"; expect_refused(&s, -EINVAL);
+	REFUSED(-EINVAL, s.id = NULL);
+	REFUSED(-EINVAL, s.id = "");
+	REFUSED(-EINVAL, s.id = "i-1,debug-threads=off");
+	REFUSED(-EINVAL, s.dir = NULL);
+	REFUSED(-EINVAL, s.disk = NULL);
+	REFUSED(-EINVAL, s.disk = "/a\nb");
+	REFUSED(-EINVAL, s.vcpus = 0);
+	REFUSED(-EINVAL, s.vcpus = -1);
+	REFUSED(-EINVAL, s.vcpus = 65);
+	REFUSED(-EINVAL, s.memory_mb = 15);
+	REFUSED(-EINVAL, s.memory_mb = 0);
+	REFUSED(-EINVAL, s.memory_mb = 1024u * 1024u + 1);
+	REFUSED(-EINVAL, s.accel = "xen");
+	REFUSED(-EINVAL, s.uuid = "not-a-uuid");
+	REFUSED(-EINVAL, s.tap = "nb0");               /* no mac */
+	REFUSED(-EINVAL, s.mac = "52:54:00:12:34:56"); /* no tap */
+	REFUSED(-EINVAL, s.tap = "nb0", s.mac = "52:54:00:12:34");
+	REFUSED(-EINVAL, s.tap = "nb0", s.mac = "01:00:5e:00:00:01"); /* multicast */
+	REFUSED(-EINVAL, s.tap = "a-name-longer-than-15", s.mac = "52:54:00:12:34:56");
+	REFUSED(-EINVAL, s.initrd = "/i"); /* without a kernel */
+	REFUSED(-EINVAL, s.cmdline = "quiet");
 
 	memset(long_cmdline, 'a', sizeof(long_cmdline) - 1);
 	long_cmdline[2048] = '\0';
-	s = base_spec(); s.kernel = "/k"; s.cmdline = long_cmdline; expect_refused(&s, -EINVAL);
-	long_cmdline[2047] = '\0';
-	{
-		char **argv = NULL;
-
-		assert_int_equal(nb_qemu_argv(&s, &argv), 0); /* 2047 fits */
-		nb_argv_free(argv);
-	}
+	REFUSED(-EINVAL, s.kernel = "/k", s.cmdline = long_cmdline);
+	long_cmdline[2047] = '\0'; /* 2047 and its NUL fit */
+	ok.kernel = "/k";
+	ok.cmdline = long_cmdline;
+	assert_int_equal(nb_qemu_argv(&ok, &argv), 0);
+	nb_argv_free(argv);
 
 	memset(long_dir, 'd', sizeof(long_dir) - 1);
 	long_dir[0] = '/';
 	long_dir[100] = '\0'; /* "/qmp.sock" no longer fits a sockaddr_un */
-	s = base_spec(); s.dir = long_dir; expect_refused(&s, -ENAMETOOLONG);
+	REFUSED(-ENAMETOOLONG, s.dir = long_dir);
 }
 
 static void test_limits_accepted(void **state)
@@ -405,15 +412,14 @@ static void test_real_qemu_accepts_argv(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_golden_kernel_nic),
-		cmocka_unit_test(test_golden_disk_boot),
-		cmocka_unit_test(test_golden_kvm),
-		cmocka_unit_test(test_properties),
-		cmocka_unit_test(test_comma_escaping),
-		cmocka_unit_test(test_refused),
-		cmocka_unit_test(test_limits_accepted),
-		cmocka_unit_test_setup_teardown(test_real_qemu_accepts_argv, real_setup,
-						real_teardown),
+	    cmocka_unit_test(test_golden_kernel_nic),
+	    cmocka_unit_test(test_golden_disk_boot),
+	    cmocka_unit_test(test_golden_kvm),
+	    cmocka_unit_test(test_properties),
+	    cmocka_unit_test(test_comma_escaping),
+	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_limits_accepted),
+	    cmocka_unit_test_setup_teardown(test_real_qemu_accepts_argv, real_setup, real_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -120,7 +120,8 @@ static void fake_expect(struct fake *f, const char *want_text)
 		goto out;
 	}
 	got = json_loads(line, 0, NULL);
-	if (!got || !json_equal(json_object_get(want, "execute"), json_object_get(got, "execute")) ||
+	if (!got ||
+	    !json_equal(json_object_get(want, "execute"), json_object_get(got, "execute")) ||
 	    !((!json_object_get(want, "arguments") && !json_object_get(got, "arguments")) ||
 	      json_equal(json_object_get(want, "arguments"), json_object_get(got, "arguments")))) {
 		fake_fail(f, "expected %s, got %s", want_text, line);
@@ -357,9 +358,9 @@ static void test_query_version(void **state)
 	assert_non_null(greeting);
 	v = json_object_get(json_object_get(json_object_get(greeting, "QMP"), "version"), "qemu");
 	snprintf(want, sizeof(want), "%lld.%lld.%lld",
-		 (long long)json_integer_value(json_object_get(v, "major")),
-		 (long long)json_integer_value(json_object_get(v, "minor")),
-		 (long long)json_integer_value(json_object_get(v, "micro")));
+	         (long long)json_integer_value(json_object_get(v, "major")),
+	         (long long)json_integer_value(json_object_get(v, "minor")),
+	         (long long)json_integer_value(json_object_get(v, "micro")));
 	json_decref(greeting);
 
 	q = open_fake(text, &f);
@@ -435,8 +436,9 @@ static void test_system_reset(void **state)
 	ev = nb_qmp_next_event(q);
 	assert_non_null(ev);
 	assert_string_equal(json_string_value(json_object_get(ev, "event")), "RESET");
-	assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "data"), "reason")),
-			    "host-qmp-system-reset");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(ev, "data"), "reason")),
+	    "host-qmp-system-reset");
 	json_decref(ev);
 	nb_qmp_close(q);
 	fake_finish(f);
@@ -489,10 +491,12 @@ static void test_error_reply(void **state)
 
 	(void)state;
 	q = open_fake(script("error-unknown-command", NULL), &f);
-	assert_int_equal(nb_qmp_execute(q, "nb-no-such-command", NULL, 1000, &ret, err, sizeof(err)),
-			 -EREMOTEIO);
+	assert_int_equal(
+	    nb_qmp_execute(q, "nb-no-such-command", NULL, 1000, &ret, err, sizeof(err)),
+	    -EREMOTEIO);
 	assert_null(ret);
-	assert_string_equal(err, "CommandNotFound: The command nb-no-such-command has not been found");
+	assert_string_equal(err,
+	                    "CommandNotFound: The command nb-no-such-command has not been found");
 	assert_string_equal(nb_qmp_last_error(q), err);
 	/* An error reply leaves the connection usable. */
 	assert_int_equal(nb_qmp_query_status(q, NULL, 0, &running), 0);
@@ -510,8 +514,8 @@ static void test_error_bad_argument(void **state)
 	(void)state;
 	q = open_fake(script("error-bad-argument", NULL), &f);
 	assert_int_equal(nb_qmp_execute(q, "query-status", json_pack("{s:b}", "verbose", 1), 1000,
-					NULL, err, sizeof(err)),
-			 -EREMOTEIO);
+	                                NULL, err, sizeof(err)),
+	                 -EREMOTEIO);
 	assert_string_equal(err, "GenericError: Parameter 'verbose' is unexpected");
 	nb_qmp_close(q);
 	fake_finish(f);
@@ -527,7 +531,7 @@ static void test_invalid_arguments(void **state)
 	q = open_fake(script("connect", NULL), &f);
 	/* Not an object: refused before anything is sent (and freed). */
 	assert_int_equal(nb_qmp_execute(q, "stop", json_integer(1), 1000, NULL, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(nb_qmp_execute(q, "", NULL, 1000, NULL, NULL, 0), -EINVAL);
 	assert_int_equal(nb_qmp_execute(q, "stop", NULL, -1, NULL, NULL, 0), -EINVAL);
 	nb_qmp_close(q);
@@ -550,7 +554,8 @@ static void test_event_queue_bound(void **state)
 	nb_buf_puts(&extra, "C: {\"execute\":\"query-status\"}\n");
 	for (i = 0; i < total; i++)
 		nb_buf_printf(&extra, "S: {\"event\":\"NB_TEST\",\"data\":{\"n\":%d}}\n", i);
-	nb_buf_puts(&extra, "S: {\"return\":{\"status\":\"running\",\"running\":true},\"id\":\"x\"}\n");
+	nb_buf_puts(&extra,
+	            "S: {\"return\":{\"status\":\"running\",\"running\":true},\"id\":\"x\"}\n");
 	q = open_fake(script("connect", extra.data), &f);
 	nb_buf_free(&extra);
 	assert_int_equal(nb_qmp_query_status(q, NULL, 0, NULL), 0);
@@ -558,7 +563,8 @@ static void test_event_queue_bound(void **state)
 	for (i = total - NB_QMP_MAX_EVENTS; i < total; i++) {
 		ev = nb_qmp_next_event(q);
 		assert_non_null(ev);
-		assert_int_equal(json_integer_value(json_object_get(json_object_get(ev, "data"), "n")), i);
+		assert_int_equal(
+		    json_integer_value(json_object_get(json_object_get(ev, "data"), "n")), i);
 		json_decref(ev);
 	}
 	assert_null(nb_qmp_next_event(q));
@@ -576,15 +582,16 @@ static void test_timeout_then_late_reply(void **state)
 	(void)state;
 	/* The first query-status gets no answer in time; its reply comes
 	 * after the second was sent and must not be taken for the second's. */
-	q = open_fake(script("connect",
-			     "C: {\"execute\":\"query-status\"}\n"
-			     "C: {\"execute\":\"query-status\"}\n"
-			     "S1: {\"return\":{\"status\":\"paused\",\"running\":false},\"id\":\"x\"}\n"
-			     "S: {\"return\":{\"status\":\"running\",\"running\":true},\"id\":\"x\"}\n"),
-		      &f);
+	q = open_fake(
+	    script("connect",
+	           "C: {\"execute\":\"query-status\"}\n"
+	           "C: {\"execute\":\"query-status\"}\n"
+	           "S1: {\"return\":{\"status\":\"paused\",\"running\":false},\"id\":\"x\"}\n"
+	           "S: {\"return\":{\"status\":\"running\",\"running\":true},\"id\":\"x\"}\n"),
+	    &f);
 	t0 = nb_now_ms();
 	assert_int_equal(nb_qmp_execute(q, "query-status", NULL, 200, NULL, err, sizeof(err)),
-			 -ETIMEDOUT);
+	                 -ETIMEDOUT);
 	dt = nb_now_ms() - t0;
 	assert_true(dt >= 200);
 	assert_true(dt < 2000);
@@ -615,7 +622,7 @@ static void test_eof_before_reply(void **state)
 	(void)state;
 	q = open_fake(script("connect", "C: {\"execute\":\"stop\"}\n"), &f);
 	assert_int_equal(nb_qmp_execute(q, "stop", NULL, FAKE_WAIT_MS, NULL, err, sizeof(err)),
-			 -EPIPE);
+	                 -EPIPE);
 	assert_int_equal(nb_qmp_stop(q), -EPIPE);
 	nb_qmp_close(q);
 	fake_finish(f);
@@ -630,14 +637,15 @@ static void test_line_at_limit_accepted(void **state)
 
 	(void)state;
 	snprintf(extra, sizeof(extra),
-		 "C: {\"execute\":\"cont\"}\nBIG: %u\nS: {\"return\":{},\"id\":\"x\"}\n",
-		 NB_QMP_MAX_LINE);
+	         "C: {\"execute\":\"cont\"}\nBIG: %u\nS: {\"return\":{},\"id\":\"x\"}\n",
+	         NB_QMP_MAX_LINE);
 	q = open_fake(script("connect", extra), &f);
 	assert_int_equal(nb_qmp_cont(q), 0);
 	ev = nb_qmp_next_event(q);
 	assert_non_null(ev);
-	assert_int_equal(strlen(json_string_value(json_object_get(json_object_get(ev, "data"), "pad"))),
-			 NB_QMP_MAX_LINE - strlen(big_head) - strlen(big_tail));
+	assert_int_equal(
+	    strlen(json_string_value(json_object_get(json_object_get(ev, "data"), "pad"))),
+	    NB_QMP_MAX_LINE - strlen(big_head) - strlen(big_tail));
 	json_decref(ev);
 	nb_qmp_close(q);
 	fake_finish(f);
@@ -668,7 +676,7 @@ static void test_garbage_json(void **state)
 	(void)state;
 	q = open_fake(script("connect", "C: {\"execute\":\"stop\"}\nS: {\"return\": {\n"), &f);
 	assert_int_equal(nb_qmp_execute(q, "stop", NULL, FAKE_WAIT_MS, NULL, err, sizeof(err)),
-			 -EPROTO);
+	                 -EPROTO);
 	assert_non_null(strstr(err, "bad JSON"));
 	nb_qmp_close(q);
 	fake_finish(f);
@@ -694,8 +702,8 @@ static void test_wrong_reply_shape(void **state)
 
 	(void)state;
 	q = open_fake(script("connect", "C: {\"execute\":\"query-cpus-fast\"}\n"
-					"S: {\"return\":{\"cpus\":2},\"id\":\"x\"}\n"),
-		      &f);
+	                                "S: {\"return\":{\"cpus\":2},\"id\":\"x\"}\n"),
+	              &f);
 	assert_int_equal(nb_qmp_query_cpu_count(q, &n), -EPROTO);
 	nb_qmp_close(q);
 	fake_finish(f);
@@ -834,6 +842,7 @@ static void test_real_qemu(void **state)
 	}
 	/* Right after the spawn: connect must wait for the socket. */
 	assert_int_equal(nb_qmp_connect(sock, 10000, &rs->q), 0);
+	assert_int_equal(fcntl(nb_qmp_fd(rs->q), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
 	assert_int_equal(nb_qmp_query_status(rs->q, status, sizeof(status), &running), 0);
 	assert_string_equal(status, "running");
 	assert_true(running);
@@ -862,31 +871,31 @@ static void test_real_qemu(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_connect),
-		cmocka_unit_test(test_query_status),
-		cmocka_unit_test(test_query_status_short_buffer),
-		cmocka_unit_test(test_query_version),
-		cmocka_unit_test(test_query_cpu_count),
-		cmocka_unit_test(test_query_memory),
-		cmocka_unit_test(test_stop_cont_events_in_order),
-		cmocka_unit_test(test_system_reset),
-		cmocka_unit_test(test_system_powerdown),
-		cmocka_unit_test(test_quit_then_eof),
-		cmocka_unit_test(test_error_reply),
-		cmocka_unit_test(test_error_bad_argument),
-		cmocka_unit_test(test_invalid_arguments),
-		cmocka_unit_test(test_event_queue_bound),
-		cmocka_unit_test(test_timeout_then_late_reply),
-		cmocka_unit_test(test_timeout_silent_server),
-		cmocka_unit_test(test_eof_before_reply),
-		cmocka_unit_test(test_line_at_limit_accepted),
-		cmocka_unit_test(test_line_too_long),
-		cmocka_unit_test(test_garbage_json),
-		cmocka_unit_test(test_not_an_object),
-		cmocka_unit_test(test_wrong_reply_shape),
-		cmocka_unit_test(test_no_greeting),
-		cmocka_unit_test(test_connect_timeout),
-		cmocka_unit_test_setup_teardown(test_real_qemu, real_setup, real_teardown),
+	    cmocka_unit_test(test_connect),
+	    cmocka_unit_test(test_query_status),
+	    cmocka_unit_test(test_query_status_short_buffer),
+	    cmocka_unit_test(test_query_version),
+	    cmocka_unit_test(test_query_cpu_count),
+	    cmocka_unit_test(test_query_memory),
+	    cmocka_unit_test(test_stop_cont_events_in_order),
+	    cmocka_unit_test(test_system_reset),
+	    cmocka_unit_test(test_system_powerdown),
+	    cmocka_unit_test(test_quit_then_eof),
+	    cmocka_unit_test(test_error_reply),
+	    cmocka_unit_test(test_error_bad_argument),
+	    cmocka_unit_test(test_invalid_arguments),
+	    cmocka_unit_test(test_event_queue_bound),
+	    cmocka_unit_test(test_timeout_then_late_reply),
+	    cmocka_unit_test(test_timeout_silent_server),
+	    cmocka_unit_test(test_eof_before_reply),
+	    cmocka_unit_test(test_line_at_limit_accepted),
+	    cmocka_unit_test(test_line_too_long),
+	    cmocka_unit_test(test_garbage_json),
+	    cmocka_unit_test(test_not_an_object),
+	    cmocka_unit_test(test_wrong_reply_shape),
+	    cmocka_unit_test(test_no_greeting),
+	    cmocka_unit_test(test_connect_timeout),
+	    cmocka_unit_test_setup_teardown(test_real_qemu, real_setup, real_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

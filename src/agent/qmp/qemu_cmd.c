@@ -129,7 +129,8 @@ static bool str_ok(const char *s, size_t max)
 static bool charset_ok(const char *s, const char *extra)
 {
 	for (; *s; s++) {
-		if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))
+		if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		    (*s >= '0' && *s <= '9'))
 			continue;
 		if (!strchr(extra, *s))
 			return false;
@@ -210,7 +211,7 @@ static int validate(const struct nb_vm_spec *s)
 	if (s->initrd && !str_ok(s->initrd, QEMU_MAX_PATH))
 		return -EINVAL;
 	if (s->cmdline && (strnlen(s->cmdline, QEMU_MAX_CMDLINE + 1) > QEMU_MAX_CMDLINE ||
-			   (*s->cmdline && !str_ok(s->cmdline, QEMU_MAX_CMDLINE))))
+	                   (*s->cmdline && !str_ok(s->cmdline, QEMU_MAX_CMDLINE))))
 		return -EINVAL;
 	if (s->tap) {
 		if (!str_ok(s->tap, QEMU_MAX_IFNAME) || !charset_ok(s->tap, "-_."))

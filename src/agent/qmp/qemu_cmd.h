@@ -6,18 +6,18 @@
 #include <stdint.h>
 
 struct nb_vm_spec {
-	const char *qemu;     /* binary, e.g. "qemu-system-x86_64" */
-	const char *id;       /* instance id, also the SMBIOS serial */
-	const char *uuid;     /* SMBIOS uuid */
-	const char *dir;      /* instance dir: qmp.sock, qemu.pid live there */
-	const char *accel;    /* "kvm" or "tcg" */
+	const char *qemu;  /* binary, e.g. "qemu-system-x86_64" */
+	const char *id;    /* instance id, also the SMBIOS serial */
+	const char *uuid;  /* SMBIOS uuid */
+	const char *dir;   /* instance dir: qmp.sock, qemu.pid live there */
+	const char *accel; /* "kvm" or "tcg" */
 	int vcpus;
 	uint64_t memory_mb;
-	const char *disk;     /* root.qcow2 overlay */
-	const char *kernel;   /* NULL: boot from disk */
-	const char *initrd;   /* may be NULL */
-	const char *cmdline;  /* kernel command line, may be NULL */
-	const char *tap;      /* NULL: no NIC */
+	const char *disk;    /* root.qcow2 overlay */
+	const char *kernel;  /* NULL: boot from disk */
+	const char *initrd;  /* may be NULL */
+	const char *cmdline; /* kernel command line, may be NULL */
+	const char *tap;     /* NULL: no NIC */
 	const char *mac;
 };
 

@@ -55,18 +55,15 @@ static int ms_left(int64_t deadline)
 	return left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
-/* Waits for events on fd until deadline: 1 ready, 0 timed out, -errno. */
+/* Waits for events on fd until deadline (a deadline already past still
+ * checks once): 1 ready, 0 timed out, -errno. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};
 	int r;
 
 	for (;;) {
-		int left = ms_left(deadline);
-
-		if (left == 0)
-			return 0;
-		r = poll(&p, 1, left);
+		r = poll(&p, 1, ms_left(deadline));
 		if (r > 0)
 			return 1;
 		if (r == 0)
@@ -139,9 +136,9 @@ static int take_line(struct nb_qmp *q, json_t **msg)
 	size_t len;
 
 	for (;;) {
-		nl = q->in.len > q->scanned ?
-			     memchr(q->in.data + q->scanned, '\n', q->in.len - q->scanned) :
-			     NULL;
+		nl = q->in.len > q->scanned
+		         ? memchr(q->in.data + q->scanned, '\n', q->in.len - q->scanned)
+		         : NULL;
 		if (!nl) {
 			q->scanned = q->in.len;
 			if (q->in.len > NB_QMP_MAX_LINE) {
@@ -162,7 +159,7 @@ static int take_line(struct nb_qmp *q, json_t **msg)
 				char m[sizeof(q->last_err)];
 
 				snprintf(m, sizeof(m), "QMP: bad JSON from peer: %s",
-					 j ? "not an object" : jerr.text);
+				         j ? "not an object" : jerr.text);
 				set_error(q, m);
 				json_decref(j);
 				return -EPROTO;
@@ -260,11 +257,10 @@ static void format_remote_error(struct nb_qmp *q, const json_t *error)
 	const char *desc = json_is_object(error) ? nb_json_str(error, "desc") : NULL;
 
 	snprintf(q->last_err, sizeof(q->last_err), "%s: %s", cls ? cls : "(no class)",
-		 desc ? desc : "(no description)");
+	         desc ? desc : "(no description)");
 }
 
-static int execute(struct nb_qmp *q, const char *cmd, json_t *args, int64_t deadline,
-		   json_t **ret)
+static int execute(struct nb_qmp *q, const char *cmd, json_t *args, int64_t deadline, json_t **ret)
 {
 	char id[32];
 	json_t *req = NULL, *msg = NULL;
@@ -477,7 +473,7 @@ int nb_qmp_fd(const struct nb_qmp *q)
 }
 
 int nb_qmp_execute(struct nb_qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret,
-		   char *err, size_t errsz)
+                   char *err, size_t errsz)
 {
 	int r;
 

@@ -34,7 +34,7 @@ int nb_qmp_fd(const struct nb_qmp *q);
  * -EREMOTEIO with err filled with "Class: desc"; a timeout -ETIMEDOUT; EOF
  * -EPIPE. */
 int nb_qmp_execute(struct nb_qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret,
-		   char *err, size_t errsz);
+                   char *err, size_t errsz);
 /* Reads whatever is ready without blocking and queues events (late replies
  * are dropped). -EPIPE once the peer is gone (events read before the EOF
  * stay queued), -EPROTO on a bad line; both stick. */

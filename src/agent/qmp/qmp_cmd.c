@@ -107,7 +107,7 @@ int nb_qmp_query_version(struct nb_qmp *q, char *out, size_t outsz)
 		goto out;
 	}
 	snprintf(v, sizeof(v), "%lld.%lld.%lld", (long long)json_integer_value(maj),
-		 (long long)json_integer_value(min), (long long)json_integer_value(mic));
+	         (long long)json_integer_value(min), (long long)json_integer_value(mic));
 	r = copy_out(out, outsz, v);
 out:
 	json_decref(ret);
