@@ -326,8 +326,10 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 		}
 	}
 	if (n >= 2 && is(seg[1], "images")) {
-		if (n == 2 && get)
-			return reply(c, nb_core_images(ctl, account_of(rq), &out), out, "", 200);
+		if (n == 2 && get) {
+			r = nb_core_images(ctl, account_of(rq), &out);
+			return reply(c, r, out, "listing failed", 200);
+		}
 		if (n == 2 && post) {
 			body = nb_http_body_json(rq, err, sizeof(err));
 			if (!body)
@@ -368,8 +370,10 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 			return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
 		}
 	}
-	if (n == 2 && is(seg[1], "hosts") && get)
-		return reply(c, nb_core_hosts(ctl, &out), out, "", 200);
+	if (n == 2 && is(seg[1], "hosts") && get) {
+		r = nb_core_hosts(ctl, &out);
+		return reply(c, r, out, "listing failed", 200);
+	}
 
 	ret = nb_http_error(c, -NB_E_NOT_FOUND, "no such API call");
 	return ret;

@@ -1,9 +1,9 @@
 /* dnsmasq as the bridge's DHCP server: fixed leases only, no DNS. Its
  * whole configuration is a file of ours under dir (dnsmasq.conf), so a
  * system-wide /etc/dnsmasq.conf never leaks in and an operator can read
- * what runs. dnsmasq drops to "nobody" and re-reads dir/dhcp-hosts on
- * SIGHUP as that user: dir and its parents must be searchable by others,
- * which is why dir is made 0755 and the files 0644. */
+ * what runs. dnsmasq keeps running as root ("user=root"): it re-reads
+ * dir/dhcp-hosts on SIGHUP, and dir lives in the agent's private state dir
+ * (0700 parents) where "nobody" could not read it. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -117,6 +117,7 @@ static int build_conf(const char *dir, const char *bridge, const char *cidr, str
 	                  "interface=%s\n"
 	                  "bind-interfaces\n"
 	                  "except-interface=lo\n"
+	                  "user=root\n"
 	                  "port=0\n"
 	                  "pid-file=%s/dnsmasq.pid\n"
 	                  "dhcp-range=%s,static,%s,%s\n"

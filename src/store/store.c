@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 struct nb_store {
 	sqlite3 *db;
 	pthread_mutex_t lock; /* recursive: begin/commit wrap the row functions */
+	int depth;            /* nested begin()s: only the outermost talks to SQLite */
+	bool failed;          /* an inner level rolled back: the outer commit cannot */
 };
 
 static int sql_err(int rc)
@@ -284,8 +287,12 @@ int nb_store_begin(struct nb_store *st)
 	int rc;
 
 	pthread_mutex_lock(&st->lock);
+	if (st->depth++ > 0)
+		return 0;
+	st->failed = false;
 	rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
+		st->depth--;
 		pthread_mutex_unlock(&st->lock);
 		return sql_err(rc);
 	}
@@ -294,17 +301,23 @@ int nb_store_begin(struct nb_store *st)
 
 int nb_store_commit(struct nb_store *st)
 {
-	int rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+	int rc = SQLITE_OK;
 
-	if (rc != SQLITE_OK)
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	if (--st->depth == 0) {
+		rc = st->failed ? SQLITE_ABORT : sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	}
 	pthread_mutex_unlock(&st->lock);
-	return sql_err(rc);
+	return rc == SQLITE_ABORT ? -NB_E_CONFLICT : sql_err(rc);
 }
 
 void nb_store_rollback(struct nb_store *st)
 {
-	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	if (--st->depth == 0)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	else
+		st->failed = true;
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -482,7 +495,7 @@ int nb_store_image_insert(struct nb_store *st, const json_t *im)
 		"INSERT INTO images (id, account_id, name, os, release, arch, format, size,"
 		" file_size, sha256, boot_mode, kernel_sha256, initrd_sha256, cmdline, state,"
 		" created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		"sssssssiisssssi", nb_json_str_or(im, "id"), nb_json_str_or(im, "account_id"),
+		"sssssssiissssssi", nb_json_str_or(im, "id"), nb_json_str_or(im, "account_id"),
 		nb_json_str_or(im, "name"), nb_json_str_or(im, "os"),
 		nb_json_str_or(im, "release"), nb_json_str_or(im, "arch"),
 		nb_json_str_or(im, "format"), nb_json_int(im, "size", 0),

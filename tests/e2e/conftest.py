@@ -322,7 +322,9 @@ class ConsoleSession:
         self.sock.sendall(text.encode() if isinstance(text, str) else text)
 
     def expect(self, pattern, timeout=30):
-        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        if isinstance(pattern, str):
+            pattern = pattern.encode()
+        rx = re.compile(pattern) if isinstance(pattern, bytes) else pattern
         deadline = time.monotonic() + timeout
         while True:
             m = rx.search(self.buf)
@@ -342,11 +344,22 @@ class ConsoleSession:
             if chunk:
                 self.buf += chunk
 
+    def wait_prompt(self, timeout=30):
+        """Presses Enter until the guest's shell prompt answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.send("\n")
+            try:
+                return self.expect(rb":~# ", timeout=1)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
     def run(self, cmd, timeout=30):
         """Runs cmd in the guest's console shell; returns its output."""
         tag = os.urandom(4).hex()
         self.send(f"echo BEGIN-{tag}; {cmd}; echo END-{tag} $?\n")
-        m = self.expect(rf"BEGIN-{tag}\r?\n(.*?)END-{tag} (\d+)".encode(), timeout)
+        m = self.expect(re.compile(rf"BEGIN-{tag}\r?\n(.*?)END-{tag} (\d+)".encode(), re.S), timeout)
         return m.group(1).decode(errors="replace"), int(m.group(2))
 
     def close(self):

@@ -104,12 +104,13 @@ def test_stop_is_an_acpi_shutdown_and_start_boots_again(cloud, three):
     with pytest.raises(ApiError) as e:
         cloud.api("POST", f"/v1/instances/{iid}/pause")
     assert e.value.status == 409 and e.value.code == "IncorrectInstanceState"
+    booted = len(re.findall("NUBO-READY " + iid, cloud.console_output(iid)))
     cloud.api("POST", f"/v1/instances/{iid}/start")
     cloud.wait_state(iid, "running", 60)
-    wait_until(lambda: len(re.findall("NUBO-READY " + iid, cloud.console_output(iid))) >= 1,
+    wait_until(lambda: len(re.findall("NUBO-READY " + iid, cloud.console_output(iid))) > booted,
                90, "ready marker after start")
     con = ConsoleSession(cloud, iid)
-    con.send("\n")
+    con.wait_prompt()
     out, rc = con.run("cat /data/mark")
     assert "persisted-42" in out, "the disk outlives a stop"
     con.close()
@@ -222,7 +223,13 @@ def test_corrupt_image_launch_leaves_nothing(cloud, tiny_image, tmp_path):
     assert e.value.status == 400
     assert all(i["name"] != "junk" for i in cloud.api("GET", "/v1/images")["images"])
     # an image whose stored file rots is refused by the host's checksum check
-    img = cloud.import_tiny(tiny_image, name="rotten")
+    # (a disk of its own, so no host has it cached yet)
+    disk = tmp_path / "rotten.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "48M"], check=True)
+    img = cloud.api("POST", "/v1/images", {
+        "name": "rotten", "disk_blob": cloud.upload(disk),
+        "kernel_blob": cloud.upload(tiny_image.vmlinuz),
+        "initrd_blob": cloud.upload(tiny_image.initrd), "cmdline": tiny_image.cmdline})
     lib = cloud.state / "library" / img["sha256"]
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0xFF
