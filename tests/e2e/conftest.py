@@ -94,6 +94,16 @@ class Daemon:
         return [l for l in self.log().splitlines() if SAN_RE.search(l)]
 
 
+def _try_rmdir(d):
+    try:
+        d.rmdir()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # its last task is still exiting
+
+
 class Cloud:
     """A controller and one agent on this (namespaced) host."""
 
@@ -169,6 +179,11 @@ class Cloud:
         return pids
 
     def shutdown(self):
+        ids = set()
+        try:
+            ids = {i["id"] for i in self.api("GET", "/v1/instances?all=1")["instances"]}
+        except Exception:
+            pass
         for d in reversed(self.daemons):
             d.stop()
         for pid in self.qemu_pids():
@@ -179,15 +194,12 @@ class Cloud:
         wait_until(lambda: not self.qemu_pids(), 20, "QEMU processes to end")
         # cgroups the agent made for our instances
         inst = self.agent_state / "instances"
-        ids = [p.name for p in inst.iterdir()] if inst.exists() else []
-        for ctl in ("cpu", "memory", "pids", "cpu,cpuacct"):
+        ids |= {p.name for p in inst.iterdir()} if inst.exists() else set()
+        for ctl in ("cpu", "memory", "pids"):
             for i in ids:
                 d = Path(f"/sys/fs/cgroup/{ctl}/nubo/{i}")
                 if d.exists():
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
+                    wait_until(lambda: _try_rmdir(d), 10, f"removal of {d}")
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         pidf = self.agent_state / "net" / "dnsmasq.pid"
         if pidf.exists():
