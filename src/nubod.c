@@ -195,6 +195,9 @@ int main(int argc, char **argv)
 		nb_core_tick(&ctl);
 	}
 	nb_info("stopping");
+	MHD_quiesce_daemon(httpd);
+	nb_core_stop(&ctl);
+	nb_http_streams_close_all();
 	MHD_stop_daemon(httpd);
 	nb_ctl_fini(&ctl);
 	nb_store_close(st);

@@ -582,6 +582,8 @@ int main(int argc, char **argv)
 	}
 	nb_info("stopping; guests keep running and are re-adopted at the next start");
 	a->stopping = 1;
+	MHD_quiesce_daemon(httpd);
+	nb_http_streams_close_all();
 	MHD_stop_daemon(httpd);
 	/* the poller may sit in a long poll: do not wait for it */
 	return 0;

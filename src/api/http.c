@@ -50,7 +50,7 @@ int nb_http_start(const char *listen, MHD_AccessHandlerCallback handler, void *c
 	else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
 		return -EINVAL;
 	d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-				     MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG,
+				     MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG | MHD_USE_ITC,
 			     (uint16_t)port, NULL, NULL, handler, cls, MHD_OPTION_SOCK_ADDR, &sa,
 			     MHD_OPTION_NOTIFY_COMPLETED, nb_http_req_done, NULL,
 			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
@@ -238,6 +238,35 @@ void nb_splice(int a, int b)
 	}
 }
 
+/* Sockets of live streams, so a stopping daemon can end them. */
+#define MAX_STREAMS 1024
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+static int streams[MAX_STREAMS];
+static int nstreams;
+
+static void stream_track(int fd, bool add)
+{
+	pthread_mutex_lock(&streams_lock);
+	if (add && nstreams < MAX_STREAMS) {
+		streams[nstreams++] = fd;
+	} else if (!add) {
+		for (int i = 0; i < nstreams; i++)
+			if (streams[i] == fd) {
+				streams[i] = streams[--nstreams];
+				break;
+			}
+	}
+	pthread_mutex_unlock(&streams_lock);
+}
+
+void nb_http_streams_close_all(void)
+{
+	pthread_mutex_lock(&streams_lock);
+	for (int i = 0; i < nstreams; i++)
+		shutdown(streams[i], SHUT_RDWR);
+	pthread_mutex_unlock(&streams_lock);
+}
+
 struct upgrade_ctx {
 	nb_http_stream_fn fn;
 	void *arg;
@@ -254,7 +283,9 @@ static void *upgrade_thread(void *p)
 
 	if (fl >= 0)
 		fcntl(u->sock, F_SETFL, fl & ~O_NONBLOCK);
+	stream_track(u->sock, true);
 	u->fn(u->sock, u->extra, u->extra_len, u->arg);
+	stream_track(u->sock, false);
 	MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
 	free(u->extra);
 	free(u);

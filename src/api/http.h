@@ -62,6 +62,8 @@ enum MHD_Result nb_http_upgrade(struct MHD_Connection *c, const char *protocol,
 				nb_http_stream_fn fn, void *arg);
 bool nb_http_wants_upgrade(struct MHD_Connection *c, const char *protocol);
 
+/* Ends every upgraded stream (shutdown of its socket): for a stopping daemon. */
+void nb_http_streams_close_all(void);
 /* Copies bytes both ways between a and b until one side closes. */
 void nb_splice(int a, int b);
 /* Opens a raw stream to url's host:port with an HTTP/1.1 upgrade of path

@@ -569,10 +569,10 @@ int nb_core_agent_desired(struct nb_ctl *c, const char *host_id, int64_t since, 
 			return r;
 		gen = nb_json_int(host, "generation", 0);
 		json_decref(host);
-		if (gen > since || nb_now_ms() >= deadline)
+		if (gen > since || nb_now_ms() >= deadline || c->stopping)
 			break;
 		pthread_mutex_lock(&c->gen_lock);
-		while (c->gen_epoch == epoch) {
+		while (c->gen_epoch == epoch && !c->stopping) {
 			struct timespec ts;
 			int64_t left = deadline - nb_now_ms();
 			if (left <= 0)
@@ -665,6 +665,14 @@ int nb_core_hosts(struct nb_ctl *c, json_t **out)
 	}
 	*out = json_pack("{s:o}", "hosts", rows);
 	return 0;
+}
+
+void nb_core_stop(struct nb_ctl *c)
+{
+	pthread_mutex_lock(&c->gen_lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->gen_cond);
+	pthread_mutex_unlock(&c->gen_lock);
 }
 
 void nb_core_tick(struct nb_ctl *c)

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,7 @@ struct nb_ctl {
 	pthread_mutex_t gen_lock;
 	pthread_cond_t gen_cond; /* broadcast when any host's desired state changes */
 	uint64_t gen_epoch;
+	bool stopping;           /* long polls return at once */
 };
 
 #define NB_ERRSZ 256
@@ -71,6 +73,8 @@ int nb_core_agent_desired(struct nb_ctl *c, const char *host_id, int64_t since, 
 int nb_core_agent_report(struct nb_ctl *c, const char *host_id, const json_t *report);
 /* Marks the change for host_id and wakes its long poll. */
 void nb_core_host_changed(struct nb_ctl *c, const char *host_id);
+/* Wakes every long poll for good: the daemon is stopping. */
+void nb_core_stop(struct nb_ctl *c);
 /* Periodic housekeeping: purge old terminated instances. */
 void nb_core_tick(struct nb_ctl *c);
 
