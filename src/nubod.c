@@ -141,7 +141,8 @@ int main(int argc, char **argv)
 	snprintf(db_path, sizeof(db_path), "%s/nubo.db", state_dir);
 	r = nb_store_open(db_path, &st);
 	if (r < 0) {
-		nb_error("cannot open the database %s", db_path);
+		nb_error("cannot open the database %s%s", db_path,
+			 r == -EPROTO ? ": its schema is newer than this nubod" : "");
 		return 1;
 	}
 	r = nb_ctl_init(&ctl, st, state_dir);

@@ -199,8 +199,13 @@ static int q_int(struct nb_store *st, int64_t *out, const char *sql, const char 
 
 static int store_migrate(struct nb_store *st)
 {
-	int version = nb_store_schema_version(st);
+	int version = nb_store_schema_version(st), known = 0;
 	char *errmsg = NULL;
+
+	while (nb_store_migrations[known])
+		known++;
+	if (version > known)
+		return -EPROTO; /* written by a newer nubod: never downgrade it */
 
 	for (int i = version; nb_store_migrations[i]; i++) {
 		char sql[64];

@@ -11,7 +11,8 @@
 struct nb_store;
 
 /* Opens (creating) the database at path and migrates it to the newest
- * schema. *out is the caller's; free with nb_store_close. */
+ * schema; -EPROTO when the file's schema is newer than this build knows.
+ * *out is the caller's; free with nb_store_close. */
 int nb_store_open(const char *path, struct nb_store **out);
 void nb_store_close(struct nb_store *st);
 /* Newest schema version applied. */

@@ -1,0 +1,283 @@
+/* store: migrations, WAL, every table's calls, account scoping, nested
+ * transactions. Real SQLite on a temporary file. */
+#include <errno.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "common/json.h"
+#include "common/util.h"
+#include "store/store.h"
+#include "store/store_internal.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct nb_store *st;
+	char acct[32], other[32];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/nb-test-store-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/nubo.db", f->dir);
+	if (nb_store_open(f->path, &f->st) < 0)
+		return -1;
+	if (nb_store_account_ensure(f->st, "acme", f->acct) < 0 ||
+	    nb_store_account_ensure(f->st, "globex", f->other) < 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	nb_store_close(f->st);
+	nb_rm_rf(f->dir);
+	free(f);
+	return 0;
+}
+
+static int known_migrations(void)
+{
+	int n = 0;
+
+	while (nb_store_migrations[n])
+		n++;
+	return n;
+}
+
+static void migrations_run_once_and_wal(void **state)
+{
+	struct fixture *f = *state;
+	char id[32];
+	sqlite3 *db;
+	sqlite3_stmt *s;
+
+	assert_int_equal(nb_store_schema_version(f->st), known_migrations());
+	nb_store_close(f->st);
+	assert_int_equal(nb_store_open(f->path, &f->st), 0); /* a second open changes nothing */
+	assert_int_equal(nb_store_schema_version(f->st), known_migrations());
+	assert_int_equal(nb_store_account_ensure(f->st, "acme", id), 0);
+	assert_string_equal(id, f->acct); /* same account, not a new one */
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+	sqlite3_finalize(s);
+	/* a database from a newer nubod is refused, never downgraded */
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	nb_store_close(f->st);
+	f->st = NULL;
+	assert_int_equal(nb_store_open(f->path, &f->st), -EPROTO);
+	assert_null(f->st);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
+	sqlite3_close(db);
+	assert_int_equal(nb_store_open(f->path, &f->st), 0);
+}
+
+static void tokens_are_kept_as_hashes(void **state)
+{
+	struct fixture *f = *state;
+	json_t *who = NULL;
+	char *data = NULL;
+	size_t len = 0;
+	const char *tok = "s3cr3t-token-value-0123456789";
+
+	assert_int_equal(nb_store_token_add(f->st, tok, f->acct, "member"), 0);
+	assert_int_equal(nb_store_token_lookup(f->st, tok, &who), 0);
+	assert_string_equal(nb_json_str(who, "account_id"), f->acct);
+	assert_string_equal(nb_json_str(who, "role"), "member");
+	json_decref(who);
+	assert_int_equal(nb_store_token_lookup(f->st, "wrong", &who), -NB_E_NOT_FOUND);
+	assert_int_equal(nb_store_token_add(f->st, "x", f->acct, "emperor"), -NB_E_CONFLICT);
+	nb_store_close(f->st); /* checkpoint, then look at the bytes on disk */
+	f->st = NULL;
+	assert_int_equal(nb_read_file(f->path, 64u << 20, &data, &len), 0);
+	assert_null(memmem(data, len, tok, strlen(tok)));
+	free(data);
+	assert_int_equal(nb_store_open(f->path, &f->st), 0);
+}
+
+static void types_crud(void **state)
+{
+	struct fixture *f = *state;
+	json_t *t = NULL, *list = NULL;
+	int64_t n = 0;
+
+	assert_int_equal(nb_store_type_put(f->st, "t1.nano", 1, 128, 1, 100, 0.0025), 0);
+	assert_int_equal(nb_store_type_put(f->st, "m1.big", 4, 4096, 20, 1000, 0.2), 0);
+	assert_int_equal(nb_store_type_put(f->st, "t1.nano", 1, 256, 1, 100, 0.003), 0);
+	assert_int_equal(nb_store_type_get(f->st, "t1.nano", &t), 0);
+	assert_int_equal(nb_json_int(t, "memory_mb", 0), 256);
+	json_decref(t);
+	assert_int_equal(nb_store_types_count(f->st, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(nb_store_types_list(f->st, &list), 0);
+	assert_string_equal(nb_json_str(json_array_get(list, 0), "name"), "t1.nano");
+	json_decref(list);
+	assert_int_equal(nb_store_type_delete(f->st, "m1.big"), 0);
+	assert_int_equal(nb_store_type_delete(f->st, "m1.big"), -NB_E_NOT_FOUND);
+}
+
+static void add_host(struct fixture *f, const char *name, char id[32])
+{
+	json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:s}", "name", name,
+			      "address", "http://127.0.0.1:1", "agent_token", name, "accel", "tcg",
+			      "qemu_version", "7.2.22", "vcpus", 2, "memory_mb", 4096, "disk_gb", 50,
+			      "cidr", "10.0.0.0/24");
+	assert_int_equal(nb_store_host_upsert(f->st, h, id), 0);
+	json_decref(h);
+}
+
+static void add_image(struct fixture *f, const char *acct, const char *id, const char *name)
+{
+	json_t *im = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:s}", "id",
+			       id, "account_id", acct, "name", name, "os", "busybox", "release",
+			       "1", "arch", "x86_64", "format", "qcow2", "size", 1 << 20,
+			       "file_size", 4096, "sha256", "ab", "boot_mode", "disk", "state",
+			       "available");
+	assert_int_equal(nb_store_image_insert(f->st, im), 0);
+	json_decref(im);
+}
+
+static void add_instance(struct fixture *f, const char *id, const char *host, const char *ip)
+{
+	json_t *in = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, "
+			       "s:i, s:i, s:i}",
+			       "id", id, "account_id", f->acct, "reservation_id", "r-1", "name",
+			       "web", "type", "t1.nano", "image_id", "ami-1", "host_id", host,
+			       "state", "pending", "desired_state", "running", "ip", ip, "mac",
+			       "52:54:00:00:00:01", "launch_index", 0, "vcpus", 1, "memory_mb", 128,
+			       "disk_gb", 1, "net_mbps", 100);
+	assert_int_equal(nb_store_instance_insert(f->st, in), 0);
+	json_decref(in);
+}
+
+static void hosts_images_instances(void **state)
+{
+	struct fixture *f = *state;
+	char h1[32], again[32];
+	json_t *row = NULL, *list = NULL, *usage = NULL, *patch;
+	int64_t n = -1, gen = 0;
+
+	add_host(f, "node1", h1);
+	add_host(f, "node1", again);
+	assert_string_equal(h1, again); /* re-join keeps the host's id */
+	assert_int_equal(nb_store_host_by_token(f->st, "node1", &row), 0);
+	json_decref(row);
+	assert_int_equal(nb_store_host_bump(f->st, h1, &gen), 0);
+	assert_int_equal(gen, 1);
+
+	add_image(f, f->acct, "ami-1", "tiny");
+	assert_int_equal(nb_store_image_get(f->st, f->acct, "tiny", &row), 0);
+	assert_string_equal(nb_json_str(row, "id"), "ami-1");
+	json_decref(row);
+	assert_int_equal(nb_store_image_get(f->st, f->acct, "ami-1", &row), 0);
+	json_decref(row);
+	/* another account sees nothing of it */
+	assert_int_equal(nb_store_image_get(f->st, f->other, "tiny", &row), -NB_E_NOT_FOUND);
+	assert_int_equal(nb_store_reservation_insert(f->st, "r-1", f->acct, "tok", "h"), 0);
+	assert_int_equal(nb_store_reservation_insert(f->st, "r-2", f->acct, "tok", "h"),
+			 -NB_E_CONFLICT); /* one reservation per client token */
+
+	add_instance(f, "i-1", h1, "10.0.0.2");
+	add_instance(f, "i-2", h1, "10.0.0.3");
+	assert_int_equal(nb_store_instance_get(f->st, f->other, "i-1", &row), -NB_E_NOT_FOUND);
+	assert_int_equal(nb_store_instance_get(f->st, f->acct, "i-1", &row), 0);
+	assert_string_equal(nb_json_str(row, "image_name"), "tiny");
+	assert_string_equal(nb_json_str(row, "host_name"), "node1");
+	json_decref(row);
+	assert_int_equal(nb_store_image_in_use(f->st, "ami-1", &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(nb_store_host_usage(f->st, h1, &usage), 0);
+	assert_int_equal(nb_json_int(usage, "vcpus", -1), 2);
+	assert_int_equal(nb_json_int(usage, "memory_mb", -1), 256);
+	json_decref(usage);
+
+	patch = json_pack("{s:s, s:i}", "state", "stopped", "start_seq", 5);
+	assert_int_equal(nb_store_instance_update(f->st, "i-2", patch), 0);
+	json_decref(patch);
+	assert_int_equal(nb_store_host_usage(f->st, h1, &usage), 0);
+	assert_int_equal(nb_json_int(usage, "vcpus", -1), 1); /* stopped holds no CPU */
+	assert_int_equal(nb_json_int(usage, "disk_gb", -1), 2); /* but keeps its disk */
+	json_decref(usage);
+	assert_int_equal(nb_store_instances_list(f->st, f->acct, "stopped", 0, &list), 0);
+	assert_int_equal(json_array_size(list), 1);
+	assert_int_equal(nb_json_int(json_array_get(list, 0), "start_seq", 0), 5);
+	json_decref(list);
+
+	patch = json_pack("{s:s, s:I}", "state", "terminated", "terminated_at", (json_int_t)1000);
+	assert_int_equal(nb_store_instance_update(f->st, "i-1", patch), 0);
+	json_decref(patch);
+	patch = json_pack("{s:s}", "state", "x");
+	assert_int_equal(nb_store_instance_update(f->st, "i-404", patch), -NB_E_NOT_FOUND);
+	json_decref(patch);
+	assert_int_equal(nb_store_instances_list(f->st, f->acct, NULL, 0, &list), 0);
+	assert_int_equal(json_array_size(list), 1); /* terminated hidden */
+	json_decref(list);
+	assert_int_equal(nb_store_host_ips(f->st, h1, &list), 0);
+	assert_int_equal(json_array_size(list), 1); /* its address is free again */
+	json_decref(list);
+	assert_int_equal(nb_store_purge_terminated(f->st, 2000), 0);
+	assert_int_equal(nb_store_instances_list(f->st, f->acct, NULL, 1, &list), 0);
+	assert_int_equal(json_array_size(list), 1);
+	json_decref(list);
+}
+
+static void nested_transactions(void **state)
+{
+	struct fixture *f = *state;
+	json_t *t = NULL;
+
+	/* outer rollback undoes inner commits */
+	assert_int_equal(nb_store_begin(f->st), 0);
+	assert_int_equal(nb_store_type_put(f->st, "a", 1, 1, 1, 1, 1), 0);
+	assert_int_equal(nb_store_begin(f->st), 0);
+	assert_int_equal(nb_store_type_put(f->st, "b", 1, 1, 1, 1, 1), 0);
+	assert_int_equal(nb_store_commit(f->st), 0);
+	nb_store_rollback(f->st);
+	assert_int_equal(nb_store_type_get(f->st, "a", &t), -NB_E_NOT_FOUND);
+	assert_int_equal(nb_store_type_get(f->st, "b", &t), -NB_E_NOT_FOUND);
+	/* an inner rollback makes the outer commit fail, and nothing lands */
+	assert_int_equal(nb_store_begin(f->st), 0);
+	assert_int_equal(nb_store_type_put(f->st, "c", 1, 1, 1, 1, 1), 0);
+	assert_int_equal(nb_store_begin(f->st), 0);
+	nb_store_rollback(f->st);
+	assert_int_equal(nb_store_commit(f->st), -NB_E_CONFLICT);
+	assert_int_equal(nb_store_type_get(f->st, "c", &t), -NB_E_NOT_FOUND);
+	/* and a plain one commits */
+	assert_int_equal(nb_store_begin(f->st), 0);
+	assert_int_equal(nb_store_type_put(f->st, "d", 1, 1, 1, 1, 1), 0);
+	assert_int_equal(nb_store_commit(f->st), 0);
+	assert_int_equal(nb_store_type_get(f->st, "d", &t), 0);
+	json_decref(t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(migrations_run_once_and_wal, setup, teardown),
+		cmocka_unit_test_setup_teardown(tokens_are_kept_as_hashes, setup, teardown),
+		cmocka_unit_test_setup_teardown(types_crud, setup, teardown),
+		cmocka_unit_test_setup_teardown(hosts_images_instances, setup, teardown),
+		cmocka_unit_test_setup_teardown(nested_transactions, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
