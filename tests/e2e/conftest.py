@@ -141,7 +141,7 @@ class Cloud:
                 "-s", f"bridge={self.bridge}",
                 "-s", f"cidr={self.cidr}",
                 "-s", f"shim={BUILD / 'src/shim/nubo-shim'}",
-                "-s", "stop_timeout=20"] + self.agent_extra
+                "-s", "stop_timeout=8"] + self.agent_extra
 
     def start_agent(self):
         self.agent = Daemon("nubo-agent", self.agent_argv(), self.root / "agent.log")

@@ -273,3 +273,35 @@ def test_agent_restart_readopts_running_guests(cloud, three):
     out, rc = con.run("echo still-here")
     assert "still-here" in out
     con.close()
+
+
+def test_stop_falls_back_to_a_hard_stop_when_acpi_is_ignored(cloud):
+    iid = cloud.run(name="deaf")["instances"][0]["id"]
+    cloud.wait_ready(iid)
+    con = ConsoleSession(cloud, iid)
+    con.wait_prompt()
+    out, rc = con.run("killall acpid; sleep 0.2; pidof acpid || echo no-acpid")
+    assert "no-acpid" in out
+    con.close()
+    t0 = time.monotonic()
+    cloud.api("POST", f"/v1/instances/{iid}/stop")
+    assert cloud.instance(iid)["state"] == "stopping"
+    inst = cloud.wait_state(iid, "stopped", 30)
+    took = time.monotonic() - t0
+    assert took >= 7, "the guest got its stop_timeout (8 s) to shut down"
+    assert "hard stop" in inst["state_reason"]
+    assert cloud.qemu_pid(iid) is None
+    cloud.api("DELETE", f"/v1/instances/{iid}")
+
+
+def test_forced_stop_skips_acpi(cloud):
+    iid = cloud.run(name="forced")["instances"][0]["id"]
+    cloud.wait_state(iid, "running", 60)
+    pid = cloud.qemu_pid(iid)
+    cloud.api("POST", f"/v1/instances/{iid}/stop", {"force": True})
+    cloud.wait_state(iid, "stopped", 10)
+    assert cloud.qemu_pid(iid) is None and not Path(f"/proc/{pid}").exists()
+    cloud.api("POST", f"/v1/instances/{iid}/start")
+    cloud.wait_state(iid, "running", 60)
+    cloud.api("DELETE", f"/v1/instances/{iid}")
+    cloud.wait_state(iid, "terminated", 30)
