@@ -18,6 +18,12 @@ static const struct {
 	[NB_E_IDEMPOTENT - NB_E_BASE] = {400, "IdempotentParameterMismatch"},
 	[NB_E_UNAVAILABLE - NB_E_BASE] = {503, "Unavailable"},
 	[NB_E_INTERNAL - NB_E_BASE] = {500, "InternalError"},
+	[NB_E_AUTH_MISSING - NB_E_BASE] = {401, "AuthFailure"},
+	[NB_E_AUTH_INCOMPLETE - NB_E_BASE] = {400, "IncompleteSignature"},
+	[NB_E_SIG_MISMATCH - NB_E_BASE] = {403, "SignatureDoesNotMatch"},
+	[NB_E_EXPIRED - NB_E_BASE] = {400, "RequestExpired"},
+	[NB_E_BAD_KEY - NB_E_BASE] = {401, "InvalidClientTokenId"},
+	[NB_E_THROTTLED - NB_E_BASE] = {503, "RequestLimitExceeded"},
 };
 
 static int err_index(int err)

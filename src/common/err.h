@@ -17,6 +17,12 @@ enum nb_err {
 	NB_E_IDEMPOTENT,      /* 400 IdempotentParameterMismatch */
 	NB_E_UNAVAILABLE,     /* 503 Unavailable */
 	NB_E_INTERNAL,        /* 500 InternalError */
+	NB_E_AUTH_MISSING,    /* 401 AuthFailure: no credentials at all */
+	NB_E_AUTH_INCOMPLETE, /* 400 IncompleteSignature */
+	NB_E_SIG_MISMATCH,    /* 403 SignatureDoesNotMatch */
+	NB_E_EXPIRED,         /* 400 RequestExpired */
+	NB_E_BAD_KEY,         /* 401 InvalidClientTokenId */
+	NB_E_THROTTLED,       /* 503 RequestLimitExceeded */
 	NB_E_END
 };
 
