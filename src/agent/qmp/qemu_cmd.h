@@ -6,11 +6,11 @@
 #include <stdint.h>
 
 struct nb_vm_spec {
-	const char *qemu;  /* binary, e.g. "qemu-system-x86_64" */
+	const char *qemu;  /* binary; NULL: "qemu-system-x86_64" */
 	const char *id;    /* instance id, also the SMBIOS serial */
-	const char *uuid;  /* SMBIOS uuid */
+	const char *uuid;  /* SMBIOS uuid and -uuid; may be NULL */
 	const char *dir;   /* instance dir: qmp.sock, qemu.pid live there */
-	const char *accel; /* "kvm" or "tcg" */
+	const char *accel; /* "kvm" or "tcg"; NULL: "tcg" */
 	int vcpus;
 	uint64_t memory_mb;
 	const char *disk;    /* root.qcow2 overlay */
@@ -22,8 +22,12 @@ struct nb_vm_spec {
 };
 
 /* *argv_out is NULL-terminated; free with nb_argv_free. The serial console
- * is QEMU's stdio (the shim owns the other end). */
+ * is QEMU's stdio (the shim owns the other end). -EINVAL for a missing id,
+ * dir or disk, vcpus outside 1..64, memory_mb below 16 (or above 1 TiB), a
+ * bad uuid, mac, tap name or accel, initrd/cmdline without kernel;
+ * -ENAMETOOLONG when dir/qmp.sock would not fit a unix socket address. */
 int nb_qemu_argv(const struct nb_vm_spec *s, char ***argv_out);
+/* Frees argv and its strings; NULL is fine. */
 void nb_argv_free(char **argv);
 
 #endif
