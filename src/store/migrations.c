@@ -46,5 +46,33 @@ const char *const nb_store_migrations[] = {
 	"  updated_at INTEGER NOT NULL, terminated_at INTEGER);"
 	"CREATE INDEX instances_account ON instances(account_id, state);"
 	"CREATE INDEX instances_host ON instances(host_id, state);",
+	/* 2: users, access keys, tags, key pairs, image launch permissions, quotas */
+	"CREATE TABLE users ("
+	"  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  name TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('admin', 'member', 'read-only')),"
+	"  created_at INTEGER NOT NULL, UNIQUE (account_id, name));"
+	"CREATE TABLE access_keys ("
+	"  id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+	"  secret_enc BLOB NOT NULL, status TEXT NOT NULL CHECK (status IN ('Active', 'Inactive')),"
+	"  created_at INTEGER NOT NULL, last_used INTEGER);"
+	"CREATE TABLE tags ("
+	"  account_id TEXT NOT NULL, resource_id TEXT NOT NULL, resource_type TEXT NOT NULL,"
+	"  key TEXT NOT NULL, value TEXT NOT NULL DEFAULT '', PRIMARY KEY (resource_id, key));"
+	"CREATE INDEX tags_account ON tags(account_id, key);"
+	"CREATE TABLE key_pairs ("
+	"  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),"
+	"  name TEXT NOT NULL, fingerprint TEXT NOT NULL, public_key TEXT NOT NULL,"
+	"  key_type TEXT NOT NULL, created_at INTEGER NOT NULL, UNIQUE (account_id, name));"
+	"CREATE TABLE image_permissions ("
+	"  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+	"  grantee TEXT NOT NULL, PRIMARY KEY (image_id, grantee));"
+	"CREATE TABLE quotas ("
+	"  account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (account_id, name));"
+	"ALTER TABLE instances ADD COLUMN key_name TEXT;"
+	"ALTER TABLE instances ADD COLUMN az TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE instances ADD COLUMN launched_at INTEGER;"
+	"ALTER TABLE images ADD COLUMN description TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE images ADD COLUMN source_instance TEXT;",
 	NULL,
 };

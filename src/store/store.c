@@ -557,7 +557,7 @@ int nb_store_blob_in_use(struct nb_store *st, const char *sha256, int64_t *n)
 	" coalesce(im.name, '') AS image_name, i.host_id, coalesce(h.name, '') AS host_name," \
 	" i.state, i.desired_state, i.start_seq, i.reboot_seq, i.ip, i.mac, i.launch_index," \
 	" i.vcpus, i.memory_mb, i.disk_gb, i.net_mbps, i.state_reason, i.created_at,"       \
-	" i.updated_at, i.terminated_at"
+	" i.updated_at, i.terminated_at, i.key_name, i.az, i.launched_at"
 #define INSTANCE_FROM                                                                      \
 	" FROM instances i LEFT JOIN images im ON im.id = i.image_id"                      \
 	" LEFT JOIN hosts h ON h.id = i.host_id"
@@ -711,4 +711,255 @@ int nb_store_reservation_instances(struct nb_store *st, const char *reservation_
 		      "SELECT " INSTANCE_COLUMNS INSTANCE_FROM
 		      " WHERE i.reservation_id = ? ORDER BY i.launch_index",
 		      "s", reservation_id);
+}
+
+/* ---- schema 2 ---- */
+
+int nb_store_account_get(struct nb_store *st, const char *ref, json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM accounts WHERE id = ?1 OR name = ?1", "s", ref);
+}
+
+int nb_store_accounts_list(struct nb_store *st, json_t **out)
+{
+	return q_rows(st, out, "SELECT * FROM accounts ORDER BY name", NULL);
+}
+
+int nb_store_user_add(struct nb_store *st, const char *account_id, const char *name,
+		      const char *role, char id_out[32])
+{
+	char id[32];
+	int r;
+
+	nb_id_new("u", id, sizeof(id));
+	r = q_exec(st,
+		   "INSERT INTO users (id, account_id, name, role, created_at) VALUES (?, ?, ?, ?, ?)",
+		   "ssssi", id, account_id, name, role, nb_wall_ms());
+	if (r < 0)
+		return r;
+	nb_strlcpy(id_out, id, 32);
+	return 0;
+}
+
+int nb_store_user_get(struct nb_store *st, const char *account_id, const char *name,
+		      json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM users WHERE account_id = ? AND name = ?", "ss",
+		     account_id, name);
+}
+
+int nb_store_key_add(struct nb_store *st, const char *key_id, const char *user_id,
+		     const char *secret_enc)
+{
+	int r = q_exec(st,
+		       "INSERT INTO access_keys (id, user_id, secret_enc, status, created_at)"
+		       " VALUES (?, ?, ?, 'Active', ?)",
+		       "sssi", key_id, user_id, secret_enc, nb_wall_ms());
+	return r < 0 ? r : 0;
+}
+
+int nb_store_key_lookup(struct nb_store *st, const char *key_id, json_t **out)
+{
+	return q_row(st, out,
+		     "SELECT k.id, k.secret_enc, k.status, k.user_id, u.name AS user, u.role,"
+		     " u.account_id, a.name AS account FROM access_keys k"
+		     " JOIN users u ON u.id = k.user_id JOIN accounts a ON a.id = u.account_id"
+		     " WHERE k.id = ?",
+		     "s", key_id);
+}
+
+int nb_store_keys_list(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT k.id, k.status, k.created_at, u.name AS user, u.role,"
+		      " a.name AS account, a.id AS account_id FROM access_keys k"
+		      " JOIN users u ON u.id = k.user_id JOIN accounts a ON a.id = u.account_id"
+		      " WHERE ?1 IS NULL OR a.id = ?1 ORDER BY a.name, u.name, k.created_at",
+		      "s", account_id);
+}
+
+int nb_store_key_set_status(struct nb_store *st, const char *key_id, const char *status)
+{
+	int r = q_exec(st, "UPDATE access_keys SET status = ? WHERE id = ?", "ss", status, key_id);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
+int nb_store_key_delete(struct nb_store *st, const char *key_id)
+{
+	int r = q_exec(st, "DELETE FROM access_keys WHERE id = ?", "s", key_id);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
+int nb_store_tag_put(struct nb_store *st, const char *account_id, const char *resource_id,
+		     const char *resource_type, const char *key, const char *value)
+{
+	int r = q_exec(st,
+		       "INSERT INTO tags (account_id, resource_id, resource_type, key, value)"
+		       " VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_id, key) DO UPDATE"
+		       " SET value = excluded.value",
+		       "sssss", account_id, resource_id, resource_type, key, value);
+	return r < 0 ? r : 0;
+}
+
+int nb_store_tag_delete(struct nb_store *st, const char *account_id, const char *resource_id,
+			const char *key, const char *value)
+{
+	int r = q_exec(st,
+		       "DELETE FROM tags WHERE account_id = ? AND resource_id = ? AND key = ?"
+		       " AND (?4 IS NULL OR value = ?4)",
+		       "ssss", account_id, resource_id, key, value);
+	return r < 0 ? r : 0;
+}
+
+int nb_store_tags_list(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT resource_id, resource_type, key, value FROM tags WHERE account_id = ?"
+		      " ORDER BY resource_id, key",
+		      "s", account_id);
+}
+
+int nb_store_tags_of(struct nb_store *st, const char *resource_id, json_t **out)
+{
+	return q_rows(st, out, "SELECT key, value FROM tags WHERE resource_id = ? ORDER BY key",
+		      "s", resource_id);
+}
+
+int nb_store_tags_count(struct nb_store *st, const char *resource_id, int64_t *n)
+{
+	return q_int(st, n, "SELECT count(*) AS n FROM tags WHERE resource_id = ?", "s",
+		     resource_id);
+}
+
+int nb_store_tags_drop(struct nb_store *st, const char *resource_id)
+{
+	int r = q_exec(st, "DELETE FROM tags WHERE resource_id = ?", "s", resource_id);
+
+	return r < 0 ? r : 0;
+}
+
+int nb_store_keypair_insert(struct nb_store *st, const json_t *kp)
+{
+	int r = q_exec(st,
+		       "INSERT INTO key_pairs (id, account_id, name, fingerprint, public_key,"
+		       " key_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		       "ssssssi", nb_json_str_or(kp, "id"), nb_json_str_or(kp, "account_id"),
+		       nb_json_str_or(kp, "name"), nb_json_str_or(kp, "fingerprint"),
+		       nb_json_str_or(kp, "public_key"), nb_json_str_or(kp, "key_type"),
+		       nb_wall_ms());
+	return r < 0 ? r : 0;
+}
+
+int nb_store_keypair_get(struct nb_store *st, const char *account_id, const char *name,
+			 json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM key_pairs WHERE account_id = ? AND name = ?", "ss",
+		     account_id, name);
+}
+
+int nb_store_keypairs_list(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_rows(st, out, "SELECT * FROM key_pairs WHERE account_id = ? ORDER BY name", "s",
+		      account_id);
+}
+
+int nb_store_keypair_delete(struct nb_store *st, const char *account_id, const char *name)
+{
+	int r = q_exec(st, "DELETE FROM key_pairs WHERE account_id = ? AND name = ?", "ss",
+		       account_id, name);
+
+	return r < 0 ? r : 0;
+}
+
+int nb_store_image_grant(struct nb_store *st, const char *image_id, const char *grantee)
+{
+	int r = q_exec(st,
+		       "INSERT INTO image_permissions (image_id, grantee) VALUES (?, ?)"
+		       " ON CONFLICT DO NOTHING",
+		       "ss", image_id, grantee);
+	return r < 0 ? r : 0;
+}
+
+int nb_store_image_revoke(struct nb_store *st, const char *image_id, const char *grantee)
+{
+	int r = q_exec(st, "DELETE FROM image_permissions WHERE image_id = ? AND grantee = ?",
+		       "ss", image_id, grantee);
+
+	return r < 0 ? r : 0;
+}
+
+int nb_store_image_grants(struct nb_store *st, const char *image_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT grantee FROM image_permissions WHERE image_id = ? ORDER BY grantee",
+		      "s", image_id);
+}
+
+#define IMAGE_VISIBLE                                                                      \
+	"SELECT im.*, EXISTS (SELECT 1 FROM image_permissions p WHERE p.image_id = im.id"   \
+	" AND p.grantee = 'all') AS public FROM images im WHERE (im.account_id = ?1 OR"    \
+	" EXISTS (SELECT 1 FROM image_permissions p WHERE p.image_id = im.id AND"           \
+	" p.grantee IN (?1, 'all')))"
+
+int nb_store_images_visible(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_rows(st, out, IMAGE_VISIBLE " ORDER BY im.name, im.id", "s", account_id);
+}
+
+int nb_store_image_visible(struct nb_store *st, const char *account_id, const char *id,
+			   json_t **out)
+{
+	return q_row(st, out, IMAGE_VISIBLE " AND im.id = ?2", "ss", account_id, id);
+}
+
+int nb_store_quota_get(struct nb_store *st, const char *account_id, const char *name,
+		       int64_t def, int64_t *out)
+{
+	json_t *row;
+	int r = q_row(st, &row, "SELECT value FROM quotas WHERE account_id = ? AND name = ?", "ss",
+		      account_id, name);
+
+	if (r == -NB_E_NOT_FOUND) {
+		*out = def;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	*out = nb_json_int(row, "value", def);
+	json_decref(row);
+	return 0;
+}
+
+int nb_store_quota_set(struct nb_store *st, const char *account_id, const char *name,
+		       int64_t value)
+{
+	int r = q_exec(st,
+		       "INSERT INTO quotas (account_id, name, value) VALUES (?, ?, ?)"
+		       " ON CONFLICT (account_id, name) DO UPDATE SET value = excluded.value",
+		       "ssi", account_id, name, value);
+	return r < 0 ? r : 0;
+}
+
+int nb_store_account_usage(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_row(st, out,
+		     "SELECT (SELECT count(*) FROM instances WHERE account_id = ?1 AND"
+		     "  state != 'terminated') AS instances,"
+		     " (SELECT coalesce(sum(vcpus), 0) FROM instances WHERE account_id = ?1 AND"
+		     "  state != 'terminated') AS vcpus,"
+		     " (SELECT coalesce(sum(memory_mb), 0) FROM instances WHERE account_id = ?1 AND"
+		     "  state != 'terminated') AS memory_mb,"
+		     " (SELECT count(*) FROM images WHERE account_id = ?1) AS images",
+		     "s", account_id);
+}
+
+int nb_store_instance_set_launch(struct nb_store *st, const char *id, const char *key_name,
+				 const char *az)
+{
+	int r = q_exec(st, "UPDATE instances SET key_name = ?, az = ? WHERE id = ?", "sss",
+		       key_name, az, id);
+
+	return r < 0 ? r : 0;
 }

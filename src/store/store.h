@@ -85,4 +85,65 @@ int nb_store_reservation_by_token(struct nb_store *st, const char *account_id,
 				  const char *client_token, json_t **out);
 int nb_store_reservation_instances(struct nb_store *st, const char *reservation_id, json_t **out);
 
+
+/* ---- schema 2: users, access keys, tags, key pairs, sharing, quotas ---- */
+
+/* Accounts by name; *out {"id", "name", "created_at"}. */
+int nb_store_account_get(struct nb_store *st, const char *ref, json_t **out);
+int nb_store_accounts_list(struct nb_store *st, json_t **out);
+int nb_store_user_add(struct nb_store *st, const char *account_id, const char *name,
+		      const char *role, char id_out[32]);
+int nb_store_user_get(struct nb_store *st, const char *account_id, const char *name,
+		      json_t **out);
+/* secret_enc: the encrypted secret, base64 (see core/secrets.h). */
+int nb_store_key_add(struct nb_store *st, const char *key_id, const char *user_id,
+		     const char *secret_enc);
+/* *out {"id", "secret_enc", "status", "user_id", "user", "role", "account_id", "account"}. */
+int nb_store_key_lookup(struct nb_store *st, const char *key_id, json_t **out);
+/* account_id NULL: every account's keys. Never returns secrets. */
+int nb_store_keys_list(struct nb_store *st, const char *account_id, json_t **out);
+int nb_store_key_set_status(struct nb_store *st, const char *key_id, const char *status);
+int nb_store_key_delete(struct nb_store *st, const char *key_id);
+
+/* Tags. */
+int nb_store_tag_put(struct nb_store *st, const char *account_id, const char *resource_id,
+		     const char *resource_type, const char *key, const char *value);
+/* value NULL deletes the key whatever its value; otherwise only on a match. */
+int nb_store_tag_delete(struct nb_store *st, const char *account_id, const char *resource_id,
+			const char *key, const char *value);
+/* Every tag of the account: [{"resource_id", "resource_type", "key", "value"}]. */
+int nb_store_tags_list(struct nb_store *st, const char *account_id, json_t **out);
+int nb_store_tags_of(struct nb_store *st, const char *resource_id, json_t **out);
+int nb_store_tags_count(struct nb_store *st, const char *resource_id, int64_t *n);
+int nb_store_tags_drop(struct nb_store *st, const char *resource_id);
+
+/* Key pairs. */
+int nb_store_keypair_insert(struct nb_store *st, const json_t *kp);
+int nb_store_keypair_get(struct nb_store *st, const char *account_id, const char *name,
+			 json_t **out);
+int nb_store_keypairs_list(struct nb_store *st, const char *account_id, json_t **out);
+int nb_store_keypair_delete(struct nb_store *st, const char *account_id, const char *name);
+
+/* Image launch permissions: grantee is an account id or "all". */
+int nb_store_image_grant(struct nb_store *st, const char *image_id, const char *grantee);
+int nb_store_image_revoke(struct nb_store *st, const char *image_id, const char *grantee);
+int nb_store_image_grants(struct nb_store *st, const char *image_id, json_t **out);
+/* Images account may launch: its own, shared with it, public. Each row has
+ * "account_id" (the owner) and "public" (0/1). */
+int nb_store_images_visible(struct nb_store *st, const char *account_id, json_t **out);
+/* An image by id that account may launch (own, shared or public). */
+int nb_store_image_visible(struct nb_store *st, const char *account_id, const char *id,
+			   json_t **out);
+
+/* Quotas: def when the account has none set. */
+int nb_store_quota_get(struct nb_store *st, const char *account_id, const char *name,
+		       int64_t def, int64_t *out);
+int nb_store_quota_set(struct nb_store *st, const char *account_id, const char *name,
+		       int64_t value);
+/* Live use of an account: {"instances", "vcpus", "memory_mb", "images"}. */
+int nb_store_account_usage(struct nb_store *st, const char *account_id, json_t **out);
+/* Instance columns of schema 2 (key name, zone) set at launch. */
+int nb_store_instance_set_launch(struct nb_store *st, const char *id, const char *key_name,
+				 const char *az);
+
 #endif

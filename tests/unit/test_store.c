@@ -87,9 +87,35 @@ static void migrations_run_once_and_wal(void **state)
 	assert_int_equal(nb_store_open(f->path, &f->st), -EPROTO);
 	assert_null(f->st);
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", known_migrations());
+	sqlite3_exec(db, sql, NULL, NULL, NULL);
 	sqlite3_close(db);
 	assert_int_equal(nb_store_open(f->path, &f->st), 0);
+}
+
+/* A database made by schema 1 moves to the newest schema keeping its rows. */
+static void old_schema_is_migrated(void **state)
+{
+	struct fixture *f = *state;
+	char path[160], id[32];
+	sqlite3 *db;
+	struct nb_store *st = NULL;
+	json_t *row = NULL;
+
+	snprintf(path, sizeof(path), "%s/old.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, nb_store_migrations[0], NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 1; INSERT INTO accounts VALUES"
+					  " ('acct-1', 'old', 1)", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(nb_store_open(path, &st), 0);
+	assert_int_equal(nb_store_schema_version(st), known_migrations());
+	assert_int_equal(nb_store_account_get(st, "old", &row), 0);
+	assert_string_equal(nb_json_str(row, "id"), "acct-1");
+	json_decref(row);
+	assert_int_equal(nb_store_user_add(st, "acct-1", "alice", "member", id), 0);
+	nb_store_close(st);
 }
 
 static void tokens_are_kept_as_hashes(void **state)
@@ -274,6 +300,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(migrations_run_once_and_wal, setup, teardown),
+		cmocka_unit_test_setup_teardown(old_schema_is_migrated, setup, teardown),
 		cmocka_unit_test_setup_teardown(tokens_are_kept_as_hashes, setup, teardown),
 		cmocka_unit_test_setup_teardown(types_crud, setup, teardown),
 		cmocka_unit_test_setup_teardown(hosts_images_instances, setup, teardown),
