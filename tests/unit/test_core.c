@@ -9,6 +9,12 @@
 
 #include "common/err.h"
 #include "core/place.h"
+#include "core/secrets.h"
+#include "common/util.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "core/state.h"
 
 struct row {
@@ -174,12 +180,49 @@ static void addresses(void **state)
 	nb_sched_ip_mark(&h, "192.168.0.1");
 }
 
+static void secrets(void **state)
+{
+	char dir[] = "/tmp/nb-test-secrets-XXXXXX", path[64], id[21], secret[41];
+	struct nb_secrets a, b, other;
+	char *sealed = NULL, *plain = NULL;
+	struct stat st;
+	(void)state;
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(nb_secrets_load(&a, dir), 0);
+	snprintf(path, sizeof(path), "%s/secret.key", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(st.st_size, 32);
+	assert_int_equal(nb_secrets_load(&b, dir), 0); /* the same key again */
+	assert_memory_equal(a.key, b.key, 32);
+	assert_int_equal(nb_secrets_new_key(id, secret), 0);
+	assert_int_equal(strlen(id), 20);
+	assert_int_equal(strncmp(id, "AKIA", 4), 0);
+	assert_int_equal(strlen(secret), 40);
+	assert_int_equal(nb_secrets_seal(&a, secret, &sealed), 0);
+	assert_null(strstr(sealed, secret));
+	assert_int_equal(nb_secrets_open(&b, sealed, &plain), 0);
+	assert_string_equal(plain, secret);
+	free(plain);
+	/* tampering or another key is detected */
+	sealed[20] = sealed[20] == 'A' ? 'B' : 'A';
+	assert_int_equal(nb_secrets_open(&a, sealed, &plain), -EBADMSG);
+	sealed[20] = sealed[20] == 'A' ? 'B' : 'A';
+	memset(other.key, 7, sizeof(other.key));
+	assert_int_equal(nb_secrets_open(&other, sealed, &plain), -EBADMSG);
+	assert_int_equal(nb_secrets_open(&a, "", &plain), -EBADMSG);
+	assert_int_equal(nb_secrets_open(&a, "abc", &plain), -EBADMSG);
+	free(sealed);
+	nb_rm_rf(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(transitions), cmocka_unit_test(actions_and_states),
 		cmocka_unit_test(reports),     cmocka_unit_test(placement),
-		cmocka_unit_test(addresses),
+		cmocka_unit_test(addresses),   cmocka_unit_test(secrets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
