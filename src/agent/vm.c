@@ -231,8 +231,25 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 		return r;
 	}
 	vm_path(vm, "root.qcow2", disk, sizeof(disk));
-	if (!nb_path_exists(disk)) {
-		snprintf(sizearg, sizeof(sizearg), "%lldG", (long long)nb_json_int(d, "disk_gb", 1));
+	snprintf(sizearg, sizeof(sizearg), "%lldG", (long long)nb_json_int(d, "disk_gb", 1));
+	if (nb_path_exists(disk)) {
+		/* a resized instance: its disk grows to the new type's size */
+		const char *iargv[] = {"qemu-img", "info", "--output=json", disk, NULL};
+		json_t *info;
+		nb_buf_reset(&out);
+		info = nb_run(iargv, 30000, &out) == 0 ? json_loads(out.data, 0, NULL) : NULL;
+		if (info && nb_json_int(info, "virtual-size", 0) <
+				    (int64_t)nb_json_int(d, "disk_gb", 1) << 30) {
+			const char *rargv[] = {"qemu-img", "resize", "-q", disk, sizearg, NULL};
+			if (nb_run(rargv, 60000, NULL) != 0) {
+				json_decref(info);
+				snprintf(why, whysz, "growing the disk to %s failed", sizearg);
+				r = -EIO;
+				goto fail;
+			}
+		}
+		json_decref(info);
+	} else {
 		const char *cargv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
 				       "-b", base, disk, sizearg, NULL};
 		r = nb_run(cargv, 60000, &out);

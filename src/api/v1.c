@@ -165,33 +165,13 @@ static void console_stream(int sock, const char *extra, size_t extra_len, void *
 	free(a);
 }
 
-static int instance_host(struct nb_v1 *v, struct nb_http_req *rq, const char *id, json_t **host,
-			 char *err, size_t errsz)
-{
-	json_t *inst = NULL;
-	int r = nb_core_instance(v->ctl, account_of(rq), id, &inst, err, errsz);
-
-	if (r < 0)
-		return r;
-	if (is(nb_json_str_or(inst, "state"), "terminated") || !*nb_json_str_or(inst, "host_id")) {
-		snprintf(err, errsz, "instance %s is %s", id, nb_json_str_or(inst, "state"));
-		json_decref(inst);
-		return -NB_E_STATE;
-	}
-	r = nb_store_host_get(v->ctl->st, nb_json_str_or(inst, "host_id"), host);
-	json_decref(inst);
-	if (r < 0)
-		snprintf(err, errsz, "the host of %s is unknown", id);
-	return r;
-}
-
 static enum MHD_Result console(struct nb_v1 *v, struct MHD_Connection *c, struct nb_http_req *rq,
 			       const char *id)
 {
 	char err[NB_ERRSZ] = "", path[128];
 	json_t *host = NULL;
 	struct console_arg *a;
-	int fd, r = instance_host(v, rq, id, &host, err, sizeof(err));
+	int fd, r = nb_core_instance_host(v->ctl, account_of(rq), id, &host, err, sizeof(err));
 
 	if (r < 0)
 		return nb_http_error(c, r, err);
@@ -217,22 +197,15 @@ static enum MHD_Result console(struct nb_v1 *v, struct MHD_Connection *c, struct
 static enum MHD_Result console_output(struct nb_v1 *v, struct MHD_Connection *c,
 				      struct nb_http_req *rq, const char *id)
 {
-	char err[NB_ERRSZ] = "", url[700];
-	json_t *host = NULL;
+	char err[NB_ERRSZ] = "";
 	struct nb_buf out;
-	long status = 0;
 	enum MHD_Result ret;
-	int r = instance_host(v, rq, id, &host, err, sizeof(err));
+	int r;
 
-	if (r < 0)
-		return nb_http_error(c, r, err);
-	snprintf(url, sizeof(url), "%s/v1/instances/%s/console-output",
-		 nb_json_str_or(host, "address"), id);
 	nb_buf_init(&out, 4u << 20);
-	r = nb_httpc("GET", url, nb_json_str_or(host, "agent_token"), NULL, 10000, &status, &out);
-	json_decref(host);
-	if (r < 0 || status != 200)
-		ret = nb_http_error(c, -NB_E_UNAVAILABLE, "the instance's host did not answer");
+	r = nb_core_console_output(v->ctl, account_of(rq), id, &out, err, sizeof(err));
+	if (r < 0)
+		ret = nb_http_error(c, r, err);
 	else
 		ret = nb_http_text(c, 200, "text/plain; charset=utf-8", out.data ? out.data : "",
 				   out.len);

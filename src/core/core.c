@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/httpc.h"
 #include "common/json.h"
 #include "common/util.h"
 #include "core/place.h"
@@ -37,6 +38,12 @@ int nb_ctl_init(struct nb_ctl *c, struct nb_store *st, const char *state_dir)
 	c->host_dead_after_s = 30;
 	c->max_count = 100;
 	c->max_blob = 64ull << 30;
+	c->quota_instances = 100;
+	c->quota_vcpus = 512;
+	c->quota_memory_mb = 1 << 20;
+	c->quota_images = 100;
+	nb_strlcpy(c->region, "nubo-1", sizeof(c->region));
+	nb_strlcpy(c->az, "nubo-1a", sizeof(c->az));
 	pthread_mutex_init(&c->gen_lock, NULL);
 	pthread_cond_init(&c->gen_cond, NULL);
 	return 0;
@@ -211,14 +218,50 @@ static int load_hosts(struct nb_ctl *c, struct nb_sched_host **out, size_t *n)
 	return 0;
 }
 
+static int quota_check(struct nb_ctl *c, const char *account_id, const struct nb_sched_need *need,
+		       int64_t n, char *err, size_t errsz)
+{
+	json_t *use = NULL;
+	int64_t qi, qv, qm;
+	int r = nb_store_account_usage(c->st, account_id, &use);
+
+	if (r < 0)
+		return r;
+	nb_store_quota_get(c->st, account_id, "instances", c->quota_instances, &qi);
+	nb_store_quota_get(c->st, account_id, "vcpus", c->quota_vcpus, &qv);
+	nb_store_quota_get(c->st, account_id, "memory_mb", c->quota_memory_mb, &qm);
+	int64_t ui = nb_json_int(use, "instances", 0), uv = nb_json_int(use, "vcpus", 0);
+	int64_t um = nb_json_int(use, "memory_mb", 0);
+	json_decref(use);
+	if (ui + n > qi)
+		r = -NB_E_LIMIT;
+	else if (uv + n * need->vcpus > qv)
+		r = -NB_E_LIMIT;
+	else if (um + n * need->memory_mb > qm)
+		r = -NB_E_LIMIT;
+	if (r < 0 && err)
+		fail(r, err, errsz,
+		     "You have requested more instances (%lld) than your current instance limit "
+		     "allows: the account uses %lld of %lld instances, %lld of %lld vCPUs and "
+		     "%lld of %lld MiB",
+		     (long long)n, (long long)ui, (long long)qi, (long long)uv, (long long)qv,
+		     (long long)um, (long long)qm);
+	return r;
+}
+
 static void request_hash(const json_t *req, const char *image_id, char hex[65])
 {
 	struct nb_buf b;
 
 	nb_buf_init(&b, 0);
-	nb_buf_printf(&b, "%s|%s|%lld|%s|%s", image_id, nb_json_str_or(req, "type"),
-		      (long long)nb_json_int(req, "count", 1), nb_json_str_or(req, "name"),
-		      nb_json_str_or(req, "user_data"));
+	char *tags = json_dumps(json_object_get(req, "tags"), JSON_SORT_KEYS | JSON_COMPACT);
+
+	nb_buf_printf(&b, "%s|%s|%lld|%lld|%s|%s|%s|%s", image_id, nb_json_str_or(req, "type"),
+		      (long long)nb_json_int(req, "count", 1),
+		      (long long)nb_json_int(req, "min_count", 0), nb_json_str_or(req, "name"),
+		      nb_json_str_or(req, "user_data"), nb_json_str_or(req, "key_name"),
+		      tags ? tags : "");
+	free(tags);
 	nb_sha256_hex(b.data, b.len, hex);
 	nb_buf_free(&b);
 }
@@ -244,7 +287,9 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 	struct nb_sched_host *hosts = NULL;
 	size_t nhosts = 0;
 	struct nb_sched_need need;
-	int64_t count = 1;
+	int64_t count = 1, min_count, placed_n = 0;
+	const char *key_name = nb_json_str(req, "key_name");
+	json_t *tags = json_object_get(req, "tags");
 	char rid[32], hash[65], **placed = NULL;
 	int r;
 
@@ -259,6 +304,19 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 	if (count < 1 || count > c->max_count)
 		return fail(-NB_E_INVALID, err, errsz, "'count' must be between 1 and %d, not %lld",
 			    c->max_count, (long long)count);
+	min_count = nb_json_int(req, "min_count", count);
+	if (min_count < 1 || min_count > count)
+		return fail(-NB_E_INVALID, err, errsz,
+			    "'min_count' must be between 1 and count (%lld), not %lld",
+			    (long long)count, (long long)min_count);
+	if (tags && !json_is_object(tags))
+		return fail(-NB_E_INVALID, err, errsz, "'tags' must be an object of strings");
+	if (key_name) {
+		json_t *kp = NULL;
+		if (nb_store_keypair_get(c->st, account_id, key_name, &kp) < 0)
+			return fail(-NB_E_NOT_FOUND, err, errsz, "key pair '%s' not found", key_name);
+		json_decref(kp);
+	}
 	if (*name && !name_ok(name, 128))
 		return fail(-NB_E_INVALID, err, errsz,
 			    "'name' must be 1 to 128 letters, digits, '.', '_' or '-'");
@@ -270,6 +328,8 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 		return fail(-NB_E_INVALID, err, errsz, "'user_data' must be base64");
 
 	r = nb_store_image_get(c->st, account_id, image_ref, &image);
+	if (r == -NB_E_NOT_FOUND) /* shared with this account, or public */
+		r = nb_store_image_visible(c->st, account_id, image_ref, &image);
 	if (r == -NB_E_NOT_FOUND)
 		return fail(r, err, errsz, "image '%s' not found", image_ref);
 	if (r < 0)
@@ -317,14 +377,24 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 		r = -ENOMEM;
 		goto out;
 	}
-	r = nb_sched_place(hosts, nhosts, &need, (int)count, placed, err, errsz);
+	r = quota_check(c, account_id, &need, min_count, err, errsz);
 	if (r < 0) {
 		nb_store_rollback(c->st);
 		goto out;
 	}
+	r = nb_sched_place(hosts, nhosts, &need, (int)count, (int)min_count, placed, err, errsz);
+	if (r < 0) {
+		nb_store_rollback(c->st);
+		goto out;
+	}
+	placed_n = r;
+	/* as many as the quota allows, never fewer than min_count */
+	while (placed_n > min_count && quota_check(c, account_id, &need, placed_n, NULL, 0) < 0)
+		placed_n--;
+	r = 0;
 	nb_id_new("r", rid, sizeof(rid));
 	r = nb_store_reservation_insert(c->st, rid, account_id, token, hash);
-	for (int64_t i = 0; i < count && r == 0; i++) {
+	for (int64_t i = 0; i < placed_n && r == 0; i++) {
 		struct nb_sched_host *h = NULL;
 		char id[32], mac[18], ip[16];
 		json_t *row;
@@ -351,6 +421,13 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 				(json_int_t)nb_json_int(type, "net_mbps", 0), "user_data", user_data);
 		r = nb_store_instance_insert(c->st, row);
 		json_decref(row);
+		if (r == 0)
+			r = nb_store_instance_set_launch(c->st, id, key_name, c->az);
+		const char *tk;
+		json_t *tv;
+		json_object_foreach(tags, tk, tv) if (r == 0)
+			r = nb_store_tag_put(c->st, account_id, id, "instance", tk,
+					     json_is_string(tv) ? json_string_value(tv) : "");
 	}
 	if (r < 0) {
 		nb_store_rollback(c->st);
@@ -360,7 +437,7 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 	if (r < 0)
 		goto out;
 	for (size_t k = 0; k < nhosts; k++)
-		for (int64_t i = 0; i < count; i++)
+		for (int64_t i = 0; i < placed_n; i++)
 			if (placed[i] == hosts[k].id) {
 				nb_core_host_changed(c, hosts[k].id);
 				break;
@@ -486,6 +563,94 @@ rollback:
 out:
 	json_decref(row);
 	return r;
+}
+
+int nb_core_resize(struct nb_ctl *c, const char *account_id, const char *id, const char *type,
+		   json_t **out, char *err, size_t errsz)
+{
+	json_t *row = NULL, *t = NULL, *patch;
+	int r = nb_store_instance_get(c->st, account_id, id, &row);
+
+	if (r == -NB_E_NOT_FOUND)
+		return fail(r, err, errsz, "instance '%s' not found", id);
+	if (r < 0)
+		return r;
+	if (strcmp(nb_json_str_or(row, "state"), "stopped")) {
+		r = fail(-NB_E_STATE, err, errsz,
+			 "The instance '%s' is not in the 'stopped' state (it is %s).", id,
+			 nb_json_str_or(row, "state"));
+		goto out;
+	}
+	r = nb_store_type_get(c->st, type, &t);
+	if (r == -NB_E_NOT_FOUND) {
+		r = fail(-NB_E_INVALID, err, errsz, "unknown instance type '%s'", type);
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	if (nb_json_int(t, "disk_gb", 0) < nb_json_int(row, "disk_gb", 0)) {
+		r = fail(-NB_E_INVALID, err, errsz,
+			 "%s has a %lld GiB disk; %s's %lld GiB disk cannot shrink to it", type,
+			 (long long)nb_json_int(t, "disk_gb", 0), id,
+			 (long long)nb_json_int(row, "disk_gb", 0));
+		goto out;
+	}
+	patch = json_pack("{s:s, s:I, s:I, s:I, s:I}", "type", type, "vcpus",
+			  (json_int_t)nb_json_int(t, "vcpus", 1), "memory_mb",
+			  (json_int_t)nb_json_int(t, "memory_mb", 128), "disk_gb",
+			  (json_int_t)nb_json_int(t, "disk_gb", 1), "net_mbps",
+			  (json_int_t)nb_json_int(t, "net_mbps", 0));
+	r = nb_store_instance_update(c->st, id, patch);
+	json_decref(patch);
+	if (r == 0) {
+		nb_core_host_changed(c, nb_json_str_or(row, "host_id"));
+		r = nb_core_instance(c, account_id, id, out, err, errsz);
+	}
+out:
+	json_decref(row);
+	json_decref(t);
+	return r;
+}
+
+int nb_core_instance_host(struct nb_ctl *c, const char *account_id, const char *id,
+			  json_t **host, char *err, size_t errsz)
+{
+	json_t *inst = NULL;
+	int r = nb_core_instance(c, account_id, id, &inst, err, errsz);
+
+	if (r < 0)
+		return r;
+	if (!strcmp(nb_json_str_or(inst, "state"), "terminated") ||
+	    !*nb_json_str_or(inst, "host_id")) {
+		r = fail(-NB_E_STATE, err, errsz, "instance %s is %s", id,
+			 nb_json_str_or(inst, "state"));
+		json_decref(inst);
+		return r;
+	}
+	r = nb_store_host_get(c->st, nb_json_str_or(inst, "host_id"), host);
+	json_decref(inst);
+	if (r < 0)
+		fail(r, err, errsz, "the host of %s is unknown", id);
+	return r;
+}
+
+int nb_core_console_output(struct nb_ctl *c, const char *account_id, const char *id,
+			   struct nb_buf *out, char *err, size_t errsz)
+{
+	char url[700];
+	json_t *host = NULL;
+	long status = 0;
+	int r = nb_core_instance_host(c, account_id, id, &host, err, errsz);
+
+	if (r < 0)
+		return r;
+	snprintf(url, sizeof(url), "%s/v1/instances/%s/console-output",
+		 nb_json_str_or(host, "address"), id);
+	r = nb_httpc("GET", url, nb_json_str_or(host, "agent_token"), NULL, 10000, &status, out);
+	json_decref(host);
+	if (r < 0 || status != 200)
+		return fail(-NB_E_UNAVAILABLE, err, errsz, "the host of %s did not answer", id);
+	return 0;
 }
 
 /* ---- agents ---- */
@@ -804,6 +969,18 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 	if (!name_ok(name, 128))
 		return fail(-NB_E_INVALID, err, errsz,
 			    "image 'name' must be 1 to 128 letters, digits, '.', '_' or '-'");
+	{
+		json_t *use = NULL;
+		int64_t qimg = c->quota_images;
+		nb_store_quota_get(c->st, account_id, "images", c->quota_images, &qimg);
+		if (nb_store_account_usage(c->st, account_id, &use) == 0 &&
+		    nb_json_int(use, "images", 0) >= qimg) {
+			json_decref(use);
+			return fail(-NB_E_LIMIT, err, errsz,
+				    "the account has %lld images, its limit", (long long)qimg);
+		}
+		json_decref(use);
+	}
 	if (nb_store_image_get(c->st, account_id, name, &existing) == 0) {
 		json_decref(existing);
 		return fail(-NB_E_CONFLICT, err, errsz, "an image named '%s' exists already", name);

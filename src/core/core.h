@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "store/store.h"
 
 struct nb_ctl {
@@ -25,6 +26,10 @@ struct nb_ctl {
 	pthread_cond_t gen_cond; /* broadcast when any host's desired state changes */
 	uint64_t gen_epoch;
 	bool stopping;           /* long polls return at once */
+	int64_t quota_instances, quota_vcpus, quota_memory_mb; /* per-account defaults */
+	int64_t quota_images;
+	char region[64];
+	char az[64];             /* the one availability zone of a single-region cloud */
 };
 
 #define NB_ERRSZ 256
@@ -44,6 +49,16 @@ int nb_core_instance(struct nb_ctl *c, const char *account_id, const char *id, j
 /* action: start, stop, reboot, pause, resume, terminate. */
 int nb_core_action(struct nb_ctl *c, const char *account_id, const char *id, const char *action,
 		   const json_t *opts, json_t **out, char *err, size_t errsz);
+
+/* Resizes a stopped instance to another type (its disk may only grow). */
+int nb_core_resize(struct nb_ctl *c, const char *account_id, const char *id, const char *type,
+		   json_t **out, char *err, size_t errsz);
+/* The console log so far, fetched from the instance's host into out. */
+int nb_core_console_output(struct nb_ctl *c, const char *account_id, const char *id,
+			   struct nb_buf *out, char *err, size_t errsz);
+/* The instance's host row (address, agent token), for console streams. */
+int nb_core_instance_host(struct nb_ctl *c, const char *account_id, const char *id,
+			  json_t **host, char *err, size_t errsz);
 
 /* Images. */
 int nb_core_images(struct nb_ctl *c, const char *account_id, json_t **out);

@@ -30,7 +30,7 @@ bool nb_sched_fits(const struct nb_sched_host *h, const struct nb_sched_need *ne
 }
 
 int nb_sched_place(struct nb_sched_host *hosts, size_t n, const struct nb_sched_need *need,
-		   int count, char **placed, char *err, size_t errsz)
+		   int count, int min, char **placed, char *err, size_t errsz)
 {
 	char why[256] = "no host has joined";
 
@@ -45,6 +45,8 @@ int nb_sched_place(struct nb_sched_host *hosts, size_t n, const struct nb_sched_
 					     best->memory_mb - best->used_memory_mb)
 				best = h;
 		}
+		if (!best && i >= min)
+			return i;
 		if (!best) {
 			snprintf(err, errsz,
 				 "not enough capacity for %d instance(s) of %lld vCPU, %lld MiB "
@@ -57,7 +59,7 @@ int nb_sched_place(struct nb_sched_host *hosts, size_t n, const struct nb_sched_
 		best->used_disk_gb += need->disk_gb;
 		placed[i] = best->id;
 	}
-	return 0;
+	return count;
 }
 
 void nb_sched_ip_mark(struct nb_sched_host *h, const char *ip)

@@ -23,11 +23,12 @@ struct nb_sched_need {
 	int64_t vcpus, memory_mb, disk_gb;
 };
 
-/* Places count instances; placed[i] points at the chosen host's id (inside
- * hosts). Each placement is charged to its host, so the next sees it. All or
- * nothing: -NB_E_CAPACITY with err naming the shortfall. */
+/* Places up to count instances, at least min; placed[i] points at the
+ * chosen host's id (inside hosts). Each placement is charged to its host, so
+ * the next sees it. Returns how many were placed, or -NB_E_CAPACITY with err
+ * naming the shortfall when fewer than min fit. */
 int nb_sched_place(struct nb_sched_host *hosts, size_t n, const struct nb_sched_need *need,
-		   int count, char **placed, char *err, size_t errsz);
+		   int count, int min, char **placed, char *err, size_t errsz);
 /* Whether need fits on h now; if not, err says what is short. */
 bool nb_sched_fits(const struct nb_sched_host *h, const struct nb_sched_need *need, char *err,
 		   size_t errsz);

@@ -617,9 +617,11 @@ int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t 
 
 int nb_store_instance_update(struct nb_store *st, const char *id, const json_t *patch)
 {
-	static const char *const cols[] = {"state",	   "desired_state", "start_seq",
-					   "reboot_seq",   "state_reason",  "host_id",
-					   "terminated_at"};
+	static const char *const cols[] = {"state",	    "desired_state", "start_seq",
+					   "reboot_seq",    "state_reason",  "host_id",
+					   "terminated_at", "type",	     "vcpus",
+					   "memory_mb",	    "disk_gb",	     "net_mbps",
+					   "launched_at"};
 	int r = 0, any = 0;
 
 	if (nb_store_begin(st) < 0)

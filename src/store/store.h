@@ -67,7 +67,8 @@ int nb_store_instances_list(struct nb_store *st, const char *account_id, const c
 			    int include_terminated, json_t **out);
 int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t **out);
 /* Sets the given members of patch (state, desired_state, start_seq,
- * reboot_seq, state_reason, host_id, terminated_at) on instance id. */
+ * reboot_seq, state_reason, host_id, terminated_at, type, vcpus, memory_mb,
+ * disk_gb, net_mbps, launched_at) on instance id. */
 int nb_store_instance_update(struct nb_store *st, const char *id, const json_t *patch);
 int nb_store_instance_delete(struct nb_store *st, const char *id);
 /* Resources held on a host by instances not stopped/terminated:

@@ -141,7 +141,7 @@ static void placement(void **state)
 	char *placed[4], err[256] = "";
 	(void)state;
 
-	assert_int_equal(nb_sched_place(hs, 3, &need, 4, placed, err, sizeof(err)), 0);
+	assert_int_equal(nb_sched_place(hs, 3, &need, 4, 4, placed, err, sizeof(err)), 4);
 	/* most free memory first, charged as it goes; the down host gets nothing */
 	assert_string_equal(placed[0], "a");
 	assert_string_equal(placed[1], "a");
@@ -150,9 +150,15 @@ static void placement(void **state)
 	assert_int_equal(hs[0].used_memory_mb, 900);
 	assert_int_equal(hs[2].used_vcpus, 0);
 	/* what is left (100 on a, 300 on b) cannot take two more */
-	assert_int_equal(nb_sched_place(hs, 3, &need, 2, placed, err, sizeof(err)), -NB_E_CAPACITY);
+	struct nb_sched_host saved[3];
+	memcpy(saved, hs, sizeof(hs));
+	assert_int_equal(nb_sched_place(hs, 3, &need, 2, 2, placed, err, sizeof(err)), -NB_E_CAPACITY);
 	assert_non_null(strstr(err, "300 MiB"));
 	assert_non_null(strstr(err, "1 placed"));
+	/* MinCount 1 of MaxCount 2: the one that fits is placed */
+	memcpy(hs, saved, sizeof(hs));
+	assert_int_equal(nb_sched_place(hs, 3, &need, 2, 1, placed, err, sizeof(err)), 1);
+	assert_string_equal(placed[0], "b");
 	struct nb_sched_need huge = {8, 10, 1};
 	assert_false(nb_sched_fits(&hs[0], &huge, err, sizeof(err)));
 	assert_non_null(strstr(err, "needs 8 vCPU"));
