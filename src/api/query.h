@@ -59,4 +59,12 @@ int nb_query_tags(const struct nb_query *q, const char *prefix, struct nb_tag *o
 /* Wildcard match as EC2 filters use it: '*' any run, '?' one character. */
 int nb_query_wildcard(const char *pattern, const char *s);
 
+/* nb_query_list and nb_query_indexes with err naming the bad parameter or
+ * the ceiling passed. An index is 1..NB_QUERY_MAX_LIST in decimal without
+ * a leading zero; anything else under "Prefix." is -EINVAL. */
+int nb_query_list_err(const struct nb_query *q, const char *prefix, const char **out, size_t max,
+		      char *err, size_t errsz);
+int nb_query_indexes_err(const struct nb_query *q, const char *prefix, int *out, size_t max,
+			 char *err, size_t errsz);
+
 #endif
