@@ -78,6 +78,11 @@ void nb_vm_adopt(struct nb_agent *a, struct nb_vm *vm);
 void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm);
 /* Reads pending QMP events / notices a dead QEMU. */
 void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm);
+/* Copies vm's disk, flattened, to dir/snap-<name>.qcow2: a QMP backup job
+ * while QEMU runs (a point-in-time copy), qemu-img convert while stopped.
+ * Call with a->lock held. */
+int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char *err,
+		   size_t errsz);
 /* The instances' network (bridge, dnsmasq, fixed leases). */
 int nb_vm_net_sync(struct nb_agent *a);
 

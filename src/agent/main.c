@@ -273,8 +273,35 @@ static enum MHD_Result agent_handler(void *cls, struct MHD_Connection *c, const 
 	tok = nb_http_bearer(c);
 	if (!tok || !*token || strcmp(tok, token))
 		return nb_http_error(c, -NB_E_AUTH, "unknown token");
-	if (strcmp(method, "GET") ||
-	    sscanf(url, "/v1/instances/%31[^/]/%31s", id, what) != 2 || !nb_id_valid("i", id))
+	if (sscanf(url, "/v1/instances/%31[^/]/%31s", id, what) != 2 || !nb_id_valid("i", id))
+		return nb_http_error(c, -NB_E_NOT_FOUND, "no such call");
+	if (!strcmp(what, "snapshot") && !strcmp(method, "POST")) {
+		const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+		char err[256] = "";
+		struct nb_vm *vm;
+		int r = -ENOENT;
+		if (!name || !nb_id_valid("ami", name))
+			return nb_http_error(c, -NB_E_INVALID, "snapshot needs ?name=ami-...");
+		pthread_mutex_lock(&a->lock);
+		vm = find_vm(a, id);
+		if (vm)
+			r = nb_vm_snapshot(a, vm, name, err, sizeof(err));
+		pthread_mutex_unlock(&a->lock);
+		if (r < 0)
+			return nb_http_error(c, vm ? -NB_E_INTERNAL : -NB_E_NOT_FOUND,
+					     *err ? err : "no such instance here");
+		return nb_http_json(c, 200, json_pack("{s:b}", "ok", 1));
+	}
+	if (!strncmp(what, "snapshot/", 9) && nb_id_valid("ami", what + 9)) {
+		snprintf(path, sizeof(path), "%s/instances/%s/snap-%s.qcow2", a->cfg.state_dir, id,
+			 what + 9);
+		if (!strcmp(method, "DELETE")) {
+			unlink(path);
+			return nb_http_empty(c, 204);
+		}
+		return nb_http_file(c, path, "application/octet-stream");
+	}
+	if (strcmp(method, "GET"))
 		return nb_http_error(c, -NB_E_NOT_FOUND, "no such call");
 	if (!strcmp(what, "console-output")) {
 		struct nb_buf out;

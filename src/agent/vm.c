@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -533,4 +534,87 @@ int nb_vm_net_sync(struct nb_agent *a)
 		n++;
 	}
 	return nb_net_dhcp_hosts(dir, hosts, n);
+}
+
+int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char *err,
+		   size_t errsz)
+{
+	char disk[PATH_MAX], target[PATH_MAX], tmp[PATH_MAX + 8], qerr[256] = "";
+	int r;
+
+	(void)a;
+	vm_path(vm, "root.qcow2", disk, sizeof(disk));
+	snprintf(target, sizeof(target), "%s/snap-%s.qcow2", vm->dir, name);
+	snprintf(tmp, sizeof(tmp), "%s.part", target);
+	if (!nb_path_exists(disk)) {
+		snprintf(err, errsz, "the instance has no disk yet");
+		return -ENOENT;
+	}
+	unlink(tmp);
+	if (vm->qmp) {
+		json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "job-id", "nbsnap",
+					 "device", "disk0", "sync", "full", "target", tmp,
+					 "format", "qcow2", "mode", "absolute-paths");
+		r = nb_qmp_execute(vm->qmp, "drive-backup", args, NB_QMP_TIMEOUT_MS, NULL, qerr,
+				   sizeof(qerr));
+		if (r < 0) {
+			snprintf(err, errsz, "drive-backup failed: %s", qerr);
+			return r;
+		}
+		/* wait for the job's end, bounded */
+		int64_t deadline = nb_now_ms() + 30 * 60 * 1000;
+		r = -ETIMEDOUT;
+		while (nb_now_ms() < deadline) {
+			json_t *jobs = NULL;
+			if (nb_qmp_execute(vm->qmp, "query-block-jobs", NULL, NB_QMP_TIMEOUT_MS, &jobs,
+					   qerr, sizeof(qerr)) < 0) {
+				r = -EIO;
+				break;
+			}
+			bool running = json_array_size(jobs) > 0;
+			json_decref(jobs);
+			json_t *ev;
+			while ((ev = nb_qmp_next_event(vm->qmp))) {
+				const char *evn = nb_json_str_or(ev, "event");
+				if (!strcmp(evn, "BLOCK_JOB_ERROR") ||
+				    (!strcmp(evn, "BLOCK_JOB_COMPLETED") &&
+				     json_object_get(json_object_get(ev, "data"), "error")))
+					r = -EIO;
+				json_decref(ev);
+			}
+			if (r == -EIO)
+				break;
+			if (!running) {
+				r = 0;
+				break;
+			}
+			struct pollfd pf = {.fd = nb_qmp_fd(vm->qmp), .events = POLLIN};
+			poll(&pf, 1, 100); /* the job's events wake us; 100 ms re-polls the job list */
+			nb_qmp_pump(vm->qmp);
+		}
+		if (r < 0) {
+			snprintf(err, errsz, "the backup job failed");
+			unlink(tmp);
+			return r;
+		}
+	} else {
+		const char *argv[] = {"qemu-img", "convert", "-q", "-O", "qcow2", disk, tmp, NULL};
+		struct nb_buf out;
+		nb_buf_init(&out, 64 << 10);
+		r = nb_run(argv, 3600 * 1000, &out);
+		if (r != 0) {
+			snprintf(err, errsz, "qemu-img convert failed: %.160s", out.data ? out.data : "");
+			nb_buf_free(&out);
+			unlink(tmp);
+			return -EIO;
+		}
+		nb_buf_free(&out);
+	}
+	if (rename(tmp, target) < 0) {
+		r = -errno;
+		unlink(tmp);
+		snprintf(err, errsz, "rename failed");
+		return r;
+	}
+	return 0;
 }

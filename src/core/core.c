@@ -334,6 +334,11 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 		return fail(r, err, errsz, "image '%s' not found", image_ref);
 	if (r < 0)
 		return fail(r, err, errsz, "image lookup failed");
+	if (strcmp(nb_json_str_or(image, "state"), "available")) {
+		r = fail(-NB_E_STATE, err, errsz, "image '%s' is %s, not available", image_ref,
+			 nb_json_str_or(image, "state"));
+		goto out;
+	}
 	r = nb_store_type_get(c->st, type_name, &type);
 	if (r == -NB_E_NOT_FOUND) {
 		r = fail(-NB_E_INVALID, err, errsz, "unknown instance type '%s'", type_name);
@@ -1048,21 +1053,22 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 	}
 	nb_id_new("ami", id, sizeof(id));
 	image = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s?, s:s?,"
-			  " s:s?, s:s}",
+			  " s:s?, s:s, s:s}",
 			  "id", id, "account_id", account_id, "name", name, "os",
 			  nb_json_str(req, "os") ? nb_json_str(req, "os") : "unknown", "release",
 			  nb_json_str_or(req, "release"), "arch",
 			  nb_json_str(req, "arch") ? nb_json_str(req, "arch") : "x86_64", "format",
 			  "qcow2", "size", (json_int_t)vsize, "file_size", (json_int_t)stbuf.st_size,
 			  "sha256", sha, "boot_mode", kernel ? "kernel" : "disk", "kernel_sha256",
-			  kernel, "initrd_sha256", initrd, "cmdline", cmdline, "state", "available");
+			  kernel, "initrd_sha256", initrd, "cmdline", cmdline, "state", "available",
+			  "description", nb_json_str_or(req, "description"));
 	r = nb_store_image_insert(c->st, image);
 	if (r < 0) {
 		blob_release(c, sha);
 		fail(r, err, errsz, "recording image '%s' failed", name);
 		goto out;
 	}
-	if (strcmp(sha, disk))
+	if (strcmp(sha, disk) && !json_is_true(json_object_get(req, "keep_source")))
 		blob_release(c, disk); /* the upload was converted */
 	r = nb_core_image(c, account_id, id, out, err, errsz);
 out:
@@ -1098,6 +1104,138 @@ int nb_core_image_delete(struct nb_ctl *c, const char *account_id, const char *r
 			if (sha_ok(sha[i]))
 				blob_release(c, sha[i]);
 	}
+	json_decref(image);
+	return r;
+}
+
+/* ---- snapshots (CreateImage) ---- */
+
+struct snap_job {
+	struct nb_ctl *c;
+	char image_id[32], instance_id[32], address[256], token[128];
+	int64_t size;
+};
+
+static void *snap_thread(void *p)
+{
+	struct snap_job *j = p;
+	char url[700], tmp[PATH_MAX], sha[65];
+	struct nb_buf out;
+	long status = 0;
+	struct stat stbuf;
+	int r;
+
+	nb_buf_init(&out, 1 << 20);
+	snprintf(url, sizeof(url), "%s/v1/instances/%s/snapshot?name=%s", j->address,
+		 j->instance_id, j->image_id);
+	r = nb_httpc("POST", url, j->token, NULL, 3600 * 1000, &status, &out);
+	if (r == 0 && status == 200) {
+		snprintf(url, sizeof(url), "%s/v1/instances/%s/snapshot/%s", j->address,
+			 j->instance_id, j->image_id);
+		nb_core_blob_tmp(j->c, tmp, sizeof(tmp));
+		r = nb_httpc_download(url, j->token, tmp, &status);
+		if (r == 0 && status == 200)
+			r = nb_sha256_file(tmp, sha);
+		else if (r == 0)
+			r = -EIO;
+		if (r == 0)
+			r = stat(tmp, &stbuf) < 0 ? -errno : 0;
+		if (r == 0)
+			r = nb_core_blob_commit(j->c, tmp, sha);
+		unlink(tmp);
+		nb_httpc("DELETE", url, j->token, NULL, 30000, &status, NULL);
+	} else if (r == 0) {
+		r = -EIO;
+	}
+	if (r == 0)
+		r = nb_store_image_ready(j->c->st, j->image_id, sha, j->size, stbuf.st_size,
+					 "available");
+	if (r < 0)
+		nb_store_image_ready(j->c->st, j->image_id, NULL, j->size, 0, "failed");
+	nb_buf_free(&out);
+	free(j);
+	return NULL;
+}
+
+int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_t *req,
+			   json_t **out, char *err, size_t errsz)
+{
+	const char *iid = nb_json_str_or(req, "instance_id"), *name = nb_json_str_or(req, "name");
+	json_t *inst = NULL, *src = NULL, *host = NULL, *image = NULL, *existing = NULL;
+	struct snap_job *j = NULL;
+	const char *state;
+	char id[32];
+	pthread_t th;
+	int r;
+
+	if (!name_ok(name, 128))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "image 'name' must be 1 to 128 letters, digits, '.', '_' or '-'");
+	if (nb_store_image_get(c->st, account_id, name, &existing) == 0) {
+		json_decref(existing);
+		return fail(-NB_E_CONFLICT, err, errsz, "an image named '%s' exists already", name);
+	}
+	r = nb_store_instance_get(c->st, account_id, iid, &inst);
+	if (r < 0)
+		return fail(r, err, errsz, "instance '%s' not found", iid);
+	state = nb_json_str_or(inst, "state");
+	if (strcmp(state, "running") && strcmp(state, "stopped") && strcmp(state, "paused")) {
+		r = fail(-NB_E_STATE, err, errsz,
+			 "The instance '%s' is %s; an image needs a running or stopped one", iid,
+			 state);
+		goto out;
+	}
+	r = nb_store_host_get(c->st, nb_json_str_or(inst, "host_id"), &host);
+	if (r == 0)
+		r = nb_store_image_get(c->st, nb_json_str_or(inst, "account_id"),
+				       nb_json_str_or(inst, "image_id"), &src);
+	if (r < 0 && nb_store_image_visible(c->st, account_id, nb_json_str_or(inst, "image_id"),
+					    &src) == 0)
+		r = 0;
+	if (r < 0) {
+		fail(r, err, errsz, "the host or source image of %s is gone", iid);
+		goto out;
+	}
+	nb_id_new("ami", id, sizeof(id));
+	image = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s?, s:s?,"
+			  " s:s?, s:s, s:s, s:s}",
+			  "id", id, "account_id", account_id, "name", name, "os",
+			  nb_json_str_or(src, "os"), "release", nb_json_str_or(src, "release"), "arch",
+			  nb_json_str_or(src, "arch"), "format", "qcow2", "size",
+			  (json_int_t)(nb_json_int(inst, "disk_gb", 1) << 30), "file_size",
+			  (json_int_t)0, "sha256", "", "boot_mode", nb_json_str_or(src, "boot_mode"),
+			  "kernel_sha256", nb_json_str(src, "kernel_sha256"), "initrd_sha256",
+			  nb_json_str(src, "initrd_sha256"), "cmdline", nb_json_str(src, "cmdline"),
+			  "state", "pending", "description", nb_json_str_or(req, "description"),
+			  "source_instance", iid);
+	r = nb_store_image_insert(c->st, image);
+	if (r < 0) {
+		fail(r, err, errsz, "recording image '%s' failed", name);
+		goto out;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		r = -ENOMEM;
+		goto out;
+	}
+	j->c = c;
+	j->size = nb_json_int(inst, "disk_gb", 1) << 30;
+	nb_strlcpy(j->image_id, id, sizeof(j->image_id));
+	nb_strlcpy(j->instance_id, iid, sizeof(j->instance_id));
+	nb_strlcpy(j->address, nb_json_str_or(host, "address"), sizeof(j->address));
+	nb_strlcpy(j->token, nb_json_str_or(host, "agent_token"), sizeof(j->token));
+	if (pthread_create(&th, NULL, snap_thread, j) != 0) {
+		free(j);
+		nb_store_image_delete(c->st, id);
+		r = fail(-NB_E_INTERNAL, err, errsz, "could not start the snapshot");
+		goto out;
+	}
+	pthread_detach(th);
+	r = nb_core_image(c, account_id, id, out, err, errsz);
+out:
+	json_decref(inst);
+	json_decref(src);
+	json_decref(host);
 	json_decref(image);
 	return r;
 }

@@ -66,6 +66,11 @@ int nb_core_image(struct nb_ctl *c, const char *account_id, const char *ref, jso
 		  char *err, size_t errsz);
 int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t *req,
 			 json_t **out, char *err, size_t errsz);
+/* CreateImage: snapshots an instance's disk (running: a QMP backup job on
+ * its host; stopped: a flattened copy) into a new image, "pending" until the
+ * copy is in the library. req: {"instance_id", "name", "description"}. */
+int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_t *req,
+			   json_t **out, char *err, size_t errsz);
 int nb_core_image_delete(struct nb_ctl *c, const char *account_id, const char *ref, char *err,
 			 size_t errsz);
 /* Blob upload: a temp file under blob_dir, filled by the caller, then moved

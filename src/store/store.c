@@ -510,7 +510,10 @@ int nb_store_image_insert(struct nb_store *st, const json_t *im)
 		nb_json_str_or(im, "state"), nb_wall_ms());
 	if (r < 0)
 		return r;
-	return 0;
+	r = q_exec(st, "UPDATE images SET description = ?, source_instance = ? WHERE id = ?", "sss",
+		   nb_json_str_or(im, "description"), nb_json_str(im, "source_instance"),
+		   nb_json_str_or(im, "id"));
+	return r < 0 ? r : 0;
 }
 
 int nb_store_image_get(struct nb_store *st, const char *account_id, const char *ref, json_t **out)
@@ -964,4 +967,15 @@ int nb_store_instance_set_launch(struct nb_store *st, const char *id, const char
 		       key_name, az, id);
 
 	return r < 0 ? r : 0;
+}
+
+int nb_store_image_ready(struct nb_store *st, const char *id, const char *sha256,
+			 int64_t size, int64_t file_size, const char *state)
+{
+	int r = q_exec(st,
+		       "UPDATE images SET sha256 = coalesce(?, sha256), size = ?, file_size = ?,"
+		       " state = ? WHERE id = ?",
+		       "siiss", sha256, size, file_size, state, id);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
 }

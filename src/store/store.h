@@ -143,6 +143,9 @@ int nb_store_quota_set(struct nb_store *st, const char *account_id, const char *
 		       int64_t value);
 /* Live use of an account: {"instances", "vcpus", "memory_mb", "images"}. */
 int nb_store_account_usage(struct nb_store *st, const char *account_id, json_t **out);
+/* A snapshot image became ready (or failed: sha256 NULL, state "failed"). */
+int nb_store_image_ready(struct nb_store *st, const char *id, const char *sha256,
+			 int64_t size, int64_t file_size, const char *state);
 /* Instance columns of schema 2 (key name, zone) set at launch. */
 int nb_store_instance_set_launch(struct nb_store *st, const char *id, const char *key_name,
 				 const char *az);
