@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define ECHO_MAX 64          /* bytes of a user's text quoted in an error */
+#define ECHO_MAX 64           /* bytes of a user's text quoted in an error */
 #define TAG_KEY_MAX_CHARS 128 /* EC2's limits, in characters */
 #define TAG_VALUE_MAX_CHARS 256
 #define FILTER_VALUES ((int)(sizeof(((struct nb_filter *)0)->values) / sizeof(const char *)))
@@ -105,7 +105,7 @@ static void utf8_trim_tail(char *s)
 }
 
 static void set_err(char *err, size_t errsz, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errsz, const char *fmt, ...)
 {
@@ -222,12 +222,12 @@ static int decode_pair(const char *p, size_t n, struct qent *ent, char *err, siz
 	r = url_decode(p, kraw, block, kcap, &klen);
 	if (r == -E2BIG) {
 		set_err(err, errsz, "parameter name longer than %d bytes: '%s'", NB_QUERY_MAX_KEY,
-			echo(&e, p, kraw));
+		        echo(&e, p, kraw));
 		goto fail;
 	}
 	if (r < 0) {
 		set_err(err, errsz, "invalid percent-encoding in parameter name '%s'",
-			echo(&e, p, kraw));
+		        echo(&e, p, kraw));
 		r = -EINVAL;
 		goto fail;
 	}
@@ -238,35 +238,35 @@ static int decode_pair(const char *p, size_t n, struct qent *ent, char *err, siz
 	}
 	if (memchr(block, '\0', klen)) {
 		set_err(err, errsz, "parameter name '%s' contains a NUL byte",
-			echo(&e, block, klen));
+		        echo(&e, block, klen));
 		goto fail;
 	}
 	if (!utf8_valid(block, klen)) {
 		set_err(err, errsz, "parameter name '%s' is not valid UTF-8",
-			echo(&e, block, klen));
+		        echo(&e, block, klen));
 		goto fail;
 	}
 	r = url_decode(eq ? eq + 1 : "", vraw, block + klen + 1, vcap, &vlen);
 	if (r == -E2BIG) {
 		set_err(err, errsz, "value of parameter '%s' is longer than %d bytes",
-			echo(&e, block, klen), NB_QUERY_MAX_VALUE);
+		        echo(&e, block, klen), NB_QUERY_MAX_VALUE);
 		goto fail;
 	}
 	if (r < 0) {
 		set_err(err, errsz, "invalid percent-encoding in the value of parameter '%s'",
-			echo(&e, block, klen));
+		        echo(&e, block, klen));
 		r = -EINVAL;
 		goto fail;
 	}
 	r = -EINVAL;
 	if (memchr(block + klen + 1, '\0', vlen)) {
 		set_err(err, errsz, "value of parameter '%s' contains a NUL byte",
-			echo(&e, block, klen));
+		        echo(&e, block, klen));
 		goto fail;
 	}
 	if (!utf8_valid(block + klen + 1, vlen)) {
 		set_err(err, errsz, "value of parameter '%s' is not valid UTF-8",
-			echo(&e, block, klen));
+		        echo(&e, block, klen));
 		goto fail;
 	}
 	ent->key = block;
@@ -479,13 +479,13 @@ static void bad_index(const char *key, char *err, size_t errsz)
 	struct echo e;
 
 	set_err(err, errsz,
-		"parameter '%s' has an invalid index (expected a number from 1 to %d "
-		"without leading zeros)",
-		echo_str(&e, key), NB_QUERY_MAX_LIST);
+	        "parameter '%s' has an invalid index (expected a number from 1 to %d "
+	        "without leading zeros)",
+	        echo_str(&e, key), NB_QUERY_MAX_LIST);
 }
 
 int nb_query_list_err(const struct nb_query *q, const char *prefix, const char **out, size_t max,
-		      char *err, size_t errsz)
+                      char *err, size_t errsz)
 {
 	const char *slot[NB_QUERY_MAX_LIST + 1];
 	char pfx[NB_QUERY_MAX_KEY + 2];
@@ -526,7 +526,7 @@ int nb_query_list(const struct nb_query *q, const char *prefix, const char **out
 }
 
 int nb_query_indexes_err(const struct nb_query *q, const char *prefix, int *out, size_t max,
-			 char *err, size_t errsz)
+                         char *err, size_t errsz)
 {
 	unsigned char seen[NB_QUERY_MAX_LIST + 1];
 	char pfx[NB_QUERY_MAX_KEY + 2];
@@ -571,7 +571,7 @@ int nb_query_indexes(const struct nb_query *q, const char *prefix, int *out, siz
 /* Every key under pfx ("Filter.3.") must be one of the fields allowed:
  * an exact name, or name + "." + more (a nested list, checked later). */
 static int check_fields(const struct nb_query *q, const char *pfx, const char *const *exact,
-			const char *nested, char *err, size_t errsz)
+                        const char *nested, char *err, size_t errsz)
 {
 	size_t lo, hi, i, plen = strlen(pfx), nlen = nested ? strlen(nested) : 0;
 	const char *rest;
@@ -584,7 +584,8 @@ static int check_fields(const struct nb_query *q, const char *pfx, const char *c
 		memcpy(bare, pfx, plen - 1);
 		bare[plen - 1] = '\0';
 		if (nb_query_get(q, bare)) {
-			set_err(err, errsz, "The parameter %s is not recognized", echo_str(&e, bare));
+			set_err(err, errsz, "The parameter %s is not recognized",
+			        echo_str(&e, bare));
 			return -EINVAL;
 		}
 	}
@@ -599,14 +600,14 @@ static int check_fields(const struct nb_query *q, const char *pfx, const char *c
 		if (nested && strncmp(rest, nested, nlen) == 0 && rest[nlen] == '.')
 			continue;
 		set_err(err, errsz, "The parameter %s is not recognized",
-			echo_str(&e, q->e[i].key));
+		        echo_str(&e, q->e[i].key));
 		return -EINVAL;
 	}
 	return 0;
 }
 
 int nb_query_filters(const struct nb_query *q, struct nb_filter *out, size_t max, char *err,
-		     size_t errsz)
+                     size_t errsz)
 {
 	static const char *const fields[] = {"Name", NULL};
 	int idx[NB_QUERY_MAX_FILTERS];
@@ -635,13 +636,14 @@ int nb_query_filters(const struct nb_query *q, struct nb_filter *out, size_t max
 		r = nb_query_list_err(q, key, out[i].values, FILTER_VALUES, err, errsz);
 		if (r == -E2BIG) {
 			set_err(err, errsz, "The filter '%s' has more than %d values",
-				echo_str(&e, out[i].name), FILTER_VALUES);
+			        echo_str(&e, out[i].name), FILTER_VALUES);
 			return r;
 		}
 		if (r < 0)
 			return r;
 		if (r == 0 || out[i].name[0] == '\0') {
-			set_err(err, errsz, "The filter '%s' is invalid", echo_str(&e, out[i].name));
+			set_err(err, errsz, "The filter '%s' is invalid",
+			        echo_str(&e, out[i].name));
 			return -EINVAL;
 		}
 		out[i].nvalues = (size_t)r;
@@ -655,7 +657,7 @@ static int str_ptr_cmp(const void *a, const void *b)
 }
 
 int nb_query_tags(const struct nb_query *q, const char *prefix, struct nb_tag *out, size_t max,
-		  char *err, size_t errsz)
+                  char *err, size_t errsz)
 {
 	static const char *const fields[] = {"Key", "Value", NULL};
 	int idx[NB_QUERY_MAX_LIST];
@@ -670,7 +672,7 @@ int nb_query_tags(const struct nb_query *q, const char *prefix, struct nb_tag *o
 	n = nb_query_indexes_err(q, prefix, idx, limit, err, errsz);
 	if (n == -E2BIG)
 		set_err(err, errsz, "too many tags in %s: at most %zu", echo_str(&e, prefix),
-			limit);
+		        limit);
 	if (n <= 0)
 		return n;
 	for (i = 0; i < n; i++) {
@@ -682,23 +684,24 @@ int nb_query_tags(const struct nb_query *q, const char *prefix, struct nb_tag *o
 		out[i].key = nb_query_get(q, key);
 		if (!out[i].key) {
 			set_err(err, errsz, "The request must contain the parameter %s",
-				echo_str(&e, key));
+			        echo_str(&e, key));
 			return -EINVAL;
 		}
 		if (out[i].key[0] == '\0') {
-			set_err(err, errsz, "The tag key in %s must not be empty", echo_str(&e, key));
+			set_err(err, errsz, "The tag key in %s must not be empty",
+			        echo_str(&e, key));
 			return -EINVAL;
 		}
 		if (utf8_chars(out[i].key, strlen(out[i].key)) > TAG_KEY_MAX_CHARS) {
 			set_err(err, errsz, "Tag key exceeds the maximum length of %d characters",
-				TAG_KEY_MAX_CHARS);
+			        TAG_KEY_MAX_CHARS);
 			return -EINVAL;
 		}
 		if (strncasecmp(out[i].key, "aws:", 4) == 0) {
 			set_err(err, errsz,
-				"Value ( %s ) for parameter key is invalid. Tag keys starting "
-				"with 'aws:' are reserved for internal use",
-				echo_str(&e, out[i].key));
+			        "Value ( %s ) for parameter key is invalid. Tag keys starting "
+			        "with 'aws:' are reserved for internal use",
+			        echo_str(&e, out[i].key));
 			return -EINVAL;
 		}
 		snprintf(key, sizeof(key), "%s.%d.Value", prefix, idx[i]);
@@ -707,7 +710,7 @@ int nb_query_tags(const struct nb_query *q, const char *prefix, struct nb_tag *o
 			out[i].value = "";
 		if (utf8_chars(out[i].value, strlen(out[i].value)) > TAG_VALUE_MAX_CHARS) {
 			set_err(err, errsz, "Tag value exceeds the maximum length of %d characters",
-				TAG_VALUE_MAX_CHARS);
+			        TAG_VALUE_MAX_CHARS);
 			return -EINVAL;
 		}
 		keys[i] = out[i].key;
@@ -716,7 +719,7 @@ int nb_query_tags(const struct nb_query *q, const char *prefix, struct nb_tag *o
 	for (i = 0; i + 1 < n; i++)
 		if (strcmp(keys[i], keys[i + 1]) == 0) {
 			set_err(err, errsz, "Duplicate tag key '%s' specified",
-				echo_str(&e, keys[i]));
+			        echo_str(&e, keys[i]));
 			return -EINVAL;
 		}
 	return n;

@@ -19,9 +19,9 @@
 #define ERRSZ 256
 
 static const char run_instances[] =
-	"Action=RunInstances&Version=2016-11-15&ImageId=ami-0123&MinCount=1&MaxCount=1"
-	"&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name"
-	"&TagSpecification.1.Tag.1.Value=web%20server";
+    "Action=RunInstances&Version=2016-11-15&ImageId=ami-0123&MinCount=1&MaxCount=1"
+    "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name"
+    "&TagSpecification.1.Tag.1.Value=web%20server";
 
 /* The test's own UTF-8 check: every error text must be clean UTF-8. */
 static int utf8_ok(const char *s)
@@ -120,7 +120,7 @@ static void decode_encoding(void **state)
 	(void)state;
 
 	q = parse_ok("a=x+y&b=1%2B1%3d2&c=%7e%7E&d=caf%C3%A9&e=na\xc3\xafve&flag&g=&h=b=c"
-		     "&%41%42=key+encoded&i=%E2%82%AC%F0%9F%98%80");
+	             "&%41%42=key+encoded&i=%E2%82%AC%F0%9F%98%80");
 	assert_string_equal(nb_query_get(q, "a"), "x y");
 	assert_string_equal(nb_query_get(q, "b"), "1+1=2");
 	assert_string_equal(nb_query_get(q, "c"), "~~");
@@ -160,29 +160,31 @@ static void decode_hostile(void **state)
 		int r;
 		const char *sub;
 	} cases[] = {
-		{"a=%zz", -EINVAL, "invalid percent-encoding in the value of parameter 'a'"},
-		{"Action=Run&b=%4", -EINVAL, "value of parameter 'b'"},
-		{"b=%", -EINVAL, "invalid percent-encoding in the value of parameter 'b'"},
-		{"b=ok%2", -EINVAL, "parameter 'b'"},
-		{"b=%g0", -EINVAL, "parameter 'b'"},
-		{"k%=1", -EINVAL, "invalid percent-encoding in parameter name 'k%'"},
-		{"k%4=1", -EINVAL, "parameter name 'k%4'"},
-		{"a=%00", -EINVAL, "value of parameter 'a' contains a NUL byte"},
-		{"a=x%00y", -EINVAL, "NUL"},
-		{"a%00b=1", -EINVAL, "parameter name 'a?b' contains a NUL byte"},
-		{"a=%C3", -EINVAL, "value of parameter 'a' is not valid UTF-8"},
-		{"a=%C3%28", -EINVAL, "not valid UTF-8"},
-		{"a=%C0%AF", -EINVAL, "not valid UTF-8"},         /* overlong '/' */
-		{"a=%E0%80%AF", -EINVAL, "not valid UTF-8"},      /* overlong */
-		{"a=%ED%A0%80", -EINVAL, "not valid UTF-8"},      /* surrogate */
-		{"a=%F4%90%80%80", -EINVAL, "not valid UTF-8"},   /* past U+10FFFF */
-		{"a=%F8%88%80%80%80", -EINVAL, "not valid UTF-8"}, /* 5-byte form */
-		{"a=%80", -EINVAL, "not valid UTF-8"},
-		{"a=\xff", -EINVAL, "value of parameter 'a' is not valid UTF-8"},
-		{"%FF%FE=1", -EINVAL, "parameter name '?" "?' is not valid UTF-8"},
-		{"\xc3=1", -EINVAL, "parameter name '?' is not valid UTF-8"},
-		{"=1", -EINVAL, "empty parameter name"},
-		{"a=1&=", -EINVAL, "empty parameter name"},
+	    {"a=%zz", -EINVAL, "invalid percent-encoding in the value of parameter 'a'"},
+	    {"Action=Run&b=%4", -EINVAL, "value of parameter 'b'"},
+	    {"b=%", -EINVAL, "invalid percent-encoding in the value of parameter 'b'"},
+	    {"b=ok%2", -EINVAL, "parameter 'b'"},
+	    {"b=%g0", -EINVAL, "parameter 'b'"},
+	    {"k%=1", -EINVAL, "invalid percent-encoding in parameter name 'k%'"},
+	    {"k%4=1", -EINVAL, "parameter name 'k%4'"},
+	    {"a=%00", -EINVAL, "value of parameter 'a' contains a NUL byte"},
+	    {"a=x%00y", -EINVAL, "NUL"},
+	    {"a%00b=1", -EINVAL, "parameter name 'a?b' contains a NUL byte"},
+	    {"a=%C3", -EINVAL, "value of parameter 'a' is not valid UTF-8"},
+	    {"a=%C3%28", -EINVAL, "not valid UTF-8"},
+	    {"a=%C0%AF", -EINVAL, "not valid UTF-8"},          /* overlong '/' */
+	    {"a=%E0%80%AF", -EINVAL, "not valid UTF-8"},       /* overlong */
+	    {"a=%ED%A0%80", -EINVAL, "not valid UTF-8"},       /* surrogate */
+	    {"a=%F4%90%80%80", -EINVAL, "not valid UTF-8"},    /* past U+10FFFF */
+	    {"a=%F8%88%80%80%80", -EINVAL, "not valid UTF-8"}, /* 5-byte form */
+	    {"a=%80", -EINVAL, "not valid UTF-8"},
+	    {"a=\xff", -EINVAL, "value of parameter 'a' is not valid UTF-8"},
+	    {"%FF%FE=1", -EINVAL,
+	     "parameter name '?"
+	     "?' is not valid UTF-8"},
+	    {"\xc3=1", -EINVAL, "parameter name '?' is not valid UTF-8"},
+	    {"=1", -EINVAL, "empty parameter name"},
+	    {"a=1&=", -EINVAL, "empty parameter name"},
 	};
 	size_t i;
 	(void)state;
@@ -278,7 +280,7 @@ static void decode_ceilings(void **state)
 		memset(small, 'Z', sizeof(small));
 		q = NULL;
 		assert_int_equal(nb_query_parse("\xc3\xa9\xc3\xa9\xc3\xa9=%zz", 10, &q, small, i),
-				 -EINVAL);
+		                 -EINVAL);
 		assert_true(strlen(small) < i);
 		assert_true(utf8_ok(small));
 	}
@@ -294,8 +296,7 @@ static void merge_query_string(void **state)
 	(void)state;
 
 	/* the query string comes after the body: its values win */
-	assert_int_equal(nb_query_merge(q, "MaxResults=10&NextToken=abc", 27, err, sizeof(err)),
-			 0);
+	assert_int_equal(nb_query_merge(q, "MaxResults=10&NextToken=abc", 27, err, sizeof(err)), 0);
 	assert_int_equal(nb_query_count(q), 4);
 	assert_string_equal(nb_query_get(q, "MaxResults"), "10");
 	assert_string_equal(nb_query_get(q, "NextToken"), "abc");
@@ -336,10 +337,10 @@ static void list_numeric_order_and_gaps(void **state)
 	(void)state;
 
 	q = parse_ok("Action=DescribeInstances&InstanceId.10=i-10&InstanceId.2=i-2"
-		     "&InstanceId.1=i-1&InstanceId.12=i-12&InstanceId.9=i-9&InstanceId.11=i-11"
-		     "&InstanceId.3=i-3&InstanceId.4=i-4&InstanceId.5=i-5&InstanceId.6=i-6"
-		     "&InstanceId.7=i-7&InstanceId.8=i-8&InstanceIds=x&InstanceId=y"
-		     "&InstanceIdX.1=z");
+	             "&InstanceId.1=i-1&InstanceId.12=i-12&InstanceId.9=i-9&InstanceId.11=i-11"
+	             "&InstanceId.3=i-3&InstanceId.4=i-4&InstanceId.5=i-5&InstanceId.6=i-6"
+	             "&InstanceId.7=i-7&InstanceId.8=i-8&InstanceIds=x&InstanceId=y"
+	             "&InstanceIdX.1=z");
 	assert_int_equal(nb_query_list(q, "InstanceId", v, 16), 12);
 	for (int i = 0; i < 12; i++) {
 		char want[8];
@@ -368,9 +369,10 @@ static void list_numeric_order_and_gaps(void **state)
 static void list_bad_indexes(void **state)
 {
 	static const char *const bad[] = {
-		"InstanceId.0=a",   "InstanceId.x=a",   "InstanceId.01=a",     "InstanceId.1x=a",
-		"InstanceId.=a",    "InstanceId.-1=a",  "InstanceId.%2B1=a",   "InstanceId.1.2=a",
-		"InstanceId.1001=a", "InstanceId.99999999999=a", "InstanceId.1 =a", "InstanceId..1=a",
+	    "InstanceId.0=a",           "InstanceId.x=a",   "InstanceId.01=a",
+	    "InstanceId.1x=a",          "InstanceId.=a",    "InstanceId.-1=a",
+	    "InstanceId.%2B1=a",        "InstanceId.1.2=a", "InstanceId.1001=a",
+	    "InstanceId.99999999999=a", "InstanceId.1 =a",  "InstanceId..1=a",
 	};
 	struct nb_query *q;
 	const char *v[4];
@@ -384,7 +386,7 @@ static void list_bad_indexes(void **state)
 		q = parse_ok(text);
 		err[0] = '\0';
 		assert_int_equal(nb_query_list_err(q, "InstanceId", v, 4, err, sizeof(err)),
-				 -EINVAL);
+		                 -EINVAL);
 		assert_int_equal(nb_query_list(q, "InstanceId", v, 4), -EINVAL);
 		/* the error names the parameter as decoded */
 		snprintf(key, sizeof(key), "%.*s", (int)(strchr(bad[i], '=') - bad[i]), bad[i]);
@@ -403,16 +405,17 @@ static void indexes_nested(void **state)
 	int idx[8];
 	(void)state;
 
-	q = parse_ok("TagSpecification.3.ResourceType=volume&TagSpecification.1.ResourceType=instance"
-		     "&TagSpecification.1.Tag.1.Key=a&TagSpecification.10.Tag.1.Key=b"
-		     "&TagSpecification.3.Tag.2.Key=c&TagSpecification.2=flat");
+	q = parse_ok(
+	    "TagSpecification.3.ResourceType=volume&TagSpecification.1.ResourceType=instance"
+	    "&TagSpecification.1.Tag.1.Key=a&TagSpecification.10.Tag.1.Key=b"
+	    "&TagSpecification.3.Tag.2.Key=c&TagSpecification.2=flat");
 	assert_int_equal(nb_query_indexes(q, "TagSpecification", idx, 8), 4);
 	assert_int_equal(idx[0], 1);
 	assert_int_equal(idx[1], 2);
 	assert_int_equal(idx[2], 3);
 	assert_int_equal(idx[3], 10);
 	assert_int_equal(nb_query_indexes_err(q, "TagSpecification", idx, 3, err, sizeof(err)),
-			 -E2BIG);
+	                 -E2BIG);
 	assert_int_equal(nb_query_indexes(q, "TagSpecification.3.Tag", idx, 8), 1);
 	assert_int_equal(idx[0], 2);
 	assert_int_equal(nb_query_indexes(q, "Nothing", idx, 8), 0);
@@ -436,9 +439,9 @@ static void filters(void **state)
 	(void)state;
 
 	q = parse_ok("Action=DescribeInstances&Filter.2.Name=tag%3AName&Filter.2.Value.1=web*"
-		     "&Filter.1.Name=instance-state-name&Filter.1.Value.2=stopped"
-		     "&Filter.1.Value.1=running&Filter.1.Value.10=pending&Filter.10.Name=vpc-id"
-		     "&Filter.10.Value.1=");
+	             "&Filter.1.Name=instance-state-name&Filter.1.Value.2=stopped"
+	             "&Filter.1.Value.1=running&Filter.1.Value.10=pending&Filter.10.Name=vpc-id"
+	             "&Filter.10.Value.1=");
 	assert_int_equal(nb_query_filters(q, f, NB_QUERY_MAX_FILTERS, err, sizeof(err)), 3);
 	assert_string_equal(f[0].name, "instance-state-name");
 	assert_int_equal(f[0].nvalues, 3);
@@ -464,25 +467,25 @@ static void filters(void **state)
 		int r;
 		const char *sub;
 	} bad[] = {
-		{"Filter.1.Name=x", -EINVAL, "The filter 'x' is invalid"},
-		{"Filter.1.Name=&Filter.1.Value.1=a", -EINVAL, "The filter '' is invalid"},
-		{"Filter.1.Value.1=a", -EINVAL, "must contain the parameter Filter.1.Name"},
-		{"Filter.1.Name=x&Filter.1.Value=a", -EINVAL, "Filter.1.Value is not recognized"},
-		{"Filter.1.Name=x&Filter.1.Value.1=a&Filter.1.Foo=b", -EINVAL,
-		 "Filter.1.Foo is not recognized"},
-		{"Filter.1=x", -EINVAL, "Filter.1 is not recognized"},
-		{"Filter.1.Name=x&Filter.1.Value.0=a", -EINVAL, "Filter.1.Value.0"},
-		{"Filter.1.Name=x&Filter.1.Value.01=a", -EINVAL, "invalid index"},
-		{"Filter.01.Name=x&Filter.01.Value.1=a", -EINVAL, "Filter.01"},
-		{"Filter.99999999999.Name=x&Filter.99999999999.Value.1=y", -EINVAL,
-		 "Filter.99999999999"},
-		{"Filter.x.Name=x", -EINVAL, "invalid index"},
+	    {"Filter.1.Name=x", -EINVAL, "The filter 'x' is invalid"},
+	    {"Filter.1.Name=&Filter.1.Value.1=a", -EINVAL, "The filter '' is invalid"},
+	    {"Filter.1.Value.1=a", -EINVAL, "must contain the parameter Filter.1.Name"},
+	    {"Filter.1.Name=x&Filter.1.Value=a", -EINVAL, "Filter.1.Value is not recognized"},
+	    {"Filter.1.Name=x&Filter.1.Value.1=a&Filter.1.Foo=b", -EINVAL,
+	     "Filter.1.Foo is not recognized"},
+	    {"Filter.1=x", -EINVAL, "Filter.1 is not recognized"},
+	    {"Filter.1.Name=x&Filter.1.Value.0=a", -EINVAL, "Filter.1.Value.0"},
+	    {"Filter.1.Name=x&Filter.1.Value.01=a", -EINVAL, "invalid index"},
+	    {"Filter.01.Name=x&Filter.01.Value.1=a", -EINVAL, "Filter.01"},
+	    {"Filter.99999999999.Name=x&Filter.99999999999.Value.1=y", -EINVAL,
+	     "Filter.99999999999"},
+	    {"Filter.x.Name=x", -EINVAL, "invalid index"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		q = parse_ok(bad[i].text);
 		err[0] = '\0';
 		assert_int_equal(nb_query_filters(q, f, NB_QUERY_MAX_FILTERS, err, sizeof(err)),
-				 bad[i].r);
+		                 bad[i].r);
 		if (!strstr(err, bad[i].sub))
 			fail_msg("%s: error '%s' lacks '%s'", bad[i].text, err, bad[i].sub);
 		nb_query_free(q);
@@ -506,8 +509,8 @@ static void filters(void **state)
 	nb_query_free(q);
 	nb_buf_reset(&b);
 	for (int i = 1; i <= 50; i++)
-		assert_int_equal(nb_buf_printf(&b, "&Filter.%d.Name=n%d&Filter.%d.Value.1=v", i, i, i),
-				 0);
+		assert_int_equal(
+		    nb_buf_printf(&b, "&Filter.%d.Name=n%d&Filter.%d.Value.1=v", i, i, i), 0);
 	q = parse_ok(b.data);
 	assert_int_equal(nb_query_filters(q, f, 1000, err, sizeof(err)), 50);
 	assert_string_equal(f[49].name, "n50");
@@ -529,7 +532,7 @@ static void tags(void **state)
 	(void)state;
 
 	q = parse_ok("Action=CreateTags&ResourceId.1=i-1&Tag.2.Key=env&Tag.1.Key=Name"
-		     "&Tag.1.Value=web+1&Tag.10.Key=empty&Tag.10.Value=&Tag.3.Key=%E5%90%8D");
+	             "&Tag.1.Value=web+1&Tag.10.Key=empty&Tag.10.Value=&Tag.3.Key=%E5%90%8D");
 	assert_int_equal(nb_query_tags(q, "Tag", t, 8, err, sizeof(err)), 4);
 	assert_string_equal(t[0].key, "Name");
 	assert_string_equal(t[0].value, "web 1");
@@ -548,15 +551,15 @@ static void tags(void **state)
 		const char *text;
 		const char *sub;
 	} bad[] = {
-		{"Tag.1.Value=x", "The request must contain the parameter Tag.1.Key"},
-		{"Tag.1.Key=", "The tag key in Tag.1.Key must not be empty"},
-		{"Tag.1.Key=aws:foo", "Tag keys starting with 'aws:' are reserved for internal use"},
-		{"Tag.1.Key=AWS%3Acloudformation", "reserved for internal use"},
-		{"Tag.1.Key=a&Tag.2.Key=b&Tag.3.Key=a", "Duplicate tag key 'a' specified"},
-		{"Tag.1.Key=a&Tag.1.Foo=b", "Tag.1.Foo is not recognized"},
-		{"Tag.1.Key=a&Tag.1.Value.1=b", "Tag.1.Value.1 is not recognized"},
-		{"Tag.0.Key=a", "invalid index"},
-		{"Tag.1.Key=a&Tag.x.Key=b", "Tag.x.Key"},
+	    {"Tag.1.Value=x", "The request must contain the parameter Tag.1.Key"},
+	    {"Tag.1.Key=", "The tag key in Tag.1.Key must not be empty"},
+	    {"Tag.1.Key=aws:foo", "Tag keys starting with 'aws:' are reserved for internal use"},
+	    {"Tag.1.Key=AWS%3Acloudformation", "reserved for internal use"},
+	    {"Tag.1.Key=a&Tag.2.Key=b&Tag.3.Key=a", "Duplicate tag key 'a' specified"},
+	    {"Tag.1.Key=a&Tag.1.Foo=b", "Tag.1.Foo is not recognized"},
+	    {"Tag.1.Key=a&Tag.1.Value.1=b", "Tag.1.Value.1 is not recognized"},
+	    {"Tag.0.Key=a", "invalid index"},
+	    {"Tag.1.Key=a&Tag.x.Key=b", "Tag.x.Key"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		q = parse_ok(bad[i].text);
@@ -604,55 +607,55 @@ static void wildcard_table(void **state)
 		const char *p, *s;
 		int want;
 	} cases[] = {
-		{"", "", 1},
-		{"", "a", 0},
-		{"*", "", 1},
-		{"*", "anything at all", 1},
-		{"**", "", 1},
-		{"?", "", 0},
-		{"?", "a", 1},
-		{"?", "ab", 0},
-		{"web", "web", 1},
-		{"web", "Web", 0}, /* case-sensitive, as EC2 */
-		{"web", "webs", 0},
-		{"web*", "web", 1},
-		{"web*", "web-server-1", 1},
-		{"web*", "a-web", 0},
-		{"*web", "my-web", 1},
-		{"*web", "my-webs", 0},
-		{"*web*", "my-webs", 1},
-		{"i-0123*", "i-0123456789abcdef0", 1},
-		{"i-????", "i-abcd", 1},
-		{"i-????", "i-abc", 0},
-		{"10.0.?.*", "10.0.1.22", 1},
-		{"10.0.?.*", "10.0.12.2", 0},
-		{"a*b*c", "abc", 1},
-		{"a*b*c", "aXbYc", 1},
-		{"a*b*c", "aXcYb", 0},
-		{"a*b*c", "abcbc", 1},
-		{"a*b?c", "abxbyc", 1},
-		{"a*abab", "abababab", 1},
-		{"*aab", "aaab", 1},
-		{"*a?b*", "xaxxb", 0},
-		{"*a?b*", "xaxb", 1},
-		{"a*a", "a", 0},
-		{"a*a", "aa", 1},
-		{"?*?", "a", 0},
-		{"?*?", "ab", 1},
-		{"caf\xc3\xa9", "caf\xc3\xa9", 1},
-		{"caf?", "caf\xc3\xa9", 1},      /* '?' is one character, not one byte */
-		{"caf??", "caf\xc3\xa9", 0},
-		{"?", "\xf0\x9f\x98\x80", 1},
-		{"*\xc3\xa9*", "d\xc3\xa9j\xc3\xa0", 1},
-		{"\\*", "*", 1},                  /* a backslash makes the next literal */
-		{"\\*", "x", 0},
-		{"\\?", "?", 1},
-		{"\\?", "x", 0},
-		{"*\\*amazon\\?\\\\", "x*amazon?\\", 1},
-		{"\\\\*", "\\abc", 1},
-		{"a\\", "a\\", 1},              /* a trailing backslash is itself */
-		{"*?\\*?*", "xx*yy", 1},
-		{"*?\\*?*", "xx*", 0},
+	    {"", "", 1},
+	    {"", "a", 0},
+	    {"*", "", 1},
+	    {"*", "anything at all", 1},
+	    {"**", "", 1},
+	    {"?", "", 0},
+	    {"?", "a", 1},
+	    {"?", "ab", 0},
+	    {"web", "web", 1},
+	    {"web", "Web", 0}, /* case-sensitive, as EC2 */
+	    {"web", "webs", 0},
+	    {"web*", "web", 1},
+	    {"web*", "web-server-1", 1},
+	    {"web*", "a-web", 0},
+	    {"*web", "my-web", 1},
+	    {"*web", "my-webs", 0},
+	    {"*web*", "my-webs", 1},
+	    {"i-0123*", "i-0123456789abcdef0", 1},
+	    {"i-????", "i-abcd", 1},
+	    {"i-????", "i-abc", 0},
+	    {"10.0.?.*", "10.0.1.22", 1},
+	    {"10.0.?.*", "10.0.12.2", 0},
+	    {"a*b*c", "abc", 1},
+	    {"a*b*c", "aXbYc", 1},
+	    {"a*b*c", "aXcYb", 0},
+	    {"a*b*c", "abcbc", 1},
+	    {"a*b?c", "abxbyc", 1},
+	    {"a*abab", "abababab", 1},
+	    {"*aab", "aaab", 1},
+	    {"*a?b*", "xaxxb", 0},
+	    {"*a?b*", "xaxb", 1},
+	    {"a*a", "a", 0},
+	    {"a*a", "aa", 1},
+	    {"?*?", "a", 0},
+	    {"?*?", "ab", 1},
+	    {"caf\xc3\xa9", "caf\xc3\xa9", 1},
+	    {"caf?", "caf\xc3\xa9", 1}, /* '?' is one character, not one byte */
+	    {"caf??", "caf\xc3\xa9", 0},
+	    {"?", "\xf0\x9f\x98\x80", 1},
+	    {"*\xc3\xa9*", "d\xc3\xa9j\xc3\xa0", 1},
+	    {"\\*", "*", 1}, /* a backslash makes the next literal */
+	    {"\\*", "x", 0},
+	    {"\\?", "?", 1},
+	    {"\\?", "x", 0},
+	    {"*\\*amazon\\?\\\\", "x*amazon?\\", 1},
+	    {"\\\\*", "\\abc", 1},
+	    {"a\\", "a\\", 1}, /* a trailing backslash is itself */
+	    {"*?\\*?*", "xx*yy", 1},
+	    {"*?\\*?*", "xx*", 0},
 	};
 	size_t i;
 	(void)state;
@@ -752,8 +755,9 @@ static int ref_match(const char *p, const char *s)
 				dp[i + 1][j] = 1;
 				if (j < ns)
 					dp[i][j + 1] = 1;
-			} else if (j < ns && (t[i].kind == T_ANY ||
-					      (t[i].len == sl[j] && !memcmp(t[i].c, sc[j], sl[j])))) {
+			} else if (j < ns &&
+			           (t[i].kind == T_ANY ||
+			            (t[i].len == sl[j] && !memcmp(t[i].c, sc[j], sl[j])))) {
 				dp[i + 1][j + 1] = 1;
 			}
 		}
@@ -772,7 +776,8 @@ static uint64_t rng(void)
 
 static void wildcard_random_vs_reference(void **state)
 {
-	static const char *const pat_atoms[] = {"a", "b", "?", "*", "\\*", "\\?", "\\\\", "\xc3\xa9"};
+	static const char *const pat_atoms[] = {"a",   "b",   "?",    "*",
+	                                        "\\*", "\\?", "\\\\", "\xc3\xa9"};
 	static const char *const str_atoms[] = {"a", "b", "*", "?", "\\", "\xc3\xa9"};
 	char p[200], s[200];
 	int i, k, n;
@@ -788,8 +793,8 @@ static void wildcard_random_vs_reference(void **state)
 		for (k = 0; k < n; k++)
 			strcat(s, str_atoms[rng() % (sizeof(str_atoms) / sizeof(str_atoms[0]))]);
 		if (nb_query_wildcard(p, s) != ref_match(p, s))
-			fail_msg("'%s' vs '%s': got %d, reference %d", p, s, nb_query_wildcard(p, s),
-				 ref_match(p, s));
+			fail_msg("'%s' vs '%s': got %d, reference %d", p, s,
+			         nb_query_wildcard(p, s), ref_match(p, s));
 	}
 }
 
@@ -847,21 +852,38 @@ static void list_thousand_is_fast(void **state)
  * decoded query or an error with a clean message; the typed accessors run
  * on every success. Under ASan this also checks for leaks. */
 static const char *const seeds[] = {
-	run_instances,
-	"Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=instance-state-name"
-	"&Filter.1.Value.1=running&Filter.1.Value.2=pending&Filter.2.Name=tag%3AName"
-	"&Filter.2.Value.1=web*&InstanceId.1=i-0123456789abcdef0&InstanceId.2=i-1",
-	"Action=CreateTags&Version=2016-11-15&ResourceId.1=i-0123&Tag.1.Key=Name"
-	"&Tag.1.Value=caf%C3%A9&Tag.2.Key=env&Tag.10.Key=x",
-	"Action=TerminateInstances&InstanceId.1=i-1&InstanceId.10=i-10&InstanceId.9=i-9",
+    run_instances,
+    "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=instance-state-name"
+    "&Filter.1.Value.1=running&Filter.1.Value.2=pending&Filter.2.Name=tag%3AName"
+    "&Filter.2.Value.1=web*&InstanceId.1=i-0123456789abcdef0&InstanceId.2=i-1",
+    "Action=CreateTags&Version=2016-11-15&ResourceId.1=i-0123&Tag.1.Key=Name"
+    "&Tag.1.Value=caf%C3%A9&Tag.2.Key=env&Tag.10.Key=x",
+    "Action=TerminateInstances&InstanceId.1=i-1&InstanceId.10=i-10&InstanceId.9=i-9",
 };
 
 static void mutate(char *buf, size_t *len, size_t cap)
 {
-	static const char *const inserts[] = {"%", "%0", "%00", "%zz", "&", "=", ".", ".0",
-					      ".01", ".99999999999", "%C3", "%ED%A0%80", "+",
-					      "\xff", "*", "Filter.1.", "Tag.1.Key=aws:",
-					      "&&&", "\xc3\xa9", ".Value.1=", ".Name="};
+	static const char *const inserts[] = {"%",
+	                                      "%0",
+	                                      "%00",
+	                                      "%zz",
+	                                      "&",
+	                                      "=",
+	                                      ".",
+	                                      ".0",
+	                                      ".01",
+	                                      ".99999999999",
+	                                      "%C3",
+	                                      "%ED%A0%80",
+	                                      "+",
+	                                      "\xff",
+	                                      "*",
+	                                      "Filter.1.",
+	                                      "Tag.1.Key=aws:",
+	                                      "&&&",
+	                                      "\xc3\xa9",
+	                                      ".Value.1=",
+	                                      ".Name="};
 	size_t pos, n, i, l;
 	const char *ins;
 	int op = (int)(rng() % 6);
@@ -911,8 +933,9 @@ static void mutate(char *buf, size_t *len, size_t cap)
 
 static void randomized_mutations(void **state)
 {
-	static const char *const prefixes[] = {"InstanceId", "Filter", "Tag", "TagSpecification",
-					       "TagSpecification.1.Tag", "ResourceId"};
+	static const char *const prefixes[] = {
+	    "InstanceId", "Filter", "Tag", "TagSpecification", "TagSpecification.1.Tag",
+	    "ResourceId"};
 	struct nb_filter f[NB_QUERY_MAX_FILTERS];
 	const char *v[NB_QUERY_MAX_LIST];
 	int idx[NB_QUERY_MAX_LIST];
@@ -944,16 +967,18 @@ static void randomized_mutations(void **state)
 		assert_true(nb_query_count(q) <= NB_QUERY_MAX_PARAMS);
 		for (k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++) {
 			err[0] = '\0';
-			r = nb_query_list_err(q, prefixes[k], v, NB_QUERY_MAX_LIST, err, sizeof(err));
+			r = nb_query_list_err(q, prefixes[k], v, NB_QUERY_MAX_LIST, err,
+			                      sizeof(err));
 			assert_true(r >= 0 || (r == -EINVAL && utf8_ok(err) && err[0]));
 			r = nb_query_indexes_err(q, prefixes[k], idx, NB_QUERY_MAX_LIST, err,
-						 sizeof(err));
+			                         sizeof(err));
 			assert_true(r >= 0 || (r == -EINVAL && utf8_ok(err) && err[0]));
 			for (m = 1; m < r; m++)
 				assert_true(idx[m - 1] < idx[m]);
 			err[0] = '\0';
 			r = nb_query_tags(q, prefixes[k], t, 64, err, sizeof(err));
-			assert_true(r >= 0 || ((r == -EINVAL || r == -E2BIG) && utf8_ok(err) && err[0]));
+			assert_true(r >= 0 ||
+			            ((r == -EINVAL || r == -E2BIG) && utf8_ok(err) && err[0]));
 		}
 		err[0] = '\0';
 		r = nb_query_filters(q, f, NB_QUERY_MAX_FILTERS, err, sizeof(err));
@@ -972,21 +997,21 @@ static void randomized_mutations(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(decode_run_instances),
-		cmocka_unit_test(decode_encoding),
-		cmocka_unit_test(decode_hostile),
-		cmocka_unit_test(decode_ceilings),
-		cmocka_unit_test(merge_query_string),
-		cmocka_unit_test(list_numeric_order_and_gaps),
-		cmocka_unit_test(list_bad_indexes),
-		cmocka_unit_test(indexes_nested),
-		cmocka_unit_test(filters),
-		cmocka_unit_test(tags),
-		cmocka_unit_test(wildcard_table),
-		cmocka_unit_test(wildcard_hostile),
-		cmocka_unit_test(wildcard_random_vs_reference),
-		cmocka_unit_test(list_thousand_is_fast),
-		cmocka_unit_test(randomized_mutations),
+	    cmocka_unit_test(decode_run_instances),
+	    cmocka_unit_test(decode_encoding),
+	    cmocka_unit_test(decode_hostile),
+	    cmocka_unit_test(decode_ceilings),
+	    cmocka_unit_test(merge_query_string),
+	    cmocka_unit_test(list_numeric_order_and_gaps),
+	    cmocka_unit_test(list_bad_indexes),
+	    cmocka_unit_test(indexes_nested),
+	    cmocka_unit_test(filters),
+	    cmocka_unit_test(tags),
+	    cmocka_unit_test(wildcard_table),
+	    cmocka_unit_test(wildcard_hostile),
+	    cmocka_unit_test(wildcard_random_vs_reference),
+	    cmocka_unit_test(list_thousand_is_fast),
+	    cmocka_unit_test(randomized_mutations),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
