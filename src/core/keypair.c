@@ -31,7 +31,7 @@
 #define RSA_MAX_BITS 16384
 #define RSA_CREATE_BITS 2048
 #define MAX_MPINT (RSA_MAX_BITS / 8 + 1) /* with the sign byte */
-#define MAX_BLOB 4096                     /* a 16384-bit RSA blob is ~2.1 KiB */
+#define MAX_BLOB 4096                    /* a 16384-bit RSA blob is ~2.1 KiB */
 #define MAX_DECODED (NB_KEYPAIR_MAX_MATERIAL / 4 * 3)
 #define ED25519_LEN 32
 #define OPENSSH_WRAP 70 /* ssh-keygen's line length for private keys */
@@ -43,7 +43,8 @@ static const char ssh_ed25519[] = "ssh-ed25519";
 
 /* ---- errors ---- */
 
-static int fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errsz, const char *fmt, ...)
 {
@@ -100,7 +101,7 @@ static void wr_bytes(struct wr *w, const void *data, size_t n)
 static void wr_u32(struct wr *w, uint32_t v)
 {
 	unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
-			      (unsigned char)(v >> 8), (unsigned char)v};
+	                      (unsigned char)(v >> 8), (unsigned char)v};
 
 	wr_bytes(w, b, sizeof(b));
 }
@@ -186,7 +187,7 @@ static bool is_space(unsigned char c)
 /* Strict base64 (padding required, nothing after it); whitespace is skipped
  * only when skip_ws. */
 static int b64_decode(const char *s, size_t n, bool skip_ws, unsigned char *out, size_t cap,
-		      size_t *outlen)
+                      size_t *outlen)
 {
 	unsigned v[4];
 	size_t i, o = 0, q = 0, pad = 0;
@@ -251,7 +252,7 @@ static void colon_hex(const unsigned char *d, size_t n, char *out, size_t outsz)
 }
 
 static int digest_colon_hex(const EVP_MD *md, const unsigned char *data, size_t n, char *out,
-			    size_t outsz)
+                            size_t outsz)
 {
 	unsigned char d[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
@@ -353,7 +354,7 @@ out:
 
 /* Imported RSA: checks e and n, then MD5 of the DER SubjectPublicKeyInfo. */
 static int rsa_import(const unsigned char *e, size_t elen, const unsigned char *n, size_t nlen,
-		      struct nb_keypair *out, char *err, size_t errsz)
+                      struct nb_keypair *out, char *err, size_t errsz)
 {
 	BIGNUM *bn_e = BN_bin2bn(e, (int)elen, NULL), *bn_n = BN_bin2bn(n, (int)nlen, NULL);
 	unsigned char blob[MAX_BLOB], *der = NULL;
@@ -367,8 +368,8 @@ static int rsa_import(const unsigned char *e, size_t elen, const unsigned char *
 	}
 	bits = BN_num_bits(bn_n);
 	if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) {
-		r = fail(err, errsz, "RSA key is %d bits: the supported sizes are %d to %d bits", bits,
-			 RSA_MIN_BITS, RSA_MAX_BITS);
+		r = fail(err, errsz, "RSA key is %d bits: the supported sizes are %d to %d bits",
+		         bits, RSA_MIN_BITS, RSA_MAX_BITS);
 		goto out;
 	}
 	if (!BN_is_odd(bn_n)) {
@@ -376,7 +377,9 @@ static int rsa_import(const unsigned char *e, size_t elen, const unsigned char *
 		goto out;
 	}
 	if (!BN_is_odd(bn_e) || BN_is_one(bn_e) || BN_cmp(bn_e, bn_n) >= 0) {
-		r = fail(err, errsz, "RSA key is invalid: the public exponent must be odd, above 1 and below the modulus");
+		r = fail(err, errsz,
+		         "RSA key is invalid: the public exponent must be odd, above 1 and below "
+		         "the modulus");
 		goto out;
 	}
 	pkey = rsa_public_pkey(bn_n, bn_e);
@@ -390,7 +393,7 @@ static int rsa_import(const unsigned char *e, size_t elen, const unsigned char *
 		goto out;
 	}
 	if ((r = digest_colon_hex(EVP_md5(), der, (size_t)dlen, out->fingerprint,
-				  sizeof(out->fingerprint))) < 0)
+	                          sizeof(out->fingerprint))) < 0)
 		goto out;
 	if ((r = rsa_blob(bn_e, bn_n, blob, sizeof(blob), &blen)) < 0)
 		goto out;
@@ -428,13 +431,15 @@ static int unsupported(const unsigned char *type, size_t n, char *err, size_t er
 	char name[72];
 
 	type_name(type, n, name, sizeof(name));
-	return fail(err, errsz, "Key type %s is not supported: only ssh-rsa and ssh-ed25519 keys can be imported",
-		    name);
+	return fail(
+	    err, errsz,
+	    "Key type %s is not supported: only ssh-rsa and ssh-ed25519 keys can be imported",
+	    name);
 }
 
 /* A public key blob; want (may be NULL) is the type named outside it. */
 static int import_blob(const unsigned char *blob, size_t len, const char *want,
-		       struct nb_keypair *out, char *err, size_t errsz)
+                       struct nb_keypair *out, char *err, size_t errsz)
 {
 	struct rd r = {blob, len};
 	const unsigned char *type, *e, *n, *pk;
@@ -448,15 +453,17 @@ static int import_blob(const unsigned char *blob, size_t len, const char *want,
 
 		type_name(type, tlen, name, sizeof(name));
 		return fail(err, errsz, BAD_FORMAT ": the line says %s but the key data holds %s",
-			    want, name);
+		            want, name);
 	}
 	if (token_is(type, tlen, ssh_rsa)) {
 		if ((x = rd_mpint(&r, &e, &elen)) < 0 || (x = rd_mpint(&r, &n, &nlen)) < 0) {
 			if (x == -EDOM)
 				return fail(err, errsz, "RSA key is invalid: a negative number");
 			if (x == -E2BIG)
-				return fail(err, errsz, "RSA key is too large: the supported sizes are %d to %d bits",
-					    RSA_MIN_BITS, RSA_MAX_BITS);
+				return fail(
+				    err, errsz,
+				    "RSA key is too large: the supported sizes are %d to %d bits",
+				    RSA_MIN_BITS, RSA_MAX_BITS);
 			return fail(err, errsz, BAD_FORMAT ": the RSA key data is truncated");
 		}
 		if (r.left != 0)
@@ -467,10 +474,12 @@ static int import_blob(const unsigned char *blob, size_t len, const char *want,
 		if (rd_string(&r, &pk, &pklen) < 0)
 			return fail(err, errsz, BAD_FORMAT ": the ed25519 key data is truncated");
 		if (pklen != ED25519_LEN)
-			return fail(err, errsz, "ED25519 key is invalid: the key is %zu bytes, not %d",
-				    pklen, ED25519_LEN);
+			return fail(err, errsz,
+			            "ED25519 key is invalid: the key is %zu bytes, not %d", pklen,
+			            ED25519_LEN);
 		if (r.left != 0)
-			return fail(err, errsz, BAD_FORMAT ": unexpected data after the ed25519 key");
+			return fail(err, errsz,
+			            BAD_FORMAT ": unexpected data after the ed25519 key");
 		x = blob_sha256_b64(blob, len, out->fingerprint, sizeof(out->fingerprint));
 		if (x == 0)
 			x = set_public(out, ssh_ed25519, blob, len);
@@ -482,7 +491,7 @@ static int import_blob(const unsigned char *blob, size_t len, const char *want,
 
 /* Base64 DER SubjectPublicKeyInfo, as EC2 also takes. */
 static int import_der(const unsigned char *der, size_t len, struct nb_keypair *out, char *err,
-		      size_t errsz)
+                      size_t errsz)
 {
 	const unsigned char *p = der;
 	unsigned char blob[MAX_BLOB], pk[ED25519_LEN];
@@ -507,8 +516,9 @@ static int import_der(const unsigned char *der, size_t len, struct nb_keypair *o
 			goto out;
 		}
 		if (BN_num_bits(n) > RSA_MAX_BITS) {
-			r = fail(err, errsz, "RSA key is %d bits: the supported sizes are %d to %d bits",
-				 BN_num_bits(n), RSA_MIN_BITS, RSA_MAX_BITS);
+			r = fail(err, errsz,
+			         "RSA key is %d bits: the supported sizes are %d to %d bits",
+			         BN_num_bits(n), RSA_MIN_BITS, RSA_MAX_BITS);
 			goto out;
 		}
 		if ((r = rsa_blob(e, n, blob, sizeof(blob), &blen)) < 0)
@@ -526,8 +536,9 @@ static int import_der(const unsigned char *der, size_t len, struct nb_keypair *o
 	default: {
 		const char *sn = OBJ_nid2sn(EVP_PKEY_get_base_id(pkey));
 
-		r = fail(err, errsz, "Key type %s is not supported: only RSA and ED25519 keys can be imported",
-			 sn ? sn : "(unknown)");
+		r = fail(err, errsz,
+		         "Key type %s is not supported: only RSA and ED25519 keys can be imported",
+		         sn ? sn : "(unknown)");
 		goto out;
 	}
 	}
@@ -604,8 +615,7 @@ static bool line_is(const char *s, size_t n, const char *marker)
 
 /* RFC 4716 section 3: begin line, headers ("Tag: value", a trailing '\'
  * continues onto the next line), base64 body, end line. Already trimmed. */
-static int import_rfc4716(const char *s, size_t n, struct nb_keypair *out, char *err,
-			  size_t errsz)
+static int import_rfc4716(const char *s, size_t n, struct nb_keypair *out, char *err, size_t errsz)
 {
 	unsigned char blob[MAX_BLOB];
 	const char *end = s + n, *line = s, *body = NULL, *nl;
@@ -614,12 +624,14 @@ static int import_rfc4716(const char *s, size_t n, struct nb_keypair *out, char 
 
 	for (;;) {
 		if (line >= end)
-			return fail(err, errsz, "Key is not in valid RFC 4716 format: the end line is missing");
+			return fail(err, errsz,
+			            "Key is not in valid RFC 4716 format: the end line is missing");
 		nl = memchr(line, '\n', (size_t)(end - line));
 		len = nl ? (size_t)(nl - line) : (size_t)(end - line);
 		if (line == s) {
 			if (!line_is(line, len, SSH2_BEGIN))
-				return fail(err, errsz, "Key is not in valid RFC 4716 format: bad begin line");
+				return fail(err, errsz,
+				            "Key is not in valid RFC 4716 format: bad begin line");
 		} else if (line_is(line, len, SSH2_END)) {
 			break;
 		} else if (cont || (header && memchr(line, ':', len))) {
@@ -636,22 +648,27 @@ static int import_rfc4716(const char *s, size_t n, struct nb_keypair *out, char 
 		line = nl ? nl + 1 : end;
 	}
 	if (line + len != end)
-		return fail(err, errsz, "Key is not in valid RFC 4716 format: text after the end line");
+		return fail(err, errsz,
+		            "Key is not in valid RFC 4716 format: text after the end line");
 	if (!body)
-		return fail(err, errsz, "Key is not in valid RFC 4716 format: the key data is missing");
+		return fail(err, errsz,
+		            "Key is not in valid RFC 4716 format: the key data is missing");
 	switch (b64_decode(body, (size_t)(line - body), true, blob, sizeof(blob), &dlen)) {
 	case 0:
 		break;
 	case -E2BIG:
-		return fail(err, errsz, "Key is not in valid RFC 4716 format: the key data is too long");
+		return fail(err, errsz,
+		            "Key is not in valid RFC 4716 format: the key data is too long");
 	default:
-		return fail(err, errsz, "Key is not in valid RFC 4716 format: the key data is not valid base64");
+		return fail(
+		    err, errsz,
+		    "Key is not in valid RFC 4716 format: the key data is not valid base64");
 	}
 	return import_blob(blob, dlen, NULL, out, err, errsz);
 }
 
 static int import_text(const char *s, size_t n, bool decoded, struct nb_keypair *out, char *err,
-		       size_t errsz)
+                       size_t errsz)
 {
 	unsigned char *raw = NULL;
 	size_t i, rlen = 0;
@@ -665,7 +682,8 @@ static int import_text(const char *s, size_t n, bool decoded, struct nb_keypair 
 	if (n >= strlen(SSH2_BEGIN) && memcmp(s, SSH2_BEGIN, strlen(SSH2_BEGIN)) == 0)
 		return import_rfc4716(s, n, out, err, errsz);
 	for (i = 0; i < n; i++)
-		if (!is_space((unsigned char)s[i]) && b64_value((unsigned char)s[i]) < 0 && s[i] != '=')
+		if (!is_space((unsigned char)s[i]) && b64_value((unsigned char)s[i]) < 0 &&
+		    s[i] != '=')
 			break;
 	if (i < n)
 		return import_line(s, n, out, err, errsz);
@@ -690,7 +708,7 @@ out:
 }
 
 int nb_keypair_import(const char *material, size_t len, struct nb_keypair *out, char *err,
-		      size_t errsz)
+                      size_t errsz)
 {
 	int r;
 
@@ -700,7 +718,8 @@ int nb_keypair_import(const char *material, size_t len, struct nb_keypair *out, 
 	if (!material || len == 0)
 		return fail(err, errsz, BAD_FORMAT ": the key is empty");
 	if (len > NB_KEYPAIR_MAX_MATERIAL)
-		return fail(err, errsz, "Key material is longer than %d bytes", NB_KEYPAIR_MAX_MATERIAL);
+		return fail(err, errsz, "Key material is longer than %d bytes",
+		            NB_KEYPAIR_MAX_MATERIAL);
 	r = import_text(material, len, false, out, err, errsz);
 	if (r < 0) {
 		memset(out, 0, sizeof(*out));
@@ -744,7 +763,7 @@ static int create_ed25519(struct nb_keypair *out)
 {
 	unsigned char pub[ED25519_LEN], priv[2 * ED25519_LEN], blob[64], sec[256], file[512];
 	struct wr wb = {blob, sizeof(blob), 0, false}, ws = {sec, sizeof(sec), 0, false},
-		  wf = {file, sizeof(file), 0, false};
+	          wf = {file, sizeof(file), 0, false};
 	size_t plen = ED25519_LEN, slen = ED25519_LEN;
 	EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	uint32_t check;
@@ -770,10 +789,10 @@ static int create_ed25519(struct nb_keypair *out)
 	for (i = 1; ws.len % 8 != 0; i++)
 		wr_bytes(&ws, &i, 1);
 	wr_bytes(&wf, OPENSSH_MAGIC, sizeof(OPENSSH_MAGIC)); /* with its NUL */
-	wr_cstring(&wf, "none");                              /* cipher */
-	wr_cstring(&wf, "none");                              /* kdf */
-	wr_cstring(&wf, "");                                  /* kdf options */
-	wr_u32(&wf, 1);                                       /* one key */
+	wr_cstring(&wf, "none");                             /* cipher */
+	wr_cstring(&wf, "none");                             /* kdf */
+	wr_cstring(&wf, "");                                 /* kdf options */
+	wr_u32(&wf, 1);                                      /* one key */
 	wr_string(&wf, blob, wb.len);
 	wr_string(&wf, sec, ws.len);
 	if (wb.overflow || ws.overflow || wf.overflow) {
@@ -796,16 +815,16 @@ out:
 
 /* The whole key through an OpenSSL encoder; *data is OpenSSL's (clear_free). */
 static int encode_private(EVP_PKEY *pkey, const char *type, const char *structure,
-			  unsigned char **data, size_t *len)
+                          unsigned char **data, size_t *len)
 {
 	OSSL_ENCODER_CTX *ec =
-		OSSL_ENCODER_CTX_new_for_pkey(pkey, EVP_PKEY_KEYPAIR, type, structure, NULL);
+	    OSSL_ENCODER_CTX_new_for_pkey(pkey, EVP_PKEY_KEYPAIR, type, structure, NULL);
 	int r = -EIO;
 
 	*data = NULL;
 	*len = 0;
-	if (ec && OSSL_ENCODER_CTX_get_num_encoders(ec) > 0 && OSSL_ENCODER_to_data(ec, data, len) &&
-	    *data && *len > 0)
+	if (ec && OSSL_ENCODER_CTX_get_num_encoders(ec) > 0 &&
+	    OSSL_ENCODER_to_data(ec, data, len) && *data && *len > 0)
 		r = 0;
 	OSSL_ENCODER_CTX_free(ec);
 	return r;
@@ -829,7 +848,7 @@ static int create_rsa(struct nb_keypair *out)
 	/* EC2: SHA-1 of the PKCS#8 DER form, whatever format it hands out. */
 	if ((r = encode_private(pkey, "DER", "PrivateKeyInfo", &der, &dlen)) < 0 ||
 	    (r = digest_colon_hex(EVP_sha1(), der, dlen, out->fingerprint,
-				  sizeof(out->fingerprint))) < 0)
+	                          sizeof(out->fingerprint))) < 0)
 		goto out;
 	if ((r = encode_private(pkey, "PEM", "type-specific", &pem, &plen)) < 0)
 		goto out;

@@ -15,8 +15,8 @@ struct nb_keypair {
 	/* "ssh-rsa AAAA..." / "ssh-ed25519 AAAA...": type and base64 key blob,
 	 * re-encoded canonically, no comment; 4096 holds a 16384-bit RSA key. */
 	char public_openssh[4096];
-	char fingerprint[128];     /* as EC2 reports it for this key's origin */
-	char *private_pem;         /* CreateKeyPair only: the key material (caller frees) */
+	char fingerprint[128]; /* as EC2 reports it for this key's origin */
+	char *private_pem;     /* CreateKeyPair only: the key material (caller frees) */
 };
 
 /* CreateKeyPair: a new RSA 2048 or ed25519 key. RSA's fingerprint is the
@@ -36,7 +36,7 @@ int nb_keypair_create(enum nb_key_type type, struct nb_keypair *out);
  * ed25519: base64 SHA-256 as above. -EINVAL with a one-line reason in err
  * (may be NULL) for anything else; *out is zeroed on failure. */
 int nb_keypair_import(const char *material, size_t len, struct nb_keypair *out, char *err,
-		      size_t errsz);
+                      size_t errsz);
 /* Wipes and frees kp->private_pem (kp may be NULL); kp itself stays the caller's. */
 void nb_keypair_free(struct nb_keypair *kp);
 

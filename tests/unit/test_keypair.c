@@ -116,10 +116,11 @@ static int ssh_keygen(const char *type, int bits, const char *name)
 	int r;
 
 	if (bits > 0)
-		r = sh(o, sizeof(o), "ssh-keygen -q -t %s -b %d -N '' -C 'nubo test key' -f %s", type,
-		       bits, name);
+		r = sh(o, sizeof(o), "ssh-keygen -q -t %s -b %d -N '' -C 'nubo test key' -f %s",
+		       type, bits, name);
 	else
-		r = sh(o, sizeof(o), "ssh-keygen -q -t %s -N '' -C 'nubo test key' -f %s", type, name);
+		r = sh(o, sizeof(o), "ssh-keygen -q -t %s -N '' -C 'nubo test key' -f %s", type,
+		       name);
 	if (r != 0)
 		fprintf(stderr, "ssh-keygen -t %s: %s\n", type, o);
 	return r == 0 ? 0 : -1;
@@ -130,11 +131,12 @@ static void oracle_rsa_md5(const char *pub, char *out, size_t outsz)
 {
 	char o[512];
 
-	assert_int_equal(sh(o, sizeof(o),
-			    "ssh-keygen -e -m PKCS8 -f '%s' 2>/dev/null | openssl pkey -pubin -outform DER "
-			    "| openssl md5 -c",
-			    pub),
-			 0);
+	assert_int_equal(
+	    sh(o, sizeof(o),
+	       "ssh-keygen -e -m PKCS8 -f '%s' 2>/dev/null | openssl pkey -pubin -outform DER "
+	       "| openssl md5 -c",
+	       pub),
+	    0);
 	after(o, "= ", out, outsz);
 	assert_int_equal(strlen(out), 47);
 }
@@ -200,7 +202,7 @@ static void put_raw(struct blob *b, const void *p, size_t n)
 static void put_u32(struct blob *b, uint32_t v)
 {
 	unsigned char x[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
-			      (unsigned char)(v >> 8), (unsigned char)v};
+	                      (unsigned char)(v >> 8), (unsigned char)v};
 
 	put_raw(b, x, 4);
 }
@@ -265,7 +267,8 @@ static void expect_reject(const char *material, size_t len, const char *needle)
 	int r = nb_keypair_import(material, len, &kp, err, sizeof(err));
 
 	if (r != -EINVAL)
-		fail_msg("accepted or wrong error %d for <%.60s>: %s", r, material ? material : "", err);
+		fail_msg("accepted or wrong error %d for <%.60s>: %s", r, material ? material : "",
+		         err);
 	assert_true(err[0] != '\0');
 	assert_null(strchr(err, '\n'));
 	if (needle && !strstr(err, needle))
@@ -314,9 +317,14 @@ static void test_import_ed25519(void **state)
 static void test_import_line_variants(void **state)
 {
 	static const char *const fmts[] = {
-		"%s %s",           "%s %s\n",          "%s %s\r\n",     "  \t%s\t%s  \n\n",
-		"%s   %s  a comment with spaces", "%s %s user@host\n", "%s %s caf\xc3\xa9 \xe2\x9c\x93",
-		"\n\n%s %s x\n",
+	    "%s %s",
+	    "%s %s\n",
+	    "%s %s\r\n",
+	    "  \t%s\t%s  \n\n",
+	    "%s   %s  a comment with spaces",
+	    "%s %s user@host\n",
+	    "%s %s caf\xc3\xa9 \xe2\x9c\x93",
+	    "\n\n%s %s x\n",
 	};
 	const char *files[] = {"rsa2048.pub", "ed1.pub"};
 	struct nb_keypair kp, ref;
@@ -398,9 +406,9 @@ static void test_import_rfc4716(void **state)
 		assert_non_null(b);
 		nb_strlcpy(body, b + 1, sizeof(body));
 		snprintf(cont, sizeof(cont),
-			 "---- BEGIN SSH2 PUBLIC KEY ----\r\nComment: \"a long \\\r\ncomment\"\r\n"
-			 "x-nubo: yes\r\n%s",
-			 body);
+		         "---- BEGIN SSH2 PUBLIC KEY ----\r\nComment: \"a long \\\r\ncomment\"\r\n"
+		         "x-nubo: yes\r\n%s",
+		         body);
 		if (import_str(cont, &kp, err, sizeof(err)) != 0)
 			fail_msg("%s RFC 4716 with headers: %s", files[f], err);
 		assert_string_equal(kp.fingerprint, ref.fingerprint);
@@ -413,7 +421,8 @@ static void test_import_rfc4716(void **state)
 		*end = saved;
 		snprintf(cont, sizeof(cont), "%s\nmore\n", out);
 		expect_reject_str(cont, "after the end line");
-		snprintf(cont, sizeof(cont), "---- BEGIN SSH2 PUBLIC KEY ----\nAA*A\n---- END SSH2 PUBLIC KEY ----");
+		snprintf(cont, sizeof(cont),
+		         "---- BEGIN SSH2 PUBLIC KEY ----\nAA*A\n---- END SSH2 PUBLIC KEY ----");
 		expect_reject_str(cont, "base64");
 		free(text);
 	}
@@ -430,8 +439,9 @@ static void test_import_der(void **state)
 	text = get("rsa3072.pub", NULL);
 	assert_int_equal(import_str(text, &ref, err, sizeof(err)), 0);
 	assert_int_equal(sh(out, sizeof(out),
-			    "ssh-keygen -e -m PKCS8 -f rsa3072.pub | openssl pkey -pubin -outform DER | base64 -w0"),
-			 0);
+	                    "ssh-keygen -e -m PKCS8 -f rsa3072.pub | openssl pkey -pubin -outform "
+	                    "DER | base64 -w0"),
+	                 0);
 	if (import_str(out, &kp, err, sizeof(err)) != 0)
 		fail_msg("RSA DER: %s", err);
 	assert_string_equal(kp.fingerprint, ref.fingerprint);
@@ -440,27 +450,31 @@ static void test_import_der(void **state)
 
 	/* ed25519 from openssl: ssh-keygen cannot convert it, so compare the
 	 * raw key bytes and let ssh-keygen fingerprint what we made. */
-	assert_int_equal(sh(out, sizeof(out), "openssl genpkey -algorithm ED25519 -out oed.pem"), 0);
-	assert_int_equal(sh(out, sizeof(out), "openssl pkey -in oed.pem -pubout -outform DER | base64 -w0"), 0);
+	assert_int_equal(sh(out, sizeof(out), "openssl genpkey -algorithm ED25519 -out oed.pem"),
+	                 0);
+	assert_int_equal(
+	    sh(out, sizeof(out), "openssl pkey -in oed.pem -pubout -outform DER | base64 -w0"), 0);
 	if (import_str(out, &kp, err, sizeof(err)) != 0)
 		fail_msg("ed25519 DER: %s", err);
 	assert_int_equal(kp.type, NB_KEY_ED25519);
 	put("oed.pub", kp.public_openssh, 0644);
 	oracle_sha256("oed.pub", want, sizeof(want));
 	assert_string_equal(kp.fingerprint, want);
-	assert_int_equal(sh(raw_der, sizeof(raw_der),
-			    "openssl pkey -in oed.pem -pubout -outform DER | tail -c 32 | base64 -w0"),
-			 0);
+	assert_int_equal(
+	    sh(raw_der, sizeof(raw_der),
+	       "openssl pkey -in oed.pem -pubout -outform DER | tail -c 32 | base64 -w0"),
+	    0);
 	assert_int_equal(sh(raw_ours, sizeof(raw_ours),
-			    "cut -d' ' -f2 oed.pub | base64 -d | tail -c 32 | base64 -w0"),
-			 0);
+	                    "cut -d' ' -f2 oed.pub | base64 -d | tail -c 32 | base64 -w0"),
+	                 0);
 	assert_string_equal(raw_der, raw_ours);
 
 	/* Other DER key types are refused by name. */
-	assert_int_equal(sh(out, sizeof(out),
-			    "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null "
-			    "| openssl pkey -pubout -outform DER | base64 -w0"),
-			 0);
+	assert_int_equal(
+	    sh(out, sizeof(out),
+	       "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null "
+	       "| openssl pkey -pubout -outform DER | base64 -w0"),
+	    0);
 	expect_reject_str(out, "not supported");
 }
 
@@ -470,10 +484,10 @@ static void test_import_other_types(void **state)
 	static const struct {
 		const char *file, *name;
 	} keys[] = {
-		{"dsa1024.pub", "ssh-dss"},
-		{"ecdsa256.pub", "ecdsa-sha2-nistp256"},
-		{"ecdsa384.pub", "ecdsa-sha2-nistp384"},
-		{"ecdsa521.pub", "ecdsa-sha2-nistp521"},
+	    {"dsa1024.pub", "ssh-dss"},
+	    {"ecdsa256.pub", "ecdsa-sha2-nistp256"},
+	    {"ecdsa384.pub", "ecdsa-sha2-nistp384"},
+	    {"ecdsa521.pub", "ecdsa-sha2-nistp521"},
 	};
 	struct blob b = {.n = 0};
 	char line[1024], path[512];
@@ -502,7 +516,9 @@ static void test_import_other_types(void **state)
 	free(ed);
 	free(rsa);
 	/* Hostile type names are not echoed raw. */
-	expect_reject_str("ssh-\xff\xfe" "evil AAAA", "(unreadable)");
+	expect_reject_str("ssh-\xff\xfe"
+	                  "evil AAAA",
+	                  "(unreadable)");
 	expect_reject_str("ssh-\x1b[31mevil AAAA", "control");
 	expect_reject_str("PuTTY-User-Key-File-3: ssh-rsa", "PuTTY-User-Key-File-3:");
 }
@@ -524,13 +540,15 @@ static void test_create_rsa(void **state)
 
 	assert_int_equal(sh(out, sizeof(out), "openssl rsa -in c_rsa.pem -check -noout 2>&1"), 0);
 	assert_non_null(strstr(out, "RSA key ok"));
-	assert_int_equal(sh(out, sizeof(out), "openssl pkey -in c_rsa.pem -noout -text | head -1"), 0);
+	assert_int_equal(sh(out, sizeof(out), "openssl pkey -in c_rsa.pem -noout -text | head -1"),
+	                 0);
 	assert_non_null(strstr(out, "2048 bit"));
 	assert_int_equal(sh(out, sizeof(out), "ssh-keygen -y -f c_rsa.pem"), 0);
 	assert_string_equal(out, kp.public_openssh);
-	assert_int_equal(sh(out, sizeof(out),
-			    "openssl pkcs8 -topk8 -nocrypt -in c_rsa.pem -outform DER | openssl sha1 -c"),
-			 0);
+	assert_int_equal(
+	    sh(out, sizeof(out),
+	       "openssl pkcs8 -topk8 -nocrypt -in c_rsa.pem -outform DER | openssl sha1 -c"),
+	    0);
 	after(out, "= ", want, sizeof(want));
 	assert_int_equal(strlen(want), 59);
 	assert_string_equal(kp.fingerprint, want);
@@ -541,18 +559,18 @@ static void test_create_rsa(void **state)
 	put("allowed", out, 0644);
 	put("msg", "hello nubo\n", 0644);
 	assert_int_equal(sh(out, sizeof(out),
-			    "rm -f msg.sig && ssh-keygen -y -f c_rsa.pem > c_rsa.pem.pub && "
-			    "ssh-keygen -Y sign -f c_rsa.pem -n nubo msg && "
-			    "ssh-keygen -Y verify -f allowed -I tester -n nubo -s msg.sig < msg"),
-			 0);
+	                    "rm -f msg.sig && ssh-keygen -y -f c_rsa.pem > c_rsa.pem.pub && "
+	                    "ssh-keygen -Y sign -f c_rsa.pem -n nubo msg && "
+	                    "ssh-keygen -Y verify -f allowed -I tester -n nubo -s msg.sig < msg"),
+	                 0);
 
 	/* Imported again, the same key gets EC2's other RSA fingerprint:
 	 * MD5 of the public DER, which AWS computes from the private key. */
 	assert_int_equal(import_str(kp.public_openssh, &imp, err, sizeof(err)), 0);
 	assert_string_equal(imp.public_openssh, kp.public_openssh);
 	assert_int_equal(sh(out, sizeof(out),
-			    "openssl pkey -in c_rsa.pem -pubout -outform DER | openssl md5 -c"),
-			 0);
+	                    "openssl pkey -in c_rsa.pem -pubout -outform DER | openssl md5 -c"),
+	                 0);
 	after(out, "= ", want, sizeof(want));
 	assert_string_equal(imp.fingerprint, want);
 	assert_string_not_equal(imp.fingerprint, kp.fingerprint);
@@ -594,9 +612,9 @@ static void test_create_ed25519(void **state)
 	put("allowed", out, 0644);
 	put("msg", "hello nubo\n", 0644);
 	assert_int_equal(sh(out, sizeof(out),
-			    "rm -f msg.sig && ssh-keygen -Y sign -f c_ed -n nubo msg && "
-			    "ssh-keygen -Y verify -f allowed -I tester -n nubo -s msg.sig < msg"),
-			 0);
+	                    "rm -f msg.sig && ssh-keygen -Y sign -f c_ed -n nubo msg && "
+	                    "ssh-keygen -Y verify -f allowed -I tester -n nubo -s msg.sig < msg"),
+	                 0);
 
 	/* ed25519 fingerprints do not depend on the key's origin. */
 	assert_int_equal(import_str(kp.public_openssh, &imp, err, sizeof(err)), 0);
@@ -748,7 +766,7 @@ static void test_hostile_text(void **state)
 	expect_reject_str("ssh-rsa", "missing");
 	expect_reject_str("ssh-ed25519   \n", "missing");
 	expect_reject_str("ssh-rsa AAAA*AAA", "base64");
-	expect_reject_str("ssh-rsa AAAAB3NzaC1yc2E", "base64");  /* no padding */
+	expect_reject_str("ssh-rsa AAAAB3NzaC1yc2E", "base64"); /* no padding */
 	expect_reject_str("ssh-rsa AAAAB3NzaC1yc2E=AAAA", "base64");
 	expect_reject_str("ssh-rsa A===", "base64");
 	expect_reject_str("-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----", NULL);
@@ -864,19 +882,13 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_import_rsa_sizes),
-		cmocka_unit_test(test_import_rsa_fixtures),
-		cmocka_unit_test(test_import_ed25519),
-		cmocka_unit_test(test_import_line_variants),
-		cmocka_unit_test(test_import_base64_again),
-		cmocka_unit_test(test_import_rfc4716),
-		cmocka_unit_test(test_import_der),
-		cmocka_unit_test(test_import_other_types),
-		cmocka_unit_test(test_create_rsa),
-		cmocka_unit_test(test_create_ed25519),
-		cmocka_unit_test(test_hostile_blobs),
-		cmocka_unit_test(test_hostile_text),
-		cmocka_unit_test(test_hostile_mutations),
+	    cmocka_unit_test(test_import_rsa_sizes),    cmocka_unit_test(test_import_rsa_fixtures),
+	    cmocka_unit_test(test_import_ed25519),      cmocka_unit_test(test_import_line_variants),
+	    cmocka_unit_test(test_import_base64_again), cmocka_unit_test(test_import_rfc4716),
+	    cmocka_unit_test(test_import_der),          cmocka_unit_test(test_import_other_types),
+	    cmocka_unit_test(test_create_rsa),          cmocka_unit_test(test_create_ed25519),
+	    cmocka_unit_test(test_hostile_blobs),       cmocka_unit_test(test_hostile_text),
+	    cmocka_unit_test(test_hostile_mutations),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
