@@ -599,7 +599,7 @@ static int import_line(const char *s, size_t n, struct nb_keypair *out, char *er
 	default:
 		return fail(err, errsz, BAD_FORMAT ": the key data is not valid base64");
 	}
-	/* The rest of the line is a comment; EC2 keeps only the key. */
+	/* The rest of the line is a comment, not kept: public_openssh is the key alone. */
 	return import_blob(blob, dlen, want, out, err, errsz);
 }
 
