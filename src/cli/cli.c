@@ -1,6 +1,7 @@
-/* The nubo command: finds the command, resolves endpoint and token (flags,
- * environment, config file, defaults), and holds the helpers every command
- * shares (calls with error reporting, JSON and table output, uploads). */
+/* The nubo command: finds the command, resolves endpoint and credentials
+ * (flags, environment, config file, defaults: a token or an access key),
+ * and holds the helpers every command shares (calls with error reporting,
+ * JSON and table output, uploads). */
 #include "cli/cli.h"
 
 #include <curl/curl.h>
@@ -26,6 +27,14 @@ static const struct nb_cli_opt global_opts[] = {
     {"endpoint", 0, "URL", "controller URL (env NUBO_ENDPOINT; default " DEFAULT_ENDPOINT ")"},
     {"token", 0, "TOKEN",
      "API token (env NUBO_TOKEN; default from the config file or " DEFAULT_TOKEN_FILE ")"},
+    {"access-key-id", 0, "ID",
+     "sign requests with this access key instead of the token (env NUBO_ACCESS_KEY_ID, "
+     "AWS_ACCESS_KEY_ID)"},
+    {"secret-access-key", 0, "SECRET",
+     "the access key's secret (env NUBO_SECRET_ACCESS_KEY, AWS_SECRET_ACCESS_KEY)"},
+    {"region", 0, "REGION",
+     "region the signatures are for (env NUBO_REGION, AWS_DEFAULT_REGION; default "
+     NB_CLI_DEFAULT_REGION ")"},
     {"json", 0, NULL, "print the API's JSON instead of tables"},
     {"help", 'h', NULL, "show help"},
     {NULL, 0, NULL, NULL},
@@ -34,13 +43,16 @@ static const struct nb_cli_opt global_opts[] = {
 static const struct nb_conf_key conf_schema[] = {
     {"endpoint", NB_CONF_STR, "", "controller URL"},
     {"token", NB_CONF_STR, "", "API token"},
+    {"access_key_id", NB_CONF_STR, "", "access key to sign requests with (wins over token)"},
+    {"secret_access_key", NB_CONF_STR, "", "the access key's secret"},
+    {"region", NB_CONF_STR, "", "region of the signatures (default " NB_CLI_DEFAULT_REGION ")"},
     {NULL, 0, NULL, NULL},
 };
 
-static const char *const groups[] = {"image", "type", "host"};
+static const char *const groups[] = {"image", "type", "host", "account", "key"};
 
 static const struct nb_cli_cmd *const cmd_tables[] = {nb_cli_instance_cmds, nb_cli_image_cmds,
-                                                      nb_cli_misc_cmds};
+                                                      nb_cli_misc_cmds, nb_cli_account_cmds};
 
 static void cmd_title(const struct nb_cli_cmd *cmd, char *out, size_t outsz)
 {
@@ -50,7 +62,8 @@ static void cmd_title(const struct nb_cli_cmd *cmd, char *out, size_t outsz)
 
 static void print_global_help(FILE *f)
 {
-	fprintf(f, "usage: nubo [--endpoint URL] [--token TOKEN] [--json] COMMAND [ARGS]\n\n"
+	fprintf(f, "usage: nubo [--endpoint URL] [--token TOKEN | --access-key-id ID "
+	           "--secret-access-key SECRET] [--json] COMMAND [ARGS]\n\n"
 	           "The nubo cloud's command-line client.\n\nCommands:\n");
 	for (size_t t = 0; t < NB_ARRAY_SIZE(cmd_tables); t++)
 		for (const struct nb_cli_cmd *cmd = cmd_tables[t]; cmd->name; cmd++) {
@@ -68,6 +81,10 @@ static void print_global_help(FILE *f)
 	}
 	fprintf(f, "\nWithout --endpoint/--token, NUBO_ENDPOINT and NUBO_TOKEN are used, then\n"
 	           "~/.config/nubo/config (lines 'endpoint = URL' and 'token = TOKEN').\n"
+	           "An access key (--access-key-id and --secret-access-key, NUBO_ACCESS_KEY_ID and\n"
+	           "NUBO_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the\n"
+	           "config's access_key_id and secret_access_key) signs requests (SigV4) instead\n"
+	           "of the token when both are set.\n"
 	           "Exit codes: 0 ok, 1 API error, 2 usage error, 3 controller unreachable,\n"
 	           "4 not found.\nRun 'nubo COMMAND --help' for a command's options.\n");
 }
@@ -161,34 +178,111 @@ static const char *config_path(char *buf, size_t bufsz)
 	return buf;
 }
 
-/* Endpoint and token by precedence: flag, environment, config, default. */
-static int resolve(struct nb_cli *c, const char *flag_endpoint, const char *flag_token)
+/* What the command line said about where and who (NULL when not given). */
+struct cli_flags {
+	const char *endpoint, *token, *key_id, *secret, *region;
+};
+
+/* The first of a, b, c that is set and not empty, or NULL. */
+static const char *pick(const char *a, const char *b, const char *c)
+{
+	if (a && *a)
+		return a;
+	if (b && *b)
+		return b;
+	return c && *c ? c : NULL;
+}
+
+static bool has_ctl_or(const char *s, const char *also)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f || strchr(also, *p))
+			return true;
+	return false;
+}
+
+/* Fills key from id, secret and region (region NULL: the default); prints
+ * what is wrong and returns an exit code. */
+static int make_key(struct nb_cli_key *key, const char *id, const char *secret,
+                    const char *region)
+{
+	if (!region)
+		region = NB_CLI_DEFAULT_REGION;
+	if (strlen(id) >= sizeof(key->id) || has_ctl_or(id, " /,=")) {
+		fprintf(stderr, "nubo: the access key id is longer than %zu characters or holds "
+		                "blanks, '/', ',' or '='\n",
+		        sizeof(key->id) - 1);
+		return NB_CLI_EUSAGE;
+	}
+	if (strlen(secret) >= sizeof(key->secret) || has_ctl_or(secret, "")) {
+		fprintf(stderr, "nubo: the secret access key is longer than %zu characters or holds "
+		                "control characters\n",
+		        sizeof(key->secret) - 1);
+		return NB_CLI_EUSAGE;
+	}
+	if (strlen(region) >= sizeof(key->region) ||
+	    strspn(region, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+	        strlen(region)) {
+		fprintf(stderr, "nubo: region '%.80s' is not letters, digits, '-', '_' or '.' "
+		                "(at most %zu)\n",
+		        region, sizeof(key->region) - 1);
+		return NB_CLI_EUSAGE;
+	}
+	nb_strlcpy(key->id, id, sizeof(key->id));
+	nb_strlcpy(key->secret, secret, sizeof(key->secret));
+	nb_strlcpy(key->region, region, sizeof(key->region));
+	return NB_CLI_OK;
+}
+
+/* Endpoint and credentials by precedence: flag, environment (NUBO_*, then
+ * AWS_* for the key), config, default. A complete access key wins over the
+ * token; then the token is not read at all. */
+static int resolve(struct nb_cli *c, const struct cli_flags *f)
 {
 	struct nb_config cfg;
+	struct nb_cli_key key = {0};
 	char pathbuf[1024], err[600], *file_token = NULL;
-	const char *endpoint = flag_endpoint, *token = flag_token, *path;
+	const char *endpoint, *token, *kid, *secret, *region, *path;
 	int r = 0;
 
 	nb_config_init(&cfg, conf_schema);
-	if (!endpoint)
-		endpoint = getenv("NUBO_ENDPOINT");
-	if (!token)
-		token = getenv("NUBO_TOKEN");
-	if ((!endpoint || !*endpoint || !token || !*token) &&
+	endpoint = pick(f->endpoint, getenv("NUBO_ENDPOINT"), NULL);
+	token = pick(f->token, getenv("NUBO_TOKEN"), NULL);
+	kid = pick(f->key_id, getenv("NUBO_ACCESS_KEY_ID"), getenv("AWS_ACCESS_KEY_ID"));
+	secret = pick(f->secret, getenv("NUBO_SECRET_ACCESS_KEY"), getenv("AWS_SECRET_ACCESS_KEY"));
+	region = pick(f->region, getenv("NUBO_REGION"), getenv("AWS_DEFAULT_REGION"));
+	if ((!endpoint || !token || !kid || !secret || !region) &&
 	    (path = config_path(pathbuf, sizeof(pathbuf)))) {
 		if (nb_config_load(&cfg, path, 1, err, sizeof(err)) < 0) {
 			fprintf(stderr, "nubo: config: %s\n", err);
 			r = NB_CLI_EUSAGE;
 			goto out;
 		}
-		if (!endpoint || !*endpoint)
-			endpoint = nb_config_str(&cfg, "endpoint");
-		if (!token || !*token)
-			token = nb_config_str(&cfg, "token");
+		endpoint = pick(endpoint, nb_config_str(&cfg, "endpoint"), NULL);
+		token = pick(token, nb_config_str(&cfg, "token"), NULL);
+		kid = pick(kid, nb_config_str(&cfg, "access_key_id"), NULL);
+		secret = pick(secret, nb_config_str(&cfg, "secret_access_key"), NULL);
+		region = pick(region, nb_config_str(&cfg, "region"), NULL);
 	}
-	if (!endpoint || !*endpoint)
+	if (!endpoint)
 		endpoint = DEFAULT_ENDPOINT;
-	if (!token || !*token) {
+	if (!!kid != !!secret) {
+		fprintf(stderr,
+		        "nubo: an access key needs both its id and its secret; %s is missing "
+		        "(--%s, NUBO_%s, AWS_%s or '%s = ...' in the config)\n",
+		        kid ? "the secret" : "the id", kid ? "secret-access-key" : "access-key-id",
+		        kid ? "SECRET_ACCESS_KEY" : "ACCESS_KEY_ID",
+		        kid ? "SECRET_ACCESS_KEY" : "ACCESS_KEY_ID",
+		        kid ? "secret_access_key" : "access_key_id");
+		r = NB_CLI_EUSAGE;
+		goto out;
+	}
+	if (kid) {
+		r = make_key(&key, kid, secret, region);
+		if (r)
+			goto out;
+		token = "";
+	} else if (!token) {
 		size_t len;
 		if (nb_read_file(DEFAULT_TOKEN_FILE, TOKEN_MAX, &file_token, &len) == 0) {
 			trim_right(file_token);
@@ -203,6 +297,11 @@ static int resolve(struct nb_cli *c, const char *flag_endpoint, const char *flag
 		r = NB_CLI_EUSAGE;
 		goto out;
 	}
+	if (kid && nb_cli_url_split(endpoint, pathbuf, sizeof(pathbuf), NULL) < 0) {
+		fprintf(stderr, "nubo: endpoint '%.200s' has no host to sign for\n", endpoint);
+		r = NB_CLI_EUSAGE;
+		goto out;
+	}
 	if (strchr(token, '\n') || strchr(token, '\r')) {
 		fprintf(stderr, "nubo: the token holds a line break\n");
 		r = NB_CLI_EUSAGE;
@@ -213,12 +312,20 @@ static int resolve(struct nb_cli *c, const char *flag_endpoint, const char *flag
 		r = NB_CLI_EUSAGE;
 		goto out;
 	}
+	if (kid && nb_cli_http_set_key(&c->http, &key) < 0) {
+		nb_cli_http_free(&c->http);
+		fprintf(stderr, "nubo: incomplete access key\n");
+		r = NB_CLI_EUSAGE;
+		goto out;
+	}
 	c->have_token = *token != '\0';
+	c->have_key = kid != NULL;
 out:
 	if (file_token) {
 		explicit_bzero(file_token, strlen(file_token));
 		free(file_token);
 	}
+	explicit_bzero(&key, sizeof(key));
 	nb_config_free(&cfg);
 	return r;
 }
@@ -252,9 +359,15 @@ int nb_cli_report(struct nb_cli *c, int r, const struct nb_cli_resp *resp)
 		fprintf(stderr, "error: HTTP %ld from %s%s%s\n", resp->status, c->http.endpoint,
 		        first[0] ? ": " : "", first);
 	}
-	if ((resp->status == 401 || (code && !strcmp(code, "AuthFailure"))) && !c->have_token)
+	if ((resp->status == 401 || (code && !strcmp(code, "AuthFailure"))) && !c->have_token &&
+	    !c->have_key)
 		fprintf(stderr, "hint: no token: pass --token, set NUBO_TOKEN or put 'token = ...' "
 		                "in ~/.config/nubo/config\n");
+	if (c->have_key && (resp->status == 401 || (code && (!strcmp(code, "SignatureDoesNotMatch") ||
+	                                                     !strcmp(code, "IncompleteSignature") ||
+	                                                     !strcmp(code, "RequestExpired")))))
+		fprintf(stderr, "hint: requests are signed with access key %s for region %s\n",
+		        c->http.key.id, c->http.key.region);
 	if ((code && !strcmp(code, "NotFound")) || (!code && resp->status == 404))
 		return NB_CLI_ENOTFOUND;
 	return NB_CLI_EAPI;
@@ -319,7 +432,7 @@ void nb_cli_print_object(const json_t *o)
 	}
 	json_object_foreach((json_t *)o, key, v)
 	{
-		char extra[64] = "";
+		char extra[64] = "", iso[40];
 		char *dumped = NULL;
 		const char *text;
 
@@ -333,6 +446,13 @@ void nb_cli_print_object(const json_t *o)
 			}
 		} else if (json_is_null(v)) {
 			text = "-";
+		} else if (is_time_key(key) && json_is_integer(v) && json_integer_value(v) >= 0) {
+			/* milliseconds since the epoch (accounts, keys) */
+			char age[32];
+			nb_cli_fmt_iso((int64_t)json_integer_value(v), iso, sizeof(iso));
+			nb_cli_fmt_since_json(v, now, age, sizeof(age));
+			snprintf(extra, sizeof(extra), " (%s ago)", age);
+			text = iso;
 		} else {
 			dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 			text = dumped ? dumped : "?";
@@ -461,7 +581,7 @@ static int run_cmd(const struct nb_cli_cmd *cmd, struct nb_cli_args *g, int argc
 {
 	struct nb_cli c = {.cmd = cmd};
 	struct nb_cli_args a = {0};
-	const char *endpoint, *token;
+	struct cli_flags f;
 	int ex;
 
 	if (nb_cli_args_add(&a, cmd->opts) < 0 || nb_cli_args_add(&a, global_opts) < 0) {
@@ -478,15 +598,16 @@ static int run_cmd(const struct nb_cli_cmd *cmd, struct nb_cli_args *g, int argc
 		return nb_cli_usage(&c, "missing argument");
 	if (cmd->max_pos >= 0 && a.npos > cmd->max_pos)
 		return nb_cli_usage(&c, "unexpected argument '%.100s'", a.pos[cmd->max_pos]);
-	endpoint = nb_cli_args_get(&a, "endpoint");
-	if (!endpoint)
-		endpoint = nb_cli_args_get(g, "endpoint");
-	token = nb_cli_args_get(&a, "token");
-	if (!token)
-		token = nb_cli_args_get(g, "token");
+	f.endpoint = pick(nb_cli_args_get(&a, "endpoint"), nb_cli_args_get(g, "endpoint"), NULL);
+	f.token = pick(nb_cli_args_get(&a, "token"), nb_cli_args_get(g, "token"), NULL);
+	f.key_id = pick(nb_cli_args_get(&a, "access-key-id"), nb_cli_args_get(g, "access-key-id"),
+	                NULL);
+	f.secret = pick(nb_cli_args_get(&a, "secret-access-key"),
+	                nb_cli_args_get(g, "secret-access-key"), NULL);
+	f.region = pick(nb_cli_args_get(&a, "region"), nb_cli_args_get(g, "region"), NULL);
 	c.json = nb_cli_args_flag(&a, "json") || nb_cli_args_flag(g, "json");
 	c.err_tty = isatty(STDERR_FILENO);
-	ex = resolve(&c, endpoint, token);
+	ex = resolve(&c, &f);
 	if (ex)
 		return ex;
 	ex = cmd->run(&c, &a);

@@ -99,6 +99,12 @@ int nb_cli_parse_time(const char *s, int64_t *ms);
 /* Age of an ISO 8601 timestamp relative to now_ms, as nb_cli_fmt_age; "-"
  * when s is NULL or malformed. */
 void nb_cli_fmt_since(const char *s, int64_t now_ms, char *out, size_t outsz);
+/* Milliseconds since the epoch as "2026-11-22T05:01:02.000Z" ("-" when
+ * negative). */
+void nb_cli_fmt_iso(int64_t ms, char *out, size_t outsz);
+/* As nb_cli_fmt_since for a JSON timestamp: an ISO 8601 string or an integer
+ * of milliseconds since the epoch (how accounts and keys carry created_at). */
+void nb_cli_fmt_since_json(const json_t *v, int64_t now_ms, char *out, size_t outsz);
 /* Standard base64 with padding; appends to out. */
 int nb_cli_base64(const void *data, size_t len, struct nb_buf *out);
 
@@ -126,6 +132,43 @@ int nb_cli_parse_status_line(const char *line, int *status);
 size_t nb_cli_log_new_offset(const char *tail, size_t tail_len, size_t prev_len, const char *cur,
                              size_t cur_len);
 
+/* ---- request signing with an access key (sign.c) ---- */
+
+#define NB_CLI_SIGV4_SERVICE "nubo"
+#define NB_CLI_MAX_TARGET 16384 /* path and query of a signed request */
+#define NB_CLI_DEFAULT_REGION "nubo-1"
+
+/* An access key and the region requests are signed for. */
+struct nb_cli_key {
+	char id[129];     /* "" when no key is configured */
+	char secret[256];
+	char region[64];
+};
+
+/* The header values that carry one request's signature. */
+struct nb_cli_sig {
+	char amz_date[17];     /* X-Amz-Date: YYYYMMDDTHHMMSSZ */
+	char payload_hash[65]; /* X-Amz-Content-Sha256: hex, or UNSIGNED-PAYLOAD */
+	char auth[1024];       /* Authorization */
+};
+
+/* Unix seconds as "YYYYMMDDTHHMMSSZ" (UTC); -EINVAL outside years 1970..9999. */
+int nb_cli_amz_date(int64_t now, char out[17]);
+/* Splits an http:// or https:// URL: authority gets the Host header's value
+ * (host[:port], without user@), *path (may be NULL) points into url at what
+ * follows it ("" or "/prefix"). -EPROTONOSUPPORT for another scheme,
+ * -EINVAL for no host, a query or blanks, -ENAMETOOLONG when it does not fit. */
+int nb_cli_url_split(const char *url, char *authority, size_t authsz, const char **path);
+/* Signs method + target (the path as sent, optional "?query") for Host host
+ * with key at now (unix seconds), signing host, x-amz-content-sha256 and
+ * x-amz-date. payload_hash: hex sha256 of the body, NULL for
+ * UNSIGNED-PAYLOAD (streamed uploads). The caller sends Host: host and the
+ * three values of out as X-Amz-Date, X-Amz-Content-Sha256 and Authorization.
+ * -EINVAL for a missing or malformed argument (out is zeroed on failure). */
+int nb_cli_sign(const struct nb_cli_key *key, const char *method, const char *host,
+                const char *target, const char *payload_hash, int64_t now,
+                struct nb_cli_sig *out);
+
 /* ---- HTTP (http.c) ---- */
 
 #define NB_CLI_RESP_MAX (64u << 20)
@@ -134,6 +177,7 @@ struct nb_cli_http {
 	void *curl; /* CURL *, owned */
 	char endpoint[1024];
 	char token[1024];
+	struct nb_cli_key key; /* when key.id[0]: requests are signed, the token is not sent */
 };
 
 struct nb_cli_resp {
@@ -148,7 +192,19 @@ typedef void (*nb_cli_progress_fn)(void *user, uint64_t done, uint64_t total);
 /* endpoint and token are copied; token may be NULL or "". Free with
  * nb_cli_http_free. */
 int nb_cli_http_init(struct nb_cli_http *h, const char *endpoint, const char *token);
-/* Frees the curl handle and wipes the token. */
+/* Signs every later request with key (copied) instead of sending the token;
+ * -EINVAL when key is incomplete. */
+int nb_cli_http_set_key(struct nb_cli_http *h, const struct nb_cli_key *key);
+/* The header lines that authenticate one request to h's endpoint, each
+ * ending in "\r\n", appended to out: "Authorization: Bearer ..." or, with a
+ * key, X-Amz-Date, X-Amz-Content-Sha256 and Authorization signed at the
+ * present time for method and target (the endpoint's path prefix plus path)
+ * and payload_hash (hex sha256 of the body, NULL for UNSIGNED-PAYLOAD);
+ * nothing without credentials. The signature covers Host: the caller must
+ * send Host with the endpoint's authority (nb_cli_url_split). */
+int nb_cli_http_auth_lines(const struct nb_cli_http *h, const char *method, const char *path,
+                           const char *payload_hash, struct nb_buf *out);
+/* Frees the curl handle and wipes the token and the key. */
 void nb_cli_http_free(struct nb_cli_http *h);
 /* One call: method and path (e.g. "/v1/instances"), optional JSON body,
  * total timeout in seconds (0: none, low-speed limit instead). Returns 0 when
@@ -177,10 +233,11 @@ struct nb_cli {
 	bool json;                    /* --json */
 	bool err_tty;                 /* stderr is a terminal */
 	bool have_token;
+	bool have_key; /* requests are signed with an access key */
 };
 
 struct nb_cli_cmd {
-	const char *group; /* "image", "type", "host" or NULL */
+	const char *group; /* "image", "type", "host", "account", "key" or NULL */
 	const char *name;
 	const char *usage;   /* after "nubo [group] name" */
 	const char *summary; /* one line */
@@ -220,6 +277,7 @@ int nb_cli_upload_file(struct nb_cli *c, const char *path, char sha256[65]);
 extern const struct nb_cli_cmd nb_cli_instance_cmds[];
 extern const struct nb_cli_cmd nb_cli_image_cmds[];
 extern const struct nb_cli_cmd nb_cli_misc_cmds[];
+extern const struct nb_cli_cmd nb_cli_account_cmds[];
 
 /* The live console (console.c): returns an exit code. */
 int nb_cli_console(struct nb_cli *c, const char *id, int linger_s);

@@ -1,5 +1,6 @@
 /* nubo console: the live serial console through the controller, over an
- * HTTP/1.1 upgrade on a plain TCP socket; bytes are copied both ways with
+ * HTTP/1.1 upgrade on a plain TCP socket (authenticated as every call: the
+ * token, or a SigV4 signature of the GET); bytes are copied both ways with
  * poll(). On a terminal stdin goes raw and Ctrl-] detaches. */
 #include "cli/cli.h"
 
@@ -230,7 +231,8 @@ static int relay_sock(struct relay *rl)
 
 int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 {
-	char host[256];
+	char host[256], authority[1024], empty_sha[65];
+	const char *prefix = "";
 	unsigned port;
 	struct nb_buf req, head, path;
 	struct relay rl = {.sock = -1, .stdin_open = true};
@@ -254,15 +256,24 @@ int nb_cli_console(struct nb_cli *c, const char *id, int linger_s)
 		ex = NB_CLI_EUSAGE;
 		goto out;
 	}
-	if (nb_cli_path(&path, "instances", id, "console") < 0 ||
+	/* Host is the endpoint's authority as written: a signature covers it */
+	if (nb_cli_url_split(c->http.endpoint, authority, sizeof(authority), &prefix) < 0 ||
+	    nb_cli_path(&path, "instances", id, "console") < 0 ||
 	    nb_buf_printf(&req,
-	                  "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nConnection: Upgrade\r\n"
+	                  "GET %s%s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\n"
 	                  "Upgrade: nubo-console\r\nUser-Agent: nubo/%s\r\n",
-	                  path.data, strchr(host, ':') ? "[" : "", host,
-	                  strchr(host, ':') ? "]" : "", port, NUBO_VERSION) < 0 ||
-	    (c->http.token[0] &&
-	     nb_buf_printf(&req, "Authorization: Bearer %s\r\n", c->http.token) < 0) ||
-	    nb_buf_puts(&req, "\r\n") < 0) {
+	                  prefix, path.data, authority, NUBO_VERSION) < 0) {
+		ex = nb_cli_usage(c, "argument too long");
+		goto out;
+	}
+	nb_sha256_hex("", 0, empty_sha);
+	r = nb_cli_http_auth_lines(&c->http, "GET", path.data, empty_sha, &req);
+	if (r < 0) {
+		fprintf(stderr, "error: signing the console request failed: %s\n", strerror(-r));
+		ex = NB_CLI_EAPI;
+		goto out;
+	}
+	if (nb_buf_puts(&req, "\r\n") < 0) {
 		ex = nb_cli_usage(c, "argument too long");
 		goto out;
 	}

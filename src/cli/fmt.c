@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/util.h"
 
@@ -343,4 +344,30 @@ size_t nb_cli_log_new_offset(const char *tail, size_t tail_len, size_t prev_len,
 		from = m + 1;
 	}
 	return last ? (size_t)(last - cur) + tail_len : 0;
+}
+
+void nb_cli_fmt_iso(int64_t ms, char *out, size_t outsz)
+{
+	struct tm tm;
+	time_t t;
+	char day[32];
+
+	if (ms < 0) {
+		snprintf(out, outsz, "-");
+		return;
+	}
+	t = (time_t)(ms / 1000);
+	if (!gmtime_r(&t, &tm) || !strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm)) {
+		snprintf(out, outsz, "-");
+		return;
+	}
+	snprintf(out, outsz, "%s.%03dZ", day, (int)(ms % 1000));
+}
+
+void nb_cli_fmt_since_json(const json_t *v, int64_t now_ms, char *out, size_t outsz)
+{
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
+		nb_cli_fmt_age((now_ms - (int64_t)json_integer_value(v)) / 1000, out, outsz);
+	else
+		nb_cli_fmt_since(json_string_value(v), now_ms, out, outsz);
 }

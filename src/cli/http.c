@@ -1,5 +1,6 @@
 /* The CLI's HTTP client over libcurl: JSON calls and streamed uploads, each
- * with timeouts and a ceiling on the answer. Does not print. */
+ * with timeouts and a ceiling on the answer, authenticated with the bearer
+ * token or signed with an access key (SigV4). Does not print. */
 #include "cli/cli.h"
 
 #include <curl/curl.h>
@@ -43,6 +44,17 @@ int nb_cli_http_init(struct nb_cli_http *h, const char *endpoint, const char *to
 	return h->curl ? 0 : -ENOMEM;
 }
 
+int nb_cli_http_set_key(struct nb_cli_http *h, const struct nb_cli_key *key)
+{
+	if (!key || !key->id[0] || !key->secret[0] || !key->region[0])
+		return -EINVAL;
+	memcpy(&h->key, key, sizeof(h->key));
+	h->key.id[sizeof(h->key.id) - 1] = '\0';
+	h->key.secret[sizeof(h->key.secret) - 1] = '\0';
+	h->key.region[sizeof(h->key.region) - 1] = '\0';
+	return 0;
+}
+
 void nb_cli_http_free(struct nb_cli_http *h)
 {
 	if (!h)
@@ -51,6 +63,38 @@ void nb_cli_http_free(struct nb_cli_http *h)
 		curl_easy_cleanup(h->curl);
 	h->curl = NULL;
 	explicit_bzero(h->token, sizeof(h->token));
+	explicit_bzero(&h->key, sizeof(h->key));
+}
+
+int nb_cli_http_auth_lines(const struct nb_cli_http *h, const char *method, const char *path,
+                           const char *payload_hash, struct nb_buf *out)
+{
+	struct nb_cli_sig sig;
+	struct nb_buf target;
+	char host[1024];
+	const char *prefix;
+	int r;
+
+	if (!h->key.id[0]) {
+		if (!h->token[0])
+			return 0;
+		return nb_buf_printf(out, "Authorization: Bearer %s\r\n", h->token);
+	}
+	r = nb_cli_url_split(h->endpoint, host, sizeof(host), &prefix);
+	if (r < 0)
+		return r;
+	nb_buf_init(&target, NB_CLI_MAX_TARGET);
+	r = nb_buf_printf(&target, "%s%s", prefix, path);
+	if (r >= 0)
+		r = nb_cli_sign(&h->key, method, host, target.data, payload_hash,
+		                nb_wall_ms() / 1000, &sig);
+	if (r >= 0)
+		r = nb_buf_printf(out,
+		                  "X-Amz-Date: %s\r\nX-Amz-Content-Sha256: %s\r\n"
+		                  "Authorization: %s\r\n",
+		                  sig.amz_date, sig.payload_hash, sig.auth);
+	nb_buf_free(&target);
+	return r < 0 ? r : 0;
 }
 
 void nb_cli_resp_free(struct nb_cli_resp *resp)
@@ -125,33 +169,59 @@ static void set_noproxy(CURL *c)
 	curl_easy_setopt(c, CURLOPT_NOPROXY, list);
 }
 
-/* Common setup; headers is extended with auth (caller frees the list). */
-static int setup(struct nb_cli_http *h, const char *path, long timeout_s, struct call_state *st,
+/* Appends each "\r\n"-terminated line of lines to the list. */
+static int append_lines(struct curl_slist **headers, char *lines)
+{
+	char *p = lines, *end;
+
+	while (p && (end = strstr(p, "\r\n"))) {
+		struct curl_slist *n;
+
+		*end = '\0';
+		n = curl_slist_append(*headers, p);
+		*end = '\r';
+		if (!n)
+			return -ENOMEM;
+		*headers = n;
+		p = end + 2;
+	}
+	return 0;
+}
+
+/* Common setup; headers is extended with the authentication of method on
+ * path with payload_hash (NULL: unsigned) (caller frees the list). */
+static int setup(struct nb_cli_http *h, const char *method, const char *path,
+                 const char *payload_hash, long timeout_s, struct call_state *st,
                  struct curl_slist **headers, char *errbuf)
 {
 	CURL *c = h->curl;
 	struct nb_buf url, auth;
+	char host[1024];
 	int r = 0;
 
 	nb_buf_init(&url, 8192);
-	nb_buf_init(&auth, 2048);
+	nb_buf_init(&auth, 8192);
 	curl_easy_reset(c);
 	if (nb_buf_printf(&url, "%s%s", h->endpoint, path) < 0) {
 		r = -ENAMETOOLONG;
 		goto out;
 	}
-	if (h->token[0]) {
-		struct curl_slist *n;
-		if (nb_buf_printf(&auth, "Authorization: Bearer %s", h->token) < 0) {
-			r = -ENOMEM;
+	/* the signature covers Host: send exactly the value that was signed */
+	if (h->key.id[0] && (nb_cli_url_split(h->endpoint, host, sizeof(host), NULL) < 0 ||
+	                     nb_buf_printf(&auth, "Host: %s\r\n", host) < 0)) {
+		r = -EINVAL;
+		goto out;
+	}
+	r = nb_cli_http_auth_lines(h, method, path, payload_hash, &auth);
+	if (r < 0) {
+		snprintf(st->resp->err, sizeof(st->resp->err), "signing the request failed: %s",
+		         strerror(r == -E2BIG ? ENAMETOOLONG : -r));
+		goto out;
+	}
+	if (auth.data) {
+		r = append_lines(headers, auth.data);
+		if (r < 0)
 			goto out;
-		}
-		n = curl_slist_append(*headers, auth.data);
-		if (!n) {
-			r = -ENOMEM;
-			goto out;
-		}
-		*headers = n;
 	}
 	curl_easy_setopt(c, CURLOPT_URL, url.data);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -213,12 +283,20 @@ int nb_cli_http_call(struct nb_cli_http *h, const char *method, const char *path
 {
 	struct call_state st = {.resp = resp, .fd = -1};
 	struct curl_slist *headers = NULL, *n;
-	char errbuf[CURL_ERROR_SIZE] = "";
+	char errbuf[CURL_ERROR_SIZE] = "", body_sha[65];
 	char *text = NULL;
 	int r;
 
 	resp_init(resp);
-	r = setup(h, path, timeout_s, &st, &headers, errbuf);
+	if (body) {
+		text = json_dumps(body, JSON_COMPACT);
+		if (!text) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	nb_sha256_hex(text ? text : "", text ? strlen(text) : 0, body_sha);
+	r = setup(h, method, path, body_sha, timeout_s, &st, &headers, errbuf);
 	if (r < 0)
 		goto out;
 	n = curl_slist_append(headers, "Accept: application/json");
@@ -228,8 +306,7 @@ int nb_cli_http_call(struct nb_cli_http *h, const char *method, const char *path
 	}
 	headers = n;
 	if (body) {
-		text = json_dumps(body, JSON_COMPACT);
-		n = text ? curl_slist_append(headers, "Content-Type: application/json") : NULL;
+		n = curl_slist_append(headers, "Content-Type: application/json");
 		if (!n) {
 			r = -ENOMEM;
 			goto out;
@@ -274,7 +351,9 @@ int nb_cli_http_upload(struct nb_cli_http *h, const char *path, int fd, uint64_t
 		r = -ENOMEM;
 		goto out;
 	}
-	r = setup(h, path, 0, &st, &headers, errbuf);
+	/* streamed: signed UNSIGNED-PAYLOAD; the caller compares the stored blob's
+	 * digest with sha256_hex */
+	r = setup(h, "PUT", path, NULL, 0, &st, &headers, errbuf);
 	if (r < 0)
 		goto out;
 	n = curl_slist_append(headers, "Content-Type: application/octet-stream");

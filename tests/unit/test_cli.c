@@ -11,7 +11,10 @@
 
 #include <cmocka.h>
 
+#include "api/sigv4.h"
 #include "cli/cli.h"
+#include "common/err.h"
+#include "common/util.h"
 
 static const struct nb_cli_opt opts[] = {
     {"type", 't', "TYPE", "instance type"},
@@ -514,6 +517,318 @@ static void test_url_escape(void **state)
 	nb_buf_free(&b);
 }
 
+/* ---- signing with an access key ---- */
+
+#define KID "AKIDEXAMPLE"
+#define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+#define EMPTY_SHA "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define T_20261122_050102 1795323662 /* 2026-11-22T05:01:02Z */
+
+static struct nb_cli_key test_key(const char *region)
+{
+	struct nb_cli_key k;
+
+	memset(&k, 0, sizeof(k));
+	strcpy(k.id, KID);
+	strcpy(k.secret, SECRET);
+	strcpy(k.region, region);
+	return k;
+}
+
+static void test_amz_date(void **state)
+{
+	char d[17];
+
+	(void)state;
+	assert_int_equal(nb_cli_amz_date(0, d), 0);
+	assert_string_equal(d, "19700101T000000Z");
+	assert_int_equal(nb_cli_amz_date(T_20261122_050102, d), 0);
+	assert_string_equal(d, "20261122T050102Z");
+	assert_int_equal(nb_cli_amz_date(951782400, d), 0); /* a leap day */
+	assert_string_equal(d, "20000229T000000Z");
+	assert_int_equal(nb_cli_amz_date(-1, d), -EINVAL);
+	assert_string_equal(d, "");
+	assert_int_equal(nb_cli_amz_date(253402300800LL, d), -EINVAL); /* year 10000 */
+}
+
+static void test_url_split(void **state)
+{
+	char a[32];
+	const char *path = NULL;
+
+	(void)state;
+	assert_int_equal(nb_cli_url_split("http://127.0.0.1:8787", a, sizeof(a), &path), 0);
+	assert_string_equal(a, "127.0.0.1:8787");
+	assert_string_equal(path, "");
+	assert_int_equal(nb_cli_url_split("https://u:p@w@ctl.example/nubo/", a, sizeof(a), &path),
+	                 0);
+	assert_string_equal(a, "ctl.example");
+	assert_string_equal(path, "/nubo/");
+	assert_int_equal(nb_cli_url_split("http://[::1]:9000/x", a, sizeof(a), NULL), 0);
+	assert_string_equal(a, "[::1]:9000");
+	assert_int_equal(nb_cli_url_split("ftp://x", a, sizeof(a), &path), -EPROTONOSUPPORT);
+	assert_int_equal(nb_cli_url_split("http://", a, sizeof(a), &path), -EINVAL);
+	assert_int_equal(nb_cli_url_split("http://user@/x", a, sizeof(a), &path), -EINVAL);
+	assert_int_equal(nb_cli_url_split("http://h?q=1", a, sizeof(a), &path), -EINVAL);
+	assert_int_equal(nb_cli_url_split("http://h#f", a, sizeof(a), &path), -EINVAL);
+	assert_int_equal(nb_cli_url_split("http://a b", a, sizeof(a), &path), -EINVAL);
+	assert_int_equal(nb_cli_url_split("http://a-host-name-longer-than-32-bytes.example", a,
+	                                  sizeof(a), &path),
+	                 -ENAMETOOLONG);
+}
+
+/* Expected signatures from an independent SigV4 implementation (Python's
+ * hmac and hashlib following AWS's description), the first and the last
+ * also checked against botocore's SigV4Auth. */
+static void test_sign_known_answers(void **state)
+{
+	struct nb_cli_key k = test_key("nubo-1"), eu = test_key("eu-west-9");
+	struct nb_cli_sig sig;
+	char body_sha[65];
+	const char *body = "{\"name\":\"acme\"}";
+
+	(void)state;
+	assert_int_equal(nb_cli_sign(&k, "GET", "127.0.0.1:8787", "/v1/instances?all=1", EMPTY_SHA,
+	                             T_20261122_050102, &sig),
+	                 0);
+	assert_string_equal(sig.amz_date, "20261122T050102Z");
+	assert_string_equal(sig.payload_hash, EMPTY_SHA);
+	assert_string_equal(sig.auth,
+	                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/nubo-1/nubo/"
+	                    "aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+	                    "Signature=abce78b03f0548a8d4be119273e54732350a4b2db1085031ab37ffe6c1d46216");
+
+	nb_sha256_hex(body, strlen(body), body_sha);
+	assert_string_equal(body_sha,
+	                    "c9f1eaf30f301fb079c6360ff9f0ac914c5d1fe95b167b89170717b0f24a3809");
+	assert_int_equal(nb_cli_sign(&eu, "POST", "nubo.example", "/api/v1/accounts", body_sha,
+	                             T_20261122_050102, &sig),
+	                 0);
+	assert_non_null(strstr(sig.auth, "Credential=AKIDEXAMPLE/20261122/eu-west-9/nubo/"));
+	assert_non_null(strstr(
+	    sig.auth, "Signature=97d2ad56661bc4e5744a592ddc99d1a7394bea25f46d54c45b21c6741ead236f"));
+
+	/* a streamed upload: NULL means UNSIGNED-PAYLOAD */
+	assert_int_equal(nb_cli_sign(&k, "PUT", "127.0.0.1:8787", "/v1/blobs", NULL,
+	                             T_20261122_050102, &sig),
+	                 0);
+	assert_string_equal(sig.payload_hash, "UNSIGNED-PAYLOAD");
+	assert_non_null(strstr(
+	    sig.auth, "Signature=9235aab94a4d29fccd611495a4a41719d38c3e3c81e4abe4d039e1b2cc6c8253"));
+}
+
+/* What nubod does with a request: parse and verify with src/api/sigv4. */
+static int verify_as_server(const char *method, const char *host, const char *path,
+                            const char *query, const char *body_sha, const struct nb_cli_sig *sig,
+                            const char *secret, const char *region, int64_t now)
+{
+	struct nb_kv h[4] = {{"Host", host},
+	                     {"X-Amz-Date", sig->amz_date},
+	                     {"X-Amz-Content-Sha256", sig->payload_hash},
+	                     {"Authorization", sig->auth}};
+	struct nb_sigv4_req r = {.method = method,
+	                         .path = path,
+	                         .query = query,
+	                         .headers = h,
+	                         .nheaders = 4,
+	                         .body_sha256 = body_sha,
+	                         .now = now};
+	struct nb_sigv4_auth a;
+	char err[256];
+	int ret = nb_sigv4_parse(&r, &a, err, sizeof(err));
+
+	if (ret < 0)
+		return ret;
+	return nb_sigv4_verify(&r, &a, secret, region, "nubo", err, sizeof(err));
+}
+
+static void test_sign_verified_by_server_code(void **state)
+{
+	struct nb_cli_key k = test_key("nubo-1");
+	struct nb_cli_sig sig;
+	const int64_t now = T_20261122_050102;
+
+	(void)state;
+	assert_int_equal(nb_cli_sign(&k, "DELETE", "h:1", "/v1/keys/AKIA1?x=a%20b&a=1", EMPTY_SHA,
+	                             now, &sig),
+	                 0);
+	assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA1", "x=a%20b&a=1",
+	                                  EMPTY_SHA, &sig, SECRET, "nubo-1", now + 60),
+	                 0);
+	/* what a user would get wrong, each refused */
+	assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA1", "x=a%20b&a=1",
+	                                  EMPTY_SHA, &sig, "not-the-secret", "nubo-1", now),
+	                 -NB_E_SIG_MISMATCH);
+	assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA1", "x=a%20b&a=1",
+	                                  EMPTY_SHA, &sig, SECRET, "nubo-2", now),
+	                 -NB_E_SIG_MISMATCH);
+	assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA2", "x=a%20b&a=1",
+	                                  EMPTY_SHA, &sig, SECRET, "nubo-1", now),
+	                 -NB_E_SIG_MISMATCH);
+	assert_int_equal(verify_as_server("DELETE", "h:2", "/v1/keys/AKIA1", "x=a%20b&a=1",
+	                                  EMPTY_SHA, &sig, SECRET, "nubo-1", now),
+	                 -NB_E_SIG_MISMATCH);
+	assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA1", "x=a%20b&a=1",
+	                                  EMPTY_SHA, &sig, SECRET, "nubo-1", now + 3600),
+	                 -NB_E_EXPIRED);
+	/* the body the server received is not the one signed */
+	{
+		char other[65];
+		nb_sha256_hex("x", 1, other);
+		assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA1", "x=a%20b&a=1",
+		                                  other, &sig, SECRET, "nubo-1", now),
+		                 -NB_E_SIG_MISMATCH);
+	}
+	/* an unsigned payload is accepted whatever the body */
+	assert_int_equal(nb_cli_sign(&k, "PUT", "h:1", "/v1/blobs", NULL, now, &sig), 0);
+	assert_int_equal(verify_as_server("PUT", "h:1", "/v1/blobs", NULL, EMPTY_SHA, &sig, SECRET,
+	                                  "nubo-1", now),
+	                 0);
+	/* no path signs as "/" */
+	assert_int_equal(nb_cli_sign(&k, "GET", "h:1", "", EMPTY_SHA, now, &sig), 0);
+	assert_int_equal(
+	    verify_as_server("GET", "h:1", "/", NULL, EMPTY_SHA, &sig, SECRET, "nubo-1", now), 0);
+}
+
+static void test_sign_errors(void **state)
+{
+	struct nb_cli_key k = test_key("nubo-1"), none;
+	struct nb_cli_sig sig;
+	char *long_path = malloc(NB_SIGV4_MAX_PATH + 2);
+
+	(void)state;
+	memset(&none, 0, sizeof(none));
+	assert_int_equal(nb_cli_sign(&none, "GET", "h", "/", EMPTY_SHA, 0, &sig), -EINVAL);
+	assert_string_equal(sig.auth, "");
+	k.secret[0] = '\0';
+	assert_int_equal(nb_cli_sign(&k, "GET", "h", "/", EMPTY_SHA, 0, &sig), -EINVAL);
+	k = test_key("");
+	assert_int_equal(nb_cli_sign(&k, "GET", "h", "/", EMPTY_SHA, 0, &sig), -EINVAL);
+	k = test_key("nubo-1");
+	assert_int_equal(nb_cli_sign(&k, "GET", "", "/", EMPTY_SHA, 0, &sig), -EINVAL);
+	assert_int_equal(nb_cli_sign(&k, "GET", "h", "/", EMPTY_SHA, -5, &sig), -EINVAL);
+	/* a key id the credential scope cannot carry */
+	strcpy(k.id, "AKID/X");
+	assert_int_equal(nb_cli_sign(&k, "GET", "h", "/", EMPTY_SHA, 0, &sig), -EINVAL);
+	assert_string_equal(sig.auth, "");
+	k = test_key("nubo-1");
+	assert_non_null(long_path);
+	memset(long_path, 'a', NB_SIGV4_MAX_PATH + 1);
+	long_path[0] = '/';
+	long_path[NB_SIGV4_MAX_PATH + 1] = '\0';
+	assert_int_equal(nb_cli_sign(&k, "GET", "h", long_path, EMPTY_SHA, 0, &sig), -ENAMETOOLONG);
+	free(long_path);
+}
+
+/* Splits "Name: value\r\n" lines of b (modified) into h; returns how many. */
+static size_t split_lines(char *b, struct nb_kv *h, size_t max)
+{
+	size_t n = 0;
+	char *p = b, *end;
+
+	while (p && n < max && (end = strstr(p, "\r\n"))) {
+		char *colon = strstr(p, ": ");
+		assert_non_null(colon);
+		*colon = '\0';
+		*end = '\0';
+		h[n].key = p;
+		h[n++].value = colon + 2;
+		p = end + 2;
+	}
+	return n;
+}
+
+static const char *find_kv(const struct nb_kv *h, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(h[i].key, key))
+			return h[i].value;
+	return NULL;
+}
+
+static void test_auth_lines(void **state)
+{
+	struct nb_cli_http h;
+	struct nb_cli_key k = test_key("nubo-1");
+	struct nb_buf b;
+	struct nb_kv hd[8];
+	struct nb_sigv4_req r = {0};
+	struct nb_sigv4_auth a;
+	char err[256];
+	size_t n;
+
+	(void)state;
+	nb_buf_init(&b, 0);
+	/* no credentials: no lines */
+	assert_int_equal(nb_cli_http_init(&h, "http://127.0.0.1:8787", ""), 0);
+	assert_int_equal(nb_cli_http_auth_lines(&h, "GET", "/v1/instances", EMPTY_SHA, &b), 0);
+	assert_int_equal(b.len, 0);
+	nb_cli_http_free(&h);
+	/* a token */
+	assert_int_equal(nb_cli_http_init(&h, "http://127.0.0.1:8787", "tok"), 0);
+	assert_int_equal(nb_cli_http_auth_lines(&h, "GET", "/v1/instances", EMPTY_SHA, &b), 0);
+	assert_string_equal(b.data, "Authorization: Bearer tok\r\n");
+	nb_buf_reset(&b);
+	/* a key wins over the token, and signs the endpoint's path prefix too */
+	nb_cli_http_free(&h);
+	assert_int_equal(nb_cli_http_init(&h, "http://ctl.example:8080/nubo", "tok"), 0);
+	assert_int_equal(nb_cli_http_set_key(&h, &k), 0);
+	assert_int_equal(nb_cli_http_auth_lines(&h, "GET", "/v1/keys", EMPTY_SHA, &b), 0);
+	assert_null(strstr(b.data, "Bearer"));
+	n = split_lines(b.data, hd, 7);
+	assert_int_equal(n, 3);
+	assert_non_null(find_kv(hd, n, "X-Amz-Date"));
+	assert_string_equal(find_kv(hd, n, "X-Amz-Content-Sha256"), EMPTY_SHA);
+	assert_true(nb_str_has_prefix(find_kv(hd, n, "Authorization"),
+	                              "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+	hd[n++] = (struct nb_kv){"Host", "ctl.example:8080"};
+	r.method = "GET";
+	r.path = "/nubo/v1/keys";
+	r.headers = hd;
+	r.nheaders = n;
+	r.body_sha256 = EMPTY_SHA;
+	r.now = nb_wall_ms() / 1000;
+	assert_int_equal(nb_sigv4_parse(&r, &a, err, sizeof(err)), 0);
+	assert_int_equal(nb_sigv4_verify(&r, &a, SECRET, "nubo-1", "nubo", err, sizeof(err)), 0);
+	/* an incomplete key is refused */
+	k.secret[0] = '\0';
+	assert_int_equal(nb_cli_http_set_key(&h, &k), -EINVAL);
+	nb_cli_http_free(&h);
+	/* free wipes the key */
+	assert_string_equal(h.key.secret, "");
+	nb_buf_free(&b);
+}
+
+static void test_fmt_iso_and_since_json(void **state)
+{
+	char out[40];
+	json_t *v;
+	int64_t now = 1795327379257LL;
+
+	(void)state;
+	nb_cli_fmt_iso(1795327379257LL, out, sizeof(out));
+	assert_string_equal(out, "2026-11-22T06:02:59.257Z");
+	nb_cli_fmt_iso(0, out, sizeof(out));
+	assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+	nb_cli_fmt_iso(-1, out, sizeof(out));
+	assert_string_equal(out, "-");
+	/* milliseconds since the epoch, as accounts and keys carry them */
+	v = json_integer(now - 3 * 60000 - 1);
+	nb_cli_fmt_since_json(v, now, out, sizeof(out));
+	assert_string_equal(out, "3m");
+	json_decref(v);
+	/* ISO 8601 strings, as instances and images carry them */
+	v = json_string("2026-11-22T04:02:59.257Z");
+	nb_cli_fmt_since_json(v, now, out, sizeof(out));
+	assert_string_equal(out, "2h");
+	json_decref(v);
+	nb_cli_fmt_since_json(NULL, now, out, sizeof(out));
+	assert_string_equal(out, "-");
+	v = json_true();
+	nb_cli_fmt_since_json(v, now, out, sizeof(out));
+	assert_string_equal(out, "-");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -540,6 +855,13 @@ int main(void)
 	    cmocka_unit_test(test_status_line),
 	    cmocka_unit_test(test_log_offset),
 	    cmocka_unit_test(test_url_escape),
+	    cmocka_unit_test(test_amz_date),
+	    cmocka_unit_test(test_url_split),
+	    cmocka_unit_test(test_sign_known_answers),
+	    cmocka_unit_test(test_sign_verified_by_server_code),
+	    cmocka_unit_test(test_sign_errors),
+	    cmocka_unit_test(test_auth_lines),
+	    cmocka_unit_test(test_fmt_iso_and_since_json),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
