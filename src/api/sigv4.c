@@ -41,7 +41,7 @@ struct qparam {
 };
 
 static int fail(char *err, size_t errsz, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail(char *err, size_t errsz, int code, const char *fmt, ...)
 {
@@ -239,7 +239,7 @@ static int amz_date_epoch(const char *s, size_t n, int64_t *t)
 	if (n != 16 || !is_digits(s, 8) || s[8] != 'T' || !is_digits(s + 9, 6) || s[15] != 'Z')
 		return -1;
 	return civil_to_epoch(num(s, 4), num(s + 4, 2), num(s + 6, 2), num(s + 9, 2),
-			      num(s + 11, 2), num(s + 13, 2), t);
+	                      num(s + 11, 2), num(s + 13, 2), t);
 }
 
 static void epoch_amz(int64_t t, char *out, size_t outsz)
@@ -253,7 +253,7 @@ static void epoch_amz(int64_t t, char *out, size_t outsz)
 		return;
 	}
 	snprintf(out, outsz, "%04d%02d%02dT%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* An HTTP Date: "[Sun, ]22 Nov 2026 05:01:02 GMT" (RFC 1123) or with a
@@ -340,13 +340,13 @@ static int check_req(const struct nb_sigv4_req *r, char *err, size_t errsz)
 		return fail(err, errsz, -NB_E_INVALID, "invalid request method");
 	if (r->path && strnlen(r->path, NB_SIGV4_MAX_PATH + 1) > NB_SIGV4_MAX_PATH)
 		return fail(err, errsz, -NB_E_INVALID, "request path longer than %d bytes",
-			    NB_SIGV4_MAX_PATH);
+		            NB_SIGV4_MAX_PATH);
 	if (r->query && strnlen(r->query, NB_SIGV4_MAX_QUERY + 1) > NB_SIGV4_MAX_QUERY)
 		return fail(err, errsz, -NB_E_INVALID, "query string longer than %d bytes",
-			    NB_SIGV4_MAX_QUERY);
+		            NB_SIGV4_MAX_QUERY);
 	if (r->nheaders > NB_SIGV4_MAX_HEADERS)
 		return fail(err, errsz, -NB_E_INVALID, "more than %d headers",
-			    NB_SIGV4_MAX_HEADERS);
+		            NB_SIGV4_MAX_HEADERS);
 	if (r->nheaders && !r->headers)
 		return fail(err, errsz, -EINVAL, "headers missing");
 	for (i = 0; i < r->nheaders; i++)
@@ -427,8 +427,7 @@ static int qparam_cmp(const void *a, const void *b)
 
 /* The canonical query string: each key and value decoded and re-encoded,
  * pairs sorted by key then value, X-Amz-Signature left out when drop_sig. */
-static int canon_query(const char *query, bool drop_sig, struct nb_buf *b, char *err,
-		       size_t errsz)
+static int canon_query(const char *query, bool drop_sig, struct nb_buf *b, char *err, size_t errsz)
 {
 	struct qparam *ps = NULL;
 	char *arena = NULL, *tmp = NULL;
@@ -444,7 +443,7 @@ static int canon_query(const char *query, bool drop_sig, struct nb_buf *b, char 
 		n += query[i] == '&';
 	if (n > NB_SIGV4_MAX_PARAMS)
 		return fail(err, errsz, -NB_E_INVALID, "more than %d query parameters",
-			    NB_SIGV4_MAX_PARAMS);
+		            NB_SIGV4_MAX_PARAMS);
 	ps = calloc(n, sizeof(*ps));
 	arena = malloc(3 * qlen + 2 * n + 1);
 	tmp = malloc(qlen + 1);
@@ -593,24 +592,24 @@ static int check_signed_headers(const char *s, size_t n, char *err, size_t errsz
 			i++;
 		if (i == st)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "SignedHeaders has an empty header name");
+			            "SignedHeaders has an empty header name");
 		if (count == NB_SIGV4_MAX_HEADERS)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "SignedHeaders names more than %d headers",
-				    NB_SIGV4_MAX_HEADERS);
+			            "SignedHeaders names more than %d headers",
+			            NB_SIGV4_MAX_HEADERS);
 		for (j = st; j < i; j++)
 			if (!is_hdr_char((unsigned char)s[j]))
 				return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-					    "SignedHeaders has an invalid header name '%s'",
-					    clean(s + st, i - st, c48));
+				            "SignedHeaders has an invalid header name '%s'",
+				            clean(s + st, i - st, c48));
 		names[count].p = s + st;
 		names[count].n = i - st;
 		for (j = 0; j < count; j++)
 			if (names[j].n == names[count].n &&
 			    !memcmp(names[j].p, names[count].p, names[j].n))
 				return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-					    "SignedHeaders names '%s' twice",
-					    clean(s + st, i - st, c48));
+				            "SignedHeaders names '%s' twice",
+				            clean(s + st, i - st, c48));
 		count++;
 		i++;
 	}
@@ -635,7 +634,7 @@ static bool signs_header(const char *list, const char *name)
 /* "name:value\n" for each signed header, values of repeated headers joined
  * with ','. */
 static int canon_headers(const struct nb_sigv4_req *r, const char *list, struct nb_buf *b,
-			 char *err, size_t errsz)
+                         char *err, size_t errsz)
 {
 	const char *p = list;
 	char name[256], c48[48];
@@ -648,8 +647,8 @@ static int canon_headers(const struct nb_sigv4_req *r, const char *list, struct 
 
 		if (n >= sizeof(name))
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "SignedHeaders has a header name longer than %zu bytes",
-				    sizeof(name) - 1);
+			            "SignedHeaders has a header name longer than %zu bytes",
+			            sizeof(name) - 1);
 		memcpy(name, p, n);
 		name[n] = '\0';
 		ret = nb_buf_puts(b, name);
@@ -662,8 +661,8 @@ static int canon_headers(const struct nb_sigv4_req *r, const char *list, struct 
 				continue;
 			if (strnlen(v, NB_SIGV4_MAX_VALUE + 1) > NB_SIGV4_MAX_VALUE)
 				return fail(err, errsz, -NB_E_INVALID,
-					    "header %s is longer than %d bytes",
-					    clean(name, n, c48), NB_SIGV4_MAX_VALUE);
+				            "header %s is longer than %d bytes",
+				            clean(name, n, c48), NB_SIGV4_MAX_VALUE);
 			if (found++)
 				ret = nb_buf_append(b, ",", 1);
 			if (!ret)
@@ -671,8 +670,8 @@ static int canon_headers(const struct nb_sigv4_req *r, const char *list, struct 
 		}
 		if (!ret && !found)
 			return fail(err, errsz, -NB_E_SIG_MISMATCH,
-				    "header %s is signed but not in the request",
-				    clean(name, n, c48));
+			            "header %s is signed but not in the request",
+			            clean(name, n, c48));
 		if (!ret)
 			ret = nb_buf_append(b, "\n", 1);
 		p = e ? e + 1 : p + n;
@@ -690,7 +689,7 @@ static bool auth_terminated(const struct nb_sigv4_auth *a)
 }
 
 static int build_canonical(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
-			   struct nb_buf *b, char *err, size_t errsz)
+                           struct nb_buf *b, char *err, size_t errsz)
 {
 	int ret;
 
@@ -731,8 +730,7 @@ out:
 
 /* ---- crypto ---- */
 
-static int hmac(const void *key, size_t klen, const void *data, size_t dlen,
-		unsigned char out[32])
+static int hmac(const void *key, size_t klen, const void *data, size_t dlen, unsigned char out[32])
 {
 	unsigned int len = 0;
 
@@ -742,8 +740,8 @@ static int hmac(const void *key, size_t klen, const void *data, size_t dlen,
 	return 0;
 }
 
-static int derive_key(const char *secret, const char *date, const char *region,
-		      const char *service, unsigned char key[32])
+static int derive_key(const char *secret, const char *date, const char *region, const char *service,
+                      unsigned char key[32])
 {
 	unsigned char k[64 + 4], k1[32], k2[32], *kp = k;
 	size_t slen = strlen(secret), klen = 4 + slen;
@@ -791,7 +789,7 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
 
 /* The hex signature of r as described by a. */
 static int compute_signature(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
-			     const char *secret, char sig[65], char *err, size_t errsz)
+                             const char *secret, char sig[65], char *err, size_t errsz)
 {
 	struct nb_buf b;
 	unsigned char key[32], mac[32];
@@ -805,7 +803,7 @@ static int compute_signature(const struct nb_sigv4_req *r, const struct nb_sigv4
 	nb_sha256_hex(b.data, b.len, crhash);
 	nb_buf_reset(&b);
 	ret = nb_buf_printf(&b, ALGO "\n%s\n%s/%s/%s/" TERMINATOR "\n%s", a->amz_date, a->date,
-			    a->region, a->service, crhash);
+	                    a->region, a->service, crhash);
 	if (ret < 0) {
 		ret = fail(err, errsz, ret == -E2BIG ? -NB_E_INVALID : ret, "out of memory");
 		goto out;
@@ -839,45 +837,47 @@ static int parse_credential(struct span c, struct nb_sigv4_auth *out, char *err,
 			i++;
 		if (np == 5)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Credential has more than 5 '/'-separated parts");
+			            "Credential has more than 5 '/'-separated parts");
 		part[np].p = c.p + st;
 		part[np++].n = i - st;
 		i++;
 	}
 	if (np != 5)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "Credential must be access-key/YYYYMMDD/region/service/aws4_request");
+		            "Credential must be access-key/YYYYMMDD/region/service/aws4_request");
 	if (!part[0].n || part[0].n >= sizeof(out->access_key))
-		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "Credential has an access key of bad length");
+		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
+		            "Credential has an access key of bad length");
 	for (j = 0; j < part[0].n; j++) {
 		char ch = part[0].p[j];
 
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')))
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9')))
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Credential has an invalid access key");
+			            "Credential has an invalid access key");
 	}
 	if (!scope_date_ok(part[1].p, part[1].n))
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "Credential date '%s' is not a valid YYYYMMDD",
-			    clean(part[1].p, part[1].n, c48));
+		            "Credential date '%s' is not a valid YYYYMMDD",
+		            clean(part[1].p, part[1].n, c48));
 	for (i = 2; i < 4; i++) {
 		size_t max = i == 2 ? sizeof(out->region) : sizeof(out->service);
 
 		if (!part[i].n || part[i].n >= max)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Credential has an empty or too long %s",
-				    i == 2 ? "region" : "service");
+			            "Credential has an empty or too long %s",
+			            i == 2 ? "region" : "service");
 		for (j = 0; j < part[i].n; j++)
 			if (!is_scope_char((unsigned char)part[i].p[j]))
 				return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-					    "Credential has an invalid %s '%s'",
-					    i == 2 ? "region" : "service",
-					    clean(part[i].p, part[i].n, c48));
+				            "Credential has an invalid %s '%s'",
+				            i == 2 ? "region" : "service",
+				            clean(part[i].p, part[i].n, c48));
 	}
 	if (!span_is(part[4], TERMINATOR))
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "Credential must end with '" TERMINATOR "', not '%s'",
-			    clean(part[4].p, part[4].n, c48));
+		            "Credential must end with '" TERMINATOR "', not '%s'",
+		            clean(part[4].p, part[4].n, c48));
 	memcpy(out->access_key, part[0].p, part[0].n);
 	out->access_key[part[0].n] = '\0';
 	memcpy(out->date, part[1].p, 8);
@@ -904,8 +904,7 @@ static int parse_signature(struct span s, struct nb_sigv4_auth *out, char *err, 
 	return 0;
 }
 
-static int parse_signed_headers(struct span s, struct nb_sigv4_auth *out, char *err,
-				size_t errsz)
+static int parse_signed_headers(struct span s, struct nb_sigv4_auth *out, char *err, size_t errsz)
 {
 	int r = check_signed_headers(s.p, s.n, err, errsz);
 
@@ -917,15 +916,15 @@ static int parse_signed_headers(struct span s, struct nb_sigv4_auth *out, char *
 }
 
 static int set_amz_date(struct nb_sigv4_auth *out, const char *v, const char *what, char *err,
-			size_t errsz)
+                        size_t errsz)
 {
 	int64_t t;
 	char c48[48];
 
 	if (amz_date_epoch(v, strlen(v), &t) < 0)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "%s '%s' is not in the form YYYYMMDDTHHMMSSZ", what,
-			    clean(v, strlen(v), c48));
+		            "%s '%s' is not in the form YYYYMMDDTHHMMSSZ", what,
+		            clean(v, strlen(v), c48));
 	memcpy(out->amz_date, v, 17);
 	return 0;
 }
@@ -947,7 +946,7 @@ static int parse_header(const char *h, struct nb_sigv4_auth *out, char *err, siz
 		p++;
 	if (strncmp(p, ALGO, strlen(ALGO)) || (p[strlen(ALGO)] != ' ' && p[strlen(ALGO)] != '\t'))
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "unsupported Authorization: only " ALGO " is accepted");
+		            "unsupported Authorization: only " ALGO " is accepted");
 	p += strlen(ALGO);
 	while (*p) {
 		const char *e = strchr(p, ','), *eq;
@@ -966,24 +965,24 @@ static int parse_header(const char *h, struct nb_sigv4_auth *out, char *err, siz
 			if (!*p && !e)
 				break;
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Authorization header has an empty part");
+			            "Authorization header has an empty part");
 		}
 		eq = memchr(s.p, '=', s.n);
 		if (!eq)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Authorization part '%s' is not name=value",
-				    clean(s.p, s.n, c48));
+			            "Authorization part '%s' is not name=value",
+			            clean(s.p, s.n, c48));
 		for (i = 0; i < NB_ARRAY_SIZE(names); i++)
 			if ((size_t)(eq - s.p) == strlen(names[i]) &&
 			    !memcmp(s.p, names[i], strlen(names[i])))
 				break;
 		if (i == NB_ARRAY_SIZE(names))
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Authorization header has an unknown part '%s'",
-				    clean(s.p, (size_t)(eq - s.p), c48));
+			            "Authorization header has an unknown part '%s'",
+			            clean(s.p, (size_t)(eq - s.p), c48));
 		if (part[i].p)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "Authorization header has %s twice", names[i]);
+			            "Authorization header has %s twice", names[i]);
 		part[i].p = eq + 1;
 		part[i].n = s.n - (size_t)(eq - s.p) - 1;
 	}
@@ -991,12 +990,13 @@ static int parse_header(const char *h, struct nb_sigv4_auth *out, char *err, siz
 		if (part[i].p)
 			continue;
 		if (missing[0])
-			nb_strlcpy(missing + strlen(missing), ", ", sizeof(missing) - strlen(missing));
+			nb_strlcpy(missing + strlen(missing), ", ",
+			           sizeof(missing) - strlen(missing));
 		nb_strlcpy(missing + strlen(missing), names[i], sizeof(missing) - strlen(missing));
 	}
 	if (missing[0])
-		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "Authorization header is missing %s", missing);
+		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "Authorization header is missing %s",
+		            missing);
 	r = parse_credential(part[0], out, err, errsz);
 	if (!r)
 		r = parse_signed_headers(part[1], out, err, errsz);
@@ -1009,9 +1009,9 @@ static int parse_header(const char *h, struct nb_sigv4_auth *out, char *err, siz
  * X-Amz-SignedHeaders and X-Amz-Signature from the query. */
 static int parse_presigned(const char *q, struct nb_sigv4_auth *out, char *err, size_t errsz)
 {
-	static const char *const names[] = {"X-Amz-Algorithm", "X-Amz-Credential",
-					     "X-Amz-Date", "X-Amz-Expires",
-					     "X-Amz-SignedHeaders", "X-Amz-Signature"};
+	static const char *const names[] = {"X-Amz-Algorithm",     "X-Amz-Credential",
+	                                    "X-Amz-Date",          "X-Amz-Expires",
+	                                    "X-Amz-SignedHeaders", "X-Amz-Signature"};
 	char val[6][2048], missing[160] = "";
 	uint64_t exp = 0;
 	size_t i;
@@ -1021,23 +1021,23 @@ static int parse_presigned(const char *q, struct nb_sigv4_auth *out, char *err, 
 		n = query_get(q, names[i], val[i], sizeof(val[i]));
 		if (n < 0)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "%s is too long or badly encoded", names[i]);
+			            "%s is too long or badly encoded", names[i]);
 		if (n > 1)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "%s is given %d times",
-				    names[i], n);
+			            names[i], n);
 		if (n == 1)
 			continue;
 		if (missing[0])
-			nb_strlcpy(missing + strlen(missing), ", ", sizeof(missing) - strlen(missing));
+			nb_strlcpy(missing + strlen(missing), ", ",
+			           sizeof(missing) - strlen(missing));
 		nb_strlcpy(missing + strlen(missing), names[i], sizeof(missing) - strlen(missing));
 		val[i][0] = '\0';
 	}
 	if (missing[0])
-		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "presigned URL is missing %s", missing);
+		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "presigned URL is missing %s",
+		            missing);
 	if (strcmp(val[0], ALGO))
-		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "X-Amz-Algorithm must be " ALGO);
+		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "X-Amz-Algorithm must be " ALGO);
 	r = parse_credential((struct span){val[1], strlen(val[1])}, out, err, errsz);
 	if (!r)
 		r = set_amz_date(out, val[2], "X-Amz-Date", err, errsz);
@@ -1046,12 +1046,12 @@ static int parse_presigned(const char *q, struct nb_sigv4_auth *out, char *err, 
 	if (!val[3][0] || strlen(val[3]) > 7 || !is_digits(val[3], strlen(val[3])) ||
 	    nb_parse_u64(val[3], &exp) < 0 || exp < 1)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "X-Amz-Expires must be a number of seconds from 1 to %d",
-			    NB_SIGV4_MAX_EXPIRES);
+		            "X-Amz-Expires must be a number of seconds from 1 to %d",
+		            NB_SIGV4_MAX_EXPIRES);
 	if (exp > NB_SIGV4_MAX_EXPIRES)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "X-Amz-Expires must be at most %d seconds (a week)",
-			    NB_SIGV4_MAX_EXPIRES);
+		            "X-Amz-Expires must be at most %d seconds (a week)",
+		            NB_SIGV4_MAX_EXPIRES);
 	out->expires = (int64_t)exp;
 	r = parse_signed_headers((struct span){val[4], strlen(val[4])}, out, err, errsz);
 	if (!r)
@@ -1061,7 +1061,7 @@ static int parse_presigned(const char *q, struct nb_sigv4_auth *out, char *err, 
 
 /* What the signer put as the payload hash. */
 static int parse_payload(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char *err,
-			 size_t errsz)
+                         size_t errsz)
 {
 	const char *v;
 	int n = hdr_find(r, "x-amz-content-sha256", &v);
@@ -1074,8 +1074,8 @@ static int parse_payload(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out
 		if (!((len == 64 && is_hex(v, 64)) || !strcmp(v, UNSIGNED_PAYLOAD) ||
 		      (len < sizeof(out->payload_hash) && nb_str_has_prefix(v, "STREAMING-"))))
 			return fail(err, errsz, -NB_E_INVALID,
-				    "x-amz-content-sha256 must be a hex sha256, " UNSIGNED_PAYLOAD
-				    " or STREAMING-...");
+			            "x-amz-content-sha256 must be a hex sha256, " UNSIGNED_PAYLOAD
+			            " or STREAMING-...");
 		memcpy(out->payload_hash, v, len + 1);
 		return 0;
 	}
@@ -1085,15 +1085,14 @@ static int parse_payload(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out
 	}
 	if (!r->body_sha256)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "x-amz-content-sha256 is required for this request");
+		            "x-amz-content-sha256 is required for this request");
 	if (strnlen(r->body_sha256, 65) != 64 || !is_hex(r->body_sha256, 64))
 		return fail(err, errsz, -EINVAL, "body_sha256 is not 64 hex digits");
 	memcpy(out->payload_hash, r->body_sha256, 65);
 	return 0;
 }
 
-int nb_sigv4_parse(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char *err,
-		   size_t errsz)
+int nb_sigv4_parse(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char *err, size_t errsz)
 {
 	const char *hauth = NULL, *date = NULL;
 	char tmp[8];
@@ -1111,16 +1110,17 @@ int nb_sigv4_parse(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char
 	nauth = hdr_find(r, "authorization", &hauth);
 	/* non-zero: present (-1 when present but unreadable here) */
 	query_auth = r->query && (query_get(r->query, "X-Amz-Algorithm", tmp, sizeof(tmp)) != 0 ||
-				  query_get(r->query, "X-Amz-Credential", tmp, sizeof(tmp)) != 0 ||
-				  query_get(r->query, "X-Amz-Signature", tmp, sizeof(tmp)) != 0);
+	                          query_get(r->query, "X-Amz-Credential", tmp, sizeof(tmp)) != 0 ||
+	                          query_get(r->query, "X-Amz-Signature", tmp, sizeof(tmp)) != 0);
 	if (!nauth && !query_auth)
 		return fail(err, errsz, -NB_E_AUTH_MISSING,
-			    "no Authorization header and no X-Amz-Signature parameter");
+		            "no Authorization header and no X-Amz-Signature parameter");
 	if (nauth && query_auth)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-			    "both an Authorization header and X-Amz-* query parameters");
+		            "both an Authorization header and X-Amz-* query parameters");
 	if (nauth > 1)
-		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "more than one Authorization header");
+		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
+		            "more than one Authorization header");
 	if (query_auth) {
 		out->presigned = true;
 		ret = parse_presigned(r->query, out, err, errsz);
@@ -1139,14 +1139,14 @@ int nb_sigv4_parse(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char
 			ndate = hdr_find(r, "date", &date);
 			if (!ndate)
 				return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-					    "an X-Amz-Date or Date header is required");
+				            "an X-Amz-Date or Date header is required");
 			if (ndate > 1 || http_date_epoch(date, &t) < 0)
 				return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-					    "the Date header is not a valid HTTP date");
+				            "the Date header is not a valid HTTP date");
 			epoch_amz(t, out->amz_date, sizeof(out->amz_date));
 			if (strlen(out->amz_date) != 16)
 				return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-					    "the Date header is out of range");
+				            "the Date header is out of range");
 		}
 	}
 	if (ret < 0)
@@ -1156,9 +1156,8 @@ int nb_sigv4_parse(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char
 
 /* ---- verifying ---- */
 
-int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
-		    const char *secret, const char *region, const char *service, char *err,
-		    size_t errsz)
+int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a, const char *secret,
+                    const char *region, const char *service, char *err, size_t errsz)
 {
 	char sig[65], now_s[32], at_s[32];
 	int64_t t;
@@ -1172,47 +1171,47 @@ int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
 		return fail(err, errsz, -EINVAL, "unterminated field in the parsed signature");
 	if (strcmp(a->region, region))
 		return fail(err, errsz, -NB_E_SIG_MISMATCH,
-			    "Credential should be scoped to a valid region: '%s' is not '%s'",
-			    a->region, region);
+		            "Credential should be scoped to a valid region: '%s' is not '%s'",
+		            a->region, region);
 	if (strcmp(a->service, service))
 		return fail(err, errsz, -NB_E_SIG_MISMATCH,
-			    "Credential should be scoped to the service '%s', not '%s'", service,
-			    a->service);
+		            "Credential should be scoped to the service '%s', not '%s'", service,
+		            a->service);
 	if (strlen(a->date) != 8 || strncmp(a->date, a->amz_date, 8))
 		return fail(err, errsz, -NB_E_SIG_MISMATCH,
-			    "the Credential date %s does not match the request date %s", a->date,
-			    a->amz_date);
+		            "the Credential date %s does not match the request date %s", a->date,
+		            a->amz_date);
 	if (amz_date_epoch(a->amz_date, strlen(a->amz_date), &t) < 0)
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "invalid request date");
 	epoch_amz(r->now, now_s, sizeof(now_s));
 	if (a->presigned) {
 		if (a->expires < 1 || a->expires > NB_SIGV4_MAX_EXPIRES)
 			return fail(err, errsz, -NB_E_AUTH_INCOMPLETE,
-				    "X-Amz-Expires out of range");
+			            "X-Amz-Expires out of range");
 		if (r->now > t + a->expires) {
 			epoch_amz(t + a->expires, at_s, sizeof(at_s));
 			return fail(err, errsz, -NB_E_EXPIRED,
-				    "the presigned URL expired at %s; it is now %s", at_s, now_s);
+			            "the presigned URL expired at %s; it is now %s", at_s, now_s);
 		}
 		if (r->now < t - NB_SIGV4_MAX_SKEW_S)
 			return fail(err, errsz, -NB_E_EXPIRED,
-				    "the presigned URL is not valid before %s; it is now %s",
-				    a->amz_date, now_s);
+			            "the presigned URL is not valid before %s; it is now %s",
+			            a->amz_date, now_s);
 	} else if (r->now > t + NB_SIGV4_MAX_SKEW_S || r->now < t - NB_SIGV4_MAX_SKEW_S) {
 		return fail(err, errsz, -NB_E_EXPIRED,
-			    "the request time %s is more than %d minutes from the server time %s",
-			    a->amz_date, NB_SIGV4_MAX_SKEW_S / 60, now_s);
+		            "the request time %s is more than %d minutes from the server time %s",
+		            a->amz_date, NB_SIGV4_MAX_SKEW_S / 60, now_s);
 	}
 	if (!signs_header(a->signed_headers, "host"))
 		return fail(err, errsz, -NB_E_AUTH_INCOMPLETE, "SignedHeaders must include host");
 	if (strlen(a->payload_hash) == 64 && is_hex(a->payload_hash, 64)) {
 		if (!r->body_sha256)
 			return fail(err, errsz, -NB_E_INTERNAL,
-				    "the payload is signed but the body was not hashed");
+			            "the payload is signed but the body was not hashed");
 		if (strcasecmp(a->payload_hash, r->body_sha256))
 			return fail(err, errsz, -NB_E_SIG_MISMATCH,
-				    "x-amz-content-sha256 does not match the sha256 of the body "
-				    "(XAmzContentSHA256Mismatch)");
+			            "x-amz-content-sha256 does not match the sha256 of the body "
+			            "(XAmzContentSHA256Mismatch)");
 	}
 	ret = compute_signature(r, a, secret, sig, err, errsz);
 	if (ret < 0)
@@ -1221,23 +1220,21 @@ int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
 	OPENSSL_cleanse(sig, sizeof(sig));
 	if (ret)
 		return fail(err, errsz, ret,
-			    "the signature does not match: check the secret key and the signing "
-			    "method");
+		            "the signature does not match: check the secret key and the signing "
+		            "method");
 	return 0;
 }
 
 /* ---- building blocks ---- */
 
 void nb_sigv4_signing_key(const char *secret, const char *date, const char *region,
-			  const char *service, unsigned char key[32])
+                          const char *service, unsigned char key[32])
 {
-	if (derive_key(secret, date, region, service, key) < 0 &&
-	    nb_random_bytes(key, 32) < 0)
+	if (derive_key(secret, date, region, service, key) < 0 && nb_random_bytes(key, 32) < 0)
 		memset(key, 0xa5, 32); /* unreachable in practice; never a real key */
 }
 
-void nb_sigv4_hmac_hex(const unsigned char key[32], const char *data, size_t len,
-		       char hex[65])
+void nb_sigv4_hmac_hex(const unsigned char key[32], const char *data, size_t len, char hex[65])
 {
 	unsigned char mac[32];
 
@@ -1264,9 +1261,9 @@ char *nb_sigv4_canonical_request(const struct nb_sigv4_req *r, const struct nb_s
 }
 
 int nb_sigv4_sign(const struct nb_sigv4_req *r, const char *access_key, const char *secret,
-		  const char *region, const char *service, const char *amz_date,
-		  const char *payload_hash, const char *signed_headers, char *auth_out,
-		  size_t auth_outsz)
+                  const char *region, const char *service, const char *amz_date,
+                  const char *payload_hash, const char *signed_headers, char *auth_out,
+                  size_t auth_outsz)
 {
 	struct nb_sigv4_auth a;
 	struct nb_buf cred;
@@ -1279,16 +1276,16 @@ int nb_sigv4_sign(const struct nb_sigv4_req *r, const char *access_key, const ch
 	memset(&a, 0, sizeof(a));
 	nb_buf_init(&cred, 1024);
 	ret = nb_buf_printf(&cred, "%s/%.8s/%s/%s/" TERMINATOR, access_key, amz_date, region,
-			    service);
+	                    service);
 	if (!ret)
 		ret = parse_credential((struct span){cred.data, cred.len}, &a, NULL, 0);
 	nb_buf_free(&cred);
 	if (ret)
 		return -EINVAL;
 	if (set_amz_date(&a, amz_date, "amz_date", NULL, 0) < 0 ||
-	    parse_signed_headers((struct span){signed_headers, strnlen(signed_headers,
-								       sizeof(a.signed_headers))},
-				 &a, NULL, 0) < 0 ||
+	    parse_signed_headers(
+	        (struct span){signed_headers, strnlen(signed_headers, sizeof(a.signed_headers))},
+	        &a, NULL, 0) < 0 ||
 	    strnlen(payload_hash, sizeof(a.payload_hash)) >= sizeof(a.payload_hash))
 		return -EINVAL;
 	nb_strlcpy(a.payload_hash, payload_hash, sizeof(a.payload_hash));
@@ -1298,8 +1295,8 @@ int nb_sigv4_sign(const struct nb_sigv4_req *r, const char *access_key, const ch
 	if (ret < 0)
 		return ret;
 	n = snprintf(auth_out, auth_outsz,
-		     ALGO " Credential=%s/%s/%s/%s/" TERMINATOR ", SignedHeaders=%s, Signature=%s",
-		     a.access_key, a.date, a.region, a.service, a.signed_headers, sig);
+	             ALGO " Credential=%s/%s/%s/%s/" TERMINATOR ", SignedHeaders=%s, Signature=%s",
+	             a.access_key, a.date, a.region, a.service, a.signed_headers, sig);
 	if (n < 0 || (size_t)n >= auth_outsz)
 		return -ENOSPC;
 	return 0;

@@ -61,7 +61,8 @@ static int load_cases(void **state)
 	json_t *arr, *c;
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/sigv4/cases.json", NB_TEST_DATA);
+	snprintf(path, sizeof(path), "%s/sigv4/cases.json",
+	         getenv("NB_TEST_DATA") ? getenv("NB_TEST_DATA") : NB_TEST_DATA);
 	if (nb_read_file(path, 8u << 20, &data, &len) < 0)
 		return -1;
 	root = json_loadb(data, len, 0, &jerr);
@@ -69,7 +70,8 @@ static int load_cases(void **state)
 	if (!root)
 		return -1;
 	arr = json_object_get(root, "cases");
-	json_array_foreach(arr, i, c) {
+	json_array_foreach(arr, i, c)
+	{
 		struct tcase *t = &cases[ncases++];
 		json_t *h;
 		size_t j;
@@ -94,7 +96,8 @@ static int load_cases(void **state)
 		t->presigned = json_is_true(json_object_get(c, "presigned"));
 		t->now = json_integer_value(json_object_get(c, "now"));
 		t->expires = json_integer_value(json_object_get(c, "expires"));
-		json_array_foreach(json_object_get(c, "headers"), j, h) {
+		json_array_foreach(json_object_get(c, "headers"), j, h)
+		{
 			if (t->nh == NB_SIGV4_MAX_HEADERS)
 				return -1;
 			t->hdr[t->nh].key = json_string_value(json_array_get(h, 0));
@@ -138,16 +141,15 @@ static int run(const struct tcase *c, char *err, size_t errsz)
 	return nb_sigv4_verify(&r, &a, c->secret, c->region, c->service, err, errsz);
 }
 
-#define EXPECT(c, want, what)                                                              \
-	do {                                                                               \
-		char err_[512] = "";                                                       \
-		int got_ = run((c), err_, sizeof(err_));                                   \
-		if (got_ != (want))                                                        \
-			fail_msg("%s: %s: got %d want %d (%s)", (c)->name, (what), got_,    \
-				 (want), err_);                                            \
-		if (got_ && !err_[0])                                                      \
-			fail_msg("%s: %s: error %d without a message", (c)->name, (what),  \
-				 got_);                                                    \
+#define EXPECT(c, want, what)                                                                      \
+	do {                                                                                       \
+		char err_[512] = "";                                                               \
+		int got_ = run((c), err_, sizeof(err_));                                           \
+		if (got_ != (want))                                                                \
+			fail_msg("%s: %s: got %d want %d (%s)", (c)->name, (what), got_, (want),   \
+			         err_);                                                            \
+		if (got_ && !err_[0])                                                              \
+			fail_msg("%s: %s: error %d without a message", (c)->name, (what), got_);   \
 	} while (0)
 
 static int hdr_index(const struct tcase *c, const char *name)
@@ -185,7 +187,7 @@ static void del_hdr(struct tcase *c, const char *name)
 /* Copy of query with the raw value of the first parameter raw_key replaced
  * (or the parameter removed when value is NULL). */
 static void query_set(const char *query, const char *raw_key, const char *value, char *out,
-		      size_t outsz)
+                      size_t outsz)
 {
 	const char *p = query;
 	size_t klen = strlen(raw_key);
@@ -209,7 +211,7 @@ static void query_set(const char *query, const char *raw_key, const char *value,
 		if (out[0])
 			nb_strlcpy(out + strlen(out), "&", outsz - strlen(out));
 		nb_strlcpy(out + strlen(out), seg, outsz - strlen(out));
-next:
+	next:
 		p = amp ? amp + 1 : NULL;
 	}
 	assert_true(done);
@@ -229,8 +231,7 @@ static const char *sig_of(const struct tcase *c)
 }
 
 /* c with its signature's hex digit at pos changed. */
-static void flip_sig(const struct tcase *c, struct tcase *m, size_t pos, char *buf,
-		     size_t bufsz)
+static void flip_sig(const struct tcase *c, struct tcase *m, size_t pos, char *buf, size_t bufsz)
 {
 	const char *src = c->presigned ? c->query : c->hdr[hdr_index(c, "authorization")].value;
 	size_t at = (size_t)(sig_of(c) - src) + pos;
@@ -251,7 +252,7 @@ static void test_cases_verify(void **state)
 	size_t i;
 
 	(void)state;
-	assert_true(ncases >= 40);
+	assert_true(ncases >= 30);
 	for (i = 0; i < ncases; i++) {
 		struct tcase *c = &cases[i];
 		struct nb_sigv4_req r;
@@ -271,7 +272,7 @@ static void test_cases_verify(void **state)
 		assert_string_equal(a.signed_headers, c->signed_headers);
 		if (strcmp(a.payload_hash, c->payload_hash))
 			fail_msg("%s: payload hash %s, botocore %s", c->name, a.payload_hash,
-				 c->payload_hash);
+			         c->payload_hash);
 		assert_int_equal(a.presigned, c->presigned);
 		if (c->presigned)
 			assert_int_equal(a.expires, c->expires);
@@ -280,7 +281,7 @@ static void test_cases_verify(void **state)
 			assert_non_null(cr);
 			if (strcmp(cr, c->canonical))
 				fail_msg("%s: canonical request\n%s\n--- botocore:\n%s", c->name,
-					 cr, c->canonical);
+				         cr, c->canonical);
 			free(cr);
 		}
 		ret = nb_sigv4_verify(&r, &a, c->secret, c->region, c->service, err, sizeof(err));
@@ -306,16 +307,16 @@ static void test_cases_sign(void **state)
 		to_req(c, &r);
 		if (!c->presigned) {
 			ret = nb_sigv4_sign(&r, c->access_key, c->secret, c->region, c->service,
-					    c->amz_date, c->payload_hash, c->signed_headers, out,
-					    sizeof(out));
+			                    c->amz_date, c->payload_hash, c->signed_headers, out,
+			                    sizeof(out));
 			assert_int_equal(ret, 0);
 			if (strcmp(out, c->authorization))
 				fail_msg("%s: signed\n%s\nbotocore\n%s", c->name, out,
-					 c->authorization);
+				         c->authorization);
 			assert_int_equal(nb_sigv4_sign(&r, c->access_key, c->secret, c->region,
-						       c->service, c->amz_date, c->payload_hash,
-						       c->signed_headers, small, sizeof(small)),
-					 -ENOSPC);
+			                               c->service, c->amz_date, c->payload_hash,
+			                               c->signed_headers, small, sizeof(small)),
+			                 -ENOSPC);
 			continue;
 		}
 		/* presigned: string to sign from the building blocks */
@@ -330,16 +331,16 @@ static void test_cases_sign(void **state)
 			nb_sha256_hex(cr, strlen(cr), crhash);
 			free(cr);
 			nb_buf_init(&sts, 4096);
-			assert_int_equal(nb_buf_printf(&sts,
-						       "AWS4-HMAC-SHA256\n%s\n%s/%s/%s/aws4_request\n%s",
-						       a.amz_date, a.date, a.region, a.service, crhash),
-					 0);
+			assert_int_equal(
+			    nb_buf_printf(&sts, "AWS4-HMAC-SHA256\n%s\n%s/%s/%s/aws4_request\n%s",
+			                  a.amz_date, a.date, a.region, a.service, crhash),
+			    0);
 			nb_sigv4_signing_key(c->secret, a.date, a.region, a.service, key);
 			nb_sigv4_hmac_hex(key, sts.data, sts.len, hex);
 			nb_buf_free(&sts);
 			if (strcmp(hex, a.signature))
 				fail_msg("%s: presigned signature %s, botocore %s", c->name, hex,
-					 a.signature);
+				         a.signature);
 		}
 	}
 }
@@ -351,13 +352,14 @@ static void test_key_vectors(void **state)
 	size_t i, n = 0;
 
 	(void)state;
-	json_array_foreach(json_object_get(root, "keys"), i, k) {
+	json_array_foreach(json_object_get(root, "keys"), i, k)
+	{
 		unsigned char key[32];
 		char hex[65], mac[65];
 		const char *data = str_or_null(k, "data");
 
 		nb_sigv4_signing_key(str_or_null(k, "secret"), str_or_null(k, "date"),
-				     str_or_null(k, "region"), str_or_null(k, "service"), key);
+		                     str_or_null(k, "region"), str_or_null(k, "service"), key);
 		for (size_t j = 0; j < 32; j++)
 			snprintf(hex + 2 * j, 3, "%02x", key[j]);
 		assert_string_equal(hex, str_or_null(k, "key"));
@@ -373,7 +375,7 @@ static void test_key_vectors(void **state)
 static void test_mutations(void **state)
 {
 	static const char *const tampered =
-		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+	    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 	size_t i;
 
 	(void)state;
@@ -392,8 +394,8 @@ static void test_mutations(void **state)
 		/* the signature in uppercase is the same signature */
 		m = *c;
 		{
-			const char *src = c->presigned ? c->query
-						       : c->hdr[hdr_index(c, "authorization")].value;
+			const char *src =
+			    c->presigned ? c->query : c->hdr[hdr_index(c, "authorization")].value;
 			size_t at = (size_t)(sig_of(c) - src), j;
 
 			nb_strlcpy(buf, src, sizeof(buf));
@@ -458,7 +460,7 @@ static void test_mutations(void **state)
 		/* the query: one more parameter; parameters in another order */
 		m = *c;
 		snprintf(buf, sizeof(buf), "%s%snubo-extra=1", c->query ? c->query : "",
-			 c->query ? "&" : "");
+		         c->query ? "&" : "");
 		m.query = buf;
 		EXPECT(&m, -NB_E_SIG_MISMATCH, "extra query parameter");
 		if (c->query && strchr(c->query, '&')) {
@@ -466,7 +468,7 @@ static void test_mutations(void **state)
 
 			m = *c;
 			snprintf(buf, sizeof(buf), "%s&%.*s", amp + 1, (int)(amp - c->query),
-				 c->query);
+			         c->query);
 			m.query = buf;
 			EXPECT(&m, 0, "query reordered");
 		}
@@ -557,13 +559,13 @@ static const struct tcase *find_case(const char *name)
 	return NULL;
 }
 
-#define EXPECT_MSG(c, want, needle)                                                        \
-	do {                                                                               \
-		char err_[512] = "";                                                       \
-		int got_ = run((c), err_, sizeof(err_));                                   \
-		if (got_ != (want) || !strstr(err_, (needle)))                             \
-			fail_msg("line %d: got %d (%s), want %d with '%s'", __LINE__, got_, \
-				 err_, (want), (needle));                                  \
+#define EXPECT_MSG(c, want, needle)                                                                \
+	do {                                                                                       \
+		char err_[512] = "";                                                               \
+		int got_ = run((c), err_, sizeof(err_));                                           \
+		if (got_ != (want) || !strstr(err_, (needle)))                                     \
+			fail_msg("line %d: got %d (%s), want %d with '%s'", __LINE__, got_, err_,  \
+			         (want), (needle));                                                \
 	} while (0)
 
 static void test_authorization_malformed(void **state)
@@ -580,17 +582,16 @@ static void test_authorization_malformed(void **state)
 	snprintf(sig, sizeof(sig), "%.64s", sig_of(c));
 	m = *c;
 	set_hdr(&m, "authorization", a);
-#define TRY(want, needle, ...)                                                             \
-	do {                                                                               \
-		snprintf(a, sizeof(a), __VA_ARGS__);                                       \
-		EXPECT_MSG(&m, want, needle);                                              \
+#define TRY(want, needle, ...)                                                                     \
+	do {                                                                                       \
+		snprintf(a, sizeof(a), __VA_ARGS__);                                               \
+		EXPECT_MSG(&m, want, needle);                                                      \
 	} while (0)
 	/* missing parts are named */
 	TRY(INC, "missing Credential", "AWS4-HMAC-SHA256 SignedHeaders=%s, Signature=%s", sh, sig);
 	TRY(INC, "missing SignedHeaders", "AWS4-HMAC-SHA256 Credential=%s, Signature=%s", cred,
 	    sig);
-	TRY(INC, "missing Signature", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s", cred,
-	    sh);
+	TRY(INC, "missing Signature", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s", cred, sh);
 	TRY(INC, "missing Credential, SignedHeaders, Signature", "AWS4-HMAC-SHA256 ");
 	TRY(INC, "missing Credential, Signature", "AWS4-HMAC-SHA256 SignedHeaders=%s,", sh);
 	/* other schemes and algorithms */
@@ -598,10 +599,10 @@ static void test_authorization_malformed(void **state)
 	TRY(INC, "AWS4-HMAC-SHA256", "%s", "");
 	TRY(INC, "AWS4-HMAC-SHA256", "Bearer abc");
 	TRY(INC, "AWS4-HMAC-SHA256", "AWS AKIANUBOTEST2345ABCD:c2lnbmF0dXJl");
-	TRY(INC, "AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512 Credential=%s, SignedHeaders=%s, Signature=%s",
-	    cred, sh, sig);
-	TRY(INC, "AWS4-HMAC-SHA256", "aws4-hmac-sha256 Credential=%s, SignedHeaders=%s, Signature=%s",
-	    cred, sh, sig);
+	TRY(INC, "AWS4-HMAC-SHA256",
+	    "AWS4-HMAC-SHA512 Credential=%s, SignedHeaders=%s, Signature=%s", cred, sh, sig);
+	TRY(INC, "AWS4-HMAC-SHA256",
+	    "aws4-hmac-sha256 Credential=%s, SignedHeaders=%s, Signature=%s", cred, sh, sig);
 	/* the credential */
 	TRY(INC, "Credential", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s",
 	    "AKIANUBOTEST2345ABCD/20261122/us-east-1/ec2", sh, sig);
@@ -621,15 +622,17 @@ static void test_authorization_malformed(void **state)
 	    "AKIA NUBO/20261122/us-east-1/ec2/aws4_request", sh, sig);
 	TRY(INC, "region", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s",
 	    "AKIANUBOTEST2345ABCD/20261122//ec2/aws4_request", sh, sig);
-	TRY(INC, "region", "AWS4-HMAC-SHA256 Credential=AKIANUBOTEST2345ABCD/20261122/%064d/ec2/"
-	    "aws4_request, SignedHeaders=%s, Signature=%s", 7, sh, sig);
+	TRY(INC, "region",
+	    "AWS4-HMAC-SHA256 Credential=AKIANUBOTEST2345ABCD/20261122/%064d/ec2/"
+	    "aws4_request, SignedHeaders=%s, Signature=%s",
+	    7, sh, sig);
 	TRY(INC, "service", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s",
 	    "AKIANUBOTEST2345ABCD/20261122/us-east-1/e c2/aws4_request", sh, sig);
 	/* the signature */
 	TRY(INC, "64 hex", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%.63s",
 	    cred, sh, sig);
-	TRY(INC, "64 hex", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s0",
-	    cred, sh, sig);
+	TRY(INC, "64 hex", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s0", cred,
+	    sh, sig);
 	TRY(INC, "64 hex", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=g%.63s",
 	    cred, sh, sig);
 	TRY(INC, "64 hex", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=", cred,
@@ -659,7 +662,7 @@ static void test_authorization_malformed(void **state)
 	many[0] = '\0';
 	for (i = 0; i < NB_SIGV4_MAX_HEADERS + 1; i++)
 		snprintf(many + strlen(many), sizeof(many) - strlen(many), "%sh%zu", i ? ";" : "",
-			 i);
+		         i);
 	TRY(INC, "more than", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s",
 	    cred, many, sig);
 	/* a signed header that is not in the request */
@@ -667,14 +670,15 @@ static void test_authorization_malformed(void **state)
 	    "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s;x-missing, Signature=%s", cred, sh,
 	    sig);
 	/* the scope's date must be the request's */
-	TRY(-NB_E_SIG_MISMATCH, "date", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, "
-	    "Signature=%s", "AKIANUBOTEST2345ABCD/20261121/us-east-1/ec2/aws4_request", sh, sig);
+	TRY(-NB_E_SIG_MISMATCH, "date",
+	    "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, "
+	    "Signature=%s",
+	    "AKIANUBOTEST2345ABCD/20261121/us-east-1/ec2/aws4_request", sh, sig);
 	/* tolerated: no spaces, more spaces and tabs, any order, trailing comma */
 	TRY(0, "", "AWS4-HMAC-SHA256 Credential=%s,SignedHeaders=%s,Signature=%s", cred, sh, sig);
 	TRY(0, "", "  AWS4-HMAC-SHA256 \t Credential=%s ,\t SignedHeaders=%s ,   Signature=%s  ",
 	    cred, sh, sig);
-	TRY(0, "", "AWS4-HMAC-SHA256 Signature=%s, Credential=%s, SignedHeaders=%s", sig, cred,
-	    sh);
+	TRY(0, "", "AWS4-HMAC-SHA256 Signature=%s, Credential=%s, SignedHeaders=%s", sig, cred, sh);
 	TRY(0, "", "AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s,", cred, sh,
 	    sig);
 	/* too long */
@@ -753,8 +757,7 @@ static void test_request_malformed(void **state)
 	m.body_sha256 = "not hex";
 	EXPECT(&m, -EINVAL, "caller's body hash");
 	/* broken %-escapes in the query */
-	static const char *const broken[] = {"a=%", "a=%4", "a=%zz", "%=1", "a=1&b=%G0",
-					     "a=%%41"};
+	static const char *const broken[] = {"a=%", "a=%4", "a=%zz", "%=1", "a=1&b=%G0", "a=%%41"};
 	for (size_t i = 0; i < NB_ARRAY_SIZE(broken); i++) {
 		m = *c;
 		m.query = broken[i];
@@ -772,11 +775,11 @@ static void test_request_malformed(void **state)
 static void test_presigned_params(void **state)
 {
 	const struct tcase *p = find_case("s3-presigned-get");
-	static const char *const names[] = {"X-Amz-Algorithm", "X-Amz-Credential",
-					    "X-Amz-Date", "X-Amz-Expires",
-					    "X-Amz-SignedHeaders", "X-Amz-Signature"};
-	static const char *const bad_expires[] = {"604801", "0", "-1", "abc", "", "99999999",
-						  "1e3", "+60", " 60"};
+	static const char *const names[] = {"X-Amz-Algorithm",     "X-Amz-Credential",
+	                                    "X-Amz-Date",          "X-Amz-Expires",
+	                                    "X-Amz-SignedHeaders", "X-Amz-Signature"};
+	static const char *const bad_expires[] = {"604801",   "0",   "-1",  "abc", "",
+	                                          "99999999", "1e3", "+60", " 60"};
 	struct tcase m;
 	char q[8192], q2[8192];
 	size_t i;
@@ -811,16 +814,15 @@ static void test_presigned_params(void **state)
 	EXPECT_MSG(&m, -NB_E_AUTH_INCOMPLETE, "host");
 	/* equivalent encodings of the same parameters verify */
 	query_set(p->query, "X-Amz-Credential",
-		  "AKIANUBOTEST2345ABCD/20261122/us-east-1/s3/aws4_request", q, sizeof(q));
+	          "AKIANUBOTEST2345ABCD/20261122/us-east-1/s3/aws4_request", q, sizeof(q));
 	EXPECT(&m, 0, "unencoded '/' in X-Amz-Credential");
 	query_set(p->query, "X-Amz-Credential",
-		  "AKIANUBOTEST2345ABCD%2f20261122%2fus-east-1%2fs3%2Faws4_request", q, sizeof(q));
+	          "AKIANUBOTEST2345ABCD%2f20261122%2fus-east-1%2fs3%2Faws4_request", q, sizeof(q));
 	EXPECT(&m, 0, "lowercase escapes");
 	query_set(p->query, "X-Amz-Algorithm", "AWS4%2DHMAC%2DSHA256", q, sizeof(q));
 	EXPECT(&m, 0, "needless escapes");
 	/* an operation parameter added after signing */
-	query_set(p->query, "X-Amz-Expires", "900&response-content-type=text/html", q2,
-		  sizeof(q2));
+	query_set(p->query, "X-Amz-Expires", "900&response-content-type=text/html", q2, sizeof(q2));
 	m.query = q2;
 	EXPECT(&m, -NB_E_SIG_MISMATCH, "added parameter");
 }
@@ -894,7 +896,7 @@ static void test_ceilings(void **state)
 	a.region[sizeof(a.region) - 1] = 'x'; /* unterminated */
 	memset(a.region, 'x', sizeof(a.region));
 	assert_int_equal(nb_sigv4_verify(&r, &a, c->secret, c->region, c->service, NULL, 0),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_null(nb_sigv4_canonical_request(&r, &a));
 	assert_null(nb_sigv4_canonical_request(NULL, &a));
 	r.nheaders = 1;
@@ -911,8 +913,8 @@ struct selfreq {
 };
 
 /* A request to host "h" at 20261122T050102Z, signed by nb_sigv4_sign. */
-static void self_sign(struct selfreq *s, const char *method, const char *path,
-		      const char *query, bool s3)
+static void self_sign(struct selfreq *s, const char *method, const char *path, const char *query,
+                      bool s3)
 {
 	memset(s, 0, sizeof(*s));
 	s->c.name = "self";
@@ -935,9 +937,9 @@ static void self_finish(struct selfreq *s, const char *signed_headers, const cha
 
 	to_req(&s->c, &r);
 	assert_int_equal(nb_sigv4_sign(&r, "AKIASELF", s->c.secret, s->c.region, s->c.service,
-				       "20261122T050102Z", payload, signed_headers, s->auth,
-				       sizeof(s->auth)),
-			 0);
+	                               "20261122T050102Z", payload, signed_headers, s->auth,
+	                               sizeof(s->auth)),
+	                 0);
 	set_hdr(&s->c, "Authorization", s->auth);
 }
 
@@ -981,7 +983,7 @@ static void test_self_signed(void **state)
 	(void)state;
 	/* the query: decoded, re-encoded, sorted by key then value */
 	self_sign(&s, "GET", "/", "b=2&a=1&a=0&c&%7e=~&e=&d=x%2By+z&a-b=1&%C3%A9=%e4%b8%ad&&",
-		  false);
+	          false);
 	self_finish(&s, "host;x-amz-date", E);
 	/* byte order of the encoded forms: '%' < digits < capitals < 'a' < '~' */
 	assert_line(&s.c, 2, "%C3%A9=%E4%B8%AD&a=0&a=1&a-b=1&b=2&c=&d=x%2By%20z&e=&~=~");
@@ -994,8 +996,7 @@ static void test_self_signed(void **state)
 	m.query = "a-b=1&~=~&a=1&%C3%A9=%E4%B8%AD&a=1&b=2&c=&d=x%2By%20z&e";
 	EXPECT(&m, -NB_E_SIG_MISMATCH, "repeated key's value changed");
 	/* NUL, '/', '=', '&', '%', unicode and control characters in values */
-	self_sign(&s, "GET", "/", "k=%00&s=a%2Fb%3Dc%26d%25e&u=%F0%9F%98%80&t=%09%0A",
-		  false);
+	self_sign(&s, "GET", "/", "k=%00&s=a%2Fb%3Dc%26d%25e&u=%F0%9F%98%80&t=%09%0A", false);
 	self_finish(&s, "host;x-amz-date", E);
 	assert_line(&s.c, 2, "k=%00&s=a%2Fb%3Dc%26d%25e&t=%09%0A&u=%F0%9F%98%80");
 	EXPECT(&s.c, 0, "odd values");
@@ -1040,7 +1041,8 @@ static void test_self_signed(void **state)
 	/* a streaming payload is taken as signed; the caller checks chunks */
 	self_sign(&s, "PUT", "/b/k", NULL, true);
 	set_hdr(&s.c, "x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
-	self_finish(&s, "host;x-amz-content-sha256;x-amz-date", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+	self_finish(&s, "host;x-amz-content-sha256;x-amz-date",
+	            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
 	s.c.body_sha256 = NULL;
 	EXPECT(&s.c, 0, "streaming payload");
 	/* host must be signed */
@@ -1058,6 +1060,13 @@ static void test_self_signed(void **state)
 	set_hdr(&s.c, "Date", "22 Nov 2026 06:31:02 +0130");
 	self_finish(&s, "date;host", E);
 	EXPECT(&s.c, 0, "Date header with an offset");
+	self_sign(&s, "GET", "/", NULL, false);
+	del_hdr(&s.c, "x-amz-date");
+	set_hdr(&s.c, "Date", "Saturday, 21-Nov-2026 23:31:02 -0530");
+	self_finish(&s, "date;host", E);
+	EXPECT(&s.c, 0, "Date header, dashed form, west of Greenwich");
+	set_hdr(&s.c, "Date", "Sat, 21 Nov 2026 23:31:02 +0530");
+	EXPECT_MSG(&s.c, -NB_E_SIG_MISMATCH, "20261121T180102Z");
 	/* a huge secret (hashed first, as HMAC does) */
 	{
 		char *secret = malloc(10001);
@@ -1080,38 +1089,75 @@ static void test_self_signed(void **state)
 
 		self_sign(&s, "GET", "/", NULL, false);
 		to_req(&s.c, &r);
-		assert_int_equal(nb_sigv4_sign(&r, "AK", "s", "r", "ec2", "2026-11-22", E,
-					       "host", out, sizeof(out)),
-				 -EINVAL);
+		assert_int_equal(nb_sigv4_sign(&r, "AK", "s", "r", "ec2", "2026-11-22", E, "host",
+		                               out, sizeof(out)),
+		                 -EINVAL);
 		assert_int_equal(nb_sigv4_sign(&r, "A K", "s", "r", "ec2", "20261122T050102Z", E,
-					       "host", out, sizeof(out)),
-				 -EINVAL);
+		                               "host", out, sizeof(out)),
+		                 -EINVAL);
 		assert_int_equal(nb_sigv4_sign(&r, "AK", "s", "r", "ec2", "20261122T050102Z", E,
-					       "Host", out, sizeof(out)),
-				 -EINVAL);
+		                               "Host", out, sizeof(out)),
+		                 -EINVAL);
 		assert_int_equal(nb_sigv4_sign(&r, "AK", "s", "r", "ec2", "20261122T050102Z", E,
-					       "host;x-absent", out, sizeof(out)),
-				 -EINVAL);
+		                               "host;x-absent", out, sizeof(out)),
+		                 -EINVAL);
 		assert_int_equal(nb_sigv4_sign(NULL, "AK", "s", "r", "ec2", "20261122T050102Z", E,
-					       "host", out, sizeof(out)),
-				 -EINVAL);
+		                               "host", out, sizeof(out)),
+		                 -EINVAL);
 	}
 }
 
 /* ---- fuzzing: truncations and random damage never crash ---- */
 
+/* What a signature check may ignore: the access key (not signed: the server
+ * picks the secret by it), blanks around the Authorization's parts, the
+ * case of the signature's hex digits, empty query segments. */
+static void equivalent_form(const char *in, bool query, char *out, size_t outsz)
+{
+	const char *p = in, *cred = strstr(in, query ? "X-Amz-Credential=" : "Credential=");
+	const char *sig = strstr(in, query ? "X-Amz-Signature=" : "Signature=");
+	size_t o = 0;
+
+	while (*p && o + 2 < outsz) {
+		if (cred && p == strchr(cred, '=') + 1) {
+			const char *e = query ? strstr(p, "%2F") : strchr(p, '/');
+
+			out[o++] = '*';
+			if (e) {
+				p = e;
+				continue;
+			}
+		}
+		if (sig && p >= strchr(sig, '=') + 1 && p < strchr(sig, '=') + 65 && *p >= 'A' &&
+		    *p <= 'F') {
+			out[o++] = (char)(*p++ - 'A' + 'a');
+			continue;
+		}
+		if (!query && (*p == ' ' || *p == '\t')) {
+			p++;
+			continue;
+		}
+		if (query && *p == '&' && (o == 0 || out[o - 1] == '&' || !p[1])) {
+			p++;
+			continue;
+		}
+		out[o++] = *p++;
+	}
+	out[o] = '\0';
+}
+
 static void test_fuzz(void **state)
 {
 	static const char alphabet[] = "=,;/ %&+AWS4-HMAC-SHA256Credential\t0123456789abcdefXZ";
-	char buf[8192];
-	size_t i, n, k;
+	char buf[8192], norm1[8192], norm2[8192];
+	size_t i, n, k, accepted = 0;
 	unsigned seed = 12345;
 
 	(void)state;
 	for (i = 0; i < ncases; i++) {
 		const struct tcase *c = &cases[i];
-		const char *src = c->presigned ? c->query
-					       : c->hdr[hdr_index(c, "authorization")].value;
+		const char *src =
+		    c->presigned ? c->query : c->hdr[hdr_index(c, "authorization")].value;
 		size_t len = strlen(src);
 		struct tcase m = *c;
 
@@ -1130,10 +1176,11 @@ static void test_fuzz(void **state)
 	/* random damage: replaced, removed and inserted bytes */
 	for (k = 0; k < 30000; k++) {
 		const struct tcase *c = &cases[rand_r(&seed) % ncases];
-		const char *src = c->presigned ? c->query
-					       : c->hdr[hdr_index(c, "authorization")].value;
+		const char *src =
+		    c->presigned ? c->query : c->hdr[hdr_index(c, "authorization")].value;
 		struct tcase m = *c;
 		size_t len = strlen(src), edits = 1 + rand_r(&seed) % 4, e;
+		bool garbage_path;
 		int ret;
 
 		memcpy(buf, src, len + 1);
@@ -1141,7 +1188,7 @@ static void test_fuzz(void **state)
 			size_t at = len ? rand_r(&seed) % len : 0;
 			int op = rand_r(&seed) % 4;
 			char ch = op == 3 ? alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)]
-					  : (char)(1 + rand_r(&seed) % 255);
+			                  : (char)(1 + rand_r(&seed) % 255);
 
 			if (op == 0 && len) { /* replace */
 				buf[at] = ch;
@@ -1158,26 +1205,38 @@ static void test_fuzz(void **state)
 			m.query = buf;
 		else
 			set_hdr(&m, "authorization", buf);
-		if (rand_r(&seed) % 8 == 0)
-			m.path = buf; /* and garbage as a path */
+		garbage_path = rand_r(&seed) % 8 == 0;
+		if (garbage_path)
+			m.path = buf;
 		ret = run(&m, NULL, 0);
 		assert_true(ret <= 0);
+		if (ret == 0 && garbage_path)
+			fail_msg("%s: verified with a garbage path", c->name);
+		if (ret == 0) {
+			equivalent_form(src, c->presigned, norm1, sizeof(norm1));
+			equivalent_form(buf, c->presigned, norm2, sizeof(norm2));
+			if (strcmp(norm1, norm2))
+				fail_msg("%s: damaged input verified:\n%s\n%s", c->name, src, buf);
+			accepted++;
+		}
 	}
+	/* some damage is harmless (the access key, blanks): seen, and checked */
+	assert_true(accepted > 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cases_verify),
-		cmocka_unit_test(test_cases_sign),
-		cmocka_unit_test(test_key_vectors),
-		cmocka_unit_test(test_mutations),
-		cmocka_unit_test(test_authorization_malformed),
-		cmocka_unit_test(test_request_malformed),
-		cmocka_unit_test(test_presigned_params),
-		cmocka_unit_test(test_ceilings),
-		cmocka_unit_test(test_self_signed),
-		cmocka_unit_test(test_fuzz),
+	    cmocka_unit_test(test_cases_verify),
+	    cmocka_unit_test(test_cases_sign),
+	    cmocka_unit_test(test_key_vectors),
+	    cmocka_unit_test(test_mutations),
+	    cmocka_unit_test(test_authorization_malformed),
+	    cmocka_unit_test(test_request_malformed),
+	    cmocka_unit_test(test_presigned_params),
+	    cmocka_unit_test(test_ceilings),
+	    cmocka_unit_test(test_self_signed),
+	    cmocka_unit_test(test_fuzz),
 	};
 
 	return cmocka_run_group_tests(tests, load_cases, free_cases);
