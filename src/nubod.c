@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/ec2.h"
 #include "api/http.h"
 #include "api/v1.h"
 #include "common/config.h"
@@ -25,6 +26,16 @@ static const struct nb_conf_key nubod_schema[] = {
 	{"host_dead_after", NB_CONF_INT, "30", "seconds without a heartbeat before a host counts as down"},
 	{"max_count", NB_CONF_INT, "100", "most instances one run call may make"},
 	{"max_upload", NB_CONF_SIZE, "64G", "largest image upload"},
+	{"region", NB_CONF_STR, "nubo-1", "the region name clients sign for (aws --region)"},
+	{"availability_zone", NB_CONF_STR, "nubo-1a", "the availability zone instances report"},
+	{"quota_instances", NB_CONF_INT, "100", "default per-account limit of instances"},
+	{"quota_vcpus", NB_CONF_INT, "512", "default per-account limit of vCPUs"},
+	{"quota_memory_mb", NB_CONF_INT, "1048576", "default per-account limit of memory (MiB)"},
+	{"quota_images", NB_CONF_INT, "100", "default per-account limit of images"},
+	{"rate_describe", NB_CONF_INT, "100", "EC2 Describe calls per second per account (refill)"},
+	{"rate_describe_burst", NB_CONF_INT, "200", "EC2 Describe calls an account may burst"},
+	{"rate_mutate", NB_CONF_INT, "20", "EC2 changing calls per second per account (refill)"},
+	{"rate_mutate_burst", NB_CONF_INT, "50", "EC2 changing calls an account may burst"},
 	{"log_level", NB_CONF_STR, "info", "debug, info, warn or error"},
 	{NULL, 0, NULL, NULL},
 };
@@ -84,6 +95,8 @@ int main(int argc, char **argv)
 	struct nb_store *st = NULL;
 	static struct nb_ctl ctl;
 	static struct nb_v1 v1;
+	static struct nb_ec2 ec2;
+	static struct nb_secrets secrets;
 	struct MHD_Daemon *httpd = NULL;
 	bool created;
 	sigset_t sigs;
@@ -155,6 +168,22 @@ int main(int argc, char **argv)
 	ctl.host_dead_after_s = (int)nb_config_int(&cfg, "host_dead_after");
 	ctl.max_count = (int)nb_config_int(&cfg, "max_count");
 	ctl.max_blob = nb_config_size(&cfg, "max_upload");
+	ctl.quota_instances = nb_config_int(&cfg, "quota_instances");
+	ctl.quota_vcpus = nb_config_int(&cfg, "quota_vcpus");
+	ctl.quota_memory_mb = nb_config_int(&cfg, "quota_memory_mb");
+	ctl.quota_images = nb_config_int(&cfg, "quota_images");
+	nb_strlcpy(ctl.region, nb_config_str(&cfg, "region"), sizeof(ctl.region));
+	nb_strlcpy(ctl.az, nb_config_str(&cfg, "availability_zone"), sizeof(ctl.az));
+	r = nb_secrets_load(&secrets, state_dir);
+	if (r < 0) {
+		nb_error("cannot read or make %s/secret.key: %s", state_dir, strerror(-r));
+		return 1;
+	}
+	nb_ec2_init(&ec2, &ctl, &secrets);
+	ec2.limits.describe_rate = (double)nb_config_int(&cfg, "rate_describe");
+	ec2.limits.describe_burst = (double)nb_config_int(&cfg, "rate_describe_burst");
+	ec2.limits.mutate_rate = (double)nb_config_int(&cfg, "rate_mutate");
+	ec2.limits.mutate_burst = (double)nb_config_int(&cfg, "rate_mutate_burst");
 	if (nb_ctl_seed_types(&ctl) < 0 || nb_store_account_ensure(st, "admin", acct) < 0) {
 		nb_error("cannot seed the database");
 		return 1;
@@ -173,6 +202,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	v1.ctl = &ctl;
+	v1.ec2 = &ec2;
+	v1.secrets = &secrets;
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -200,6 +231,7 @@ int main(int argc, char **argv)
 	nb_core_stop(&ctl);
 	nb_http_streams_close_all();
 	MHD_stop_daemon(httpd);
+	nb_ec2_fini(&ec2);
 	nb_ctl_fini(&ctl);
 	nb_store_close(st);
 	nb_config_free(&cfg);

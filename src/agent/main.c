@@ -201,6 +201,29 @@ static void *poll_thread(void *p)
 	return NULL;
 }
 
+static void report(struct nb_agent *a);
+
+/* Heartbeats on their own thread: a host busy starting many guests still
+ * shows as up. */
+static void *heartbeat_thread(void *p)
+{
+	struct nb_agent *a = p;
+
+	while (!a->stopping) {
+		char url[400], token[128];
+		long status = 0;
+		json_t *body = json_pack("{s:[]}", "instances");
+		pthread_mutex_lock(&a->lock);
+		nb_strlcpy(token, a->token, sizeof(token));
+		pthread_mutex_unlock(&a->lock);
+		snprintf(url, sizeof(url), "%s/v1/agent/report", a->cfg.controller);
+		nb_httpc("POST", url, token, body, 5000, &status, NULL);
+		json_decref(body);
+		sleep(5); /* the heartbeat period */
+	}
+	return NULL;
+}
+
 static void report(struct nb_agent *a)
 {
 	json_t *items = json_array(), *body;
@@ -495,7 +518,7 @@ int main(int argc, char **argv)
 {
 	struct nb_agent *a = &agent;
 	struct MHD_Daemon *httpd = NULL;
-	pthread_t poller;
+	pthread_t poller, heart;
 	char path[PATH_MAX], err[256];
 	sigset_t sigs;
 	int64_t last_report = 0;
@@ -558,6 +581,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	pthread_create(&poller, NULL, poll_thread, a);
+	pthread_create(&heart, NULL, heartbeat_thread, a);
 	a->dirty = true;
 
 	while (!a->stopping) {
@@ -570,8 +594,28 @@ int main(int argc, char **argv)
 			break;
 		pthread_mutex_lock(&a->lock);
 		if (a->have_desired) {
-			for (int i = 0; i < a->nvms; i++)
-				nb_vm_reconcile(a, a->vms[i]);
+			/* stops and terminations first: they free what starts need. The
+			 * lock is let go between guests, so reports and consoles go on
+			 * while a long burst of starts is worked through. */
+			for (int pass = 0; pass < 2; pass++) {
+				for (int i = 0; i < a->nvms; i++) {
+					const char *want = nb_json_str_or(a->vms[i]->desired,
+									  "desired_state");
+					bool starting = !strcmp(want, "running") ||
+							!strcmp(want, "paused");
+					if (starting != (pass == 1))
+						continue;
+					if (starting)
+						nb_vm_net_sync(a);
+					nb_vm_reconcile(a, a->vms[i]);
+					if (a->dirty && nb_now_ms() - last_report > 1000) {
+						pthread_mutex_unlock(&a->lock);
+						report(a);
+						last_report = nb_now_ms();
+						pthread_mutex_lock(&a->lock);
+					}
+				}
+			}
 			nb_vm_net_sync(a);
 		}
 		pfd[n++] = (struct pollfd){.fd = a->wake_fd[0], .events = POLLIN};

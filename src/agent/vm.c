@@ -533,7 +533,21 @@ int nb_vm_net_sync(struct nb_agent *a)
 		hosts[n].hostname = names[n];
 		n++;
 	}
-	return nb_net_dhcp_hosts(dir, hosts, n);
+	/* unchanged since the last write: dnsmasq need not hear of it again */
+	static char last[65];
+	struct nb_buf sig;
+	char hex[65];
+	nb_buf_init(&sig, 1 << 20);
+	for (size_t i = 0; i < n; i++)
+		nb_buf_printf(&sig, "%s,%s,%s\n", hosts[i].mac, hosts[i].ip, hosts[i].hostname);
+	nb_sha256_hex(sig.data ? sig.data : "", sig.len, hex);
+	nb_buf_free(&sig);
+	if (!strcmp(hex, last))
+		return 0;
+	int r = nb_net_dhcp_hosts(dir, hosts, n);
+	if (r == 0)
+		memcpy(last, hex, sizeof(last));
+	return r;
 }
 
 int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char *err,

@@ -25,6 +25,7 @@ struct nb_http_req {
 	int early_status;      /* an error decided before the body arrived */
 	json_t *early_error;
 	void *auth;            /* json_t * of the authenticated principal */
+	bool sigv4;            /* signed with an access key: checked once the body is in */
 };
 
 /* Starts a daemon on host:port ("127.0.0.1", 8787) calling handler; *out is

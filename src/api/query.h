@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#define NB_QUERY_MAX_PARAMS 1000
+#define NB_QUERY_MAX_PARAMS 2000
 #define NB_QUERY_MAX_KEY 256
 #define NB_QUERY_MAX_VALUE (64 * 1024)
 #define NB_QUERY_MAX_LIST 1000  /* members of one list */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/ec2.h"
 #include "api/http.h"
 #include "common/err.h"
 #include "common/httpc.h"
@@ -63,11 +64,39 @@ static enum MHD_Result reply(struct MHD_Connection *c, int r, json_t *out, const
 
 /* ---- authentication ---- */
 
+static bool signed_request(struct MHD_Connection *c)
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+
+	return (h && !strncmp(h, "AWS4-HMAC-SHA256", 16)) ||
+	       MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "X-Amz-Signature");
+}
+
+/* SigV4 with an access key (service "nubo"); body NULL: unsigned payload. */
+static int auth_sigv4(struct nb_v1 *v, struct MHD_Connection *c, const char *method,
+		      const char *url, struct nb_http_req *rq, const char *body, size_t len,
+		      char *err, size_t errsz)
+{
+	json_t *who = NULL;
+	int r = nb_ec2_authenticate(v->ec2, c, method, url, body, len, "nubo", &who, err, errsz);
+
+	if (r < 0)
+		return r;
+	json_decref(rq->auth);
+	rq->auth = who;
+	rq->sigv4 = false;
+	return 0;
+}
+
 static int auth_user(struct nb_v1 *v, struct MHD_Connection *c, struct nb_http_req *rq)
 {
 	const char *tok = nb_http_bearer(c);
 	json_t *who = NULL;
 
+	if (signed_request(c)) {
+		rq->sigv4 = true;
+		return 0;
+	}
 	if (!tok || strlen(tok) > 256 || nb_store_token_lookup(v->ctl->st, tok, &who) < 0)
 		return -NB_E_AUTH;
 	rq->auth = who;
@@ -97,7 +126,8 @@ static bool can_write(struct nb_http_req *rq)
 
 static bool is_admin(struct nb_http_req *rq)
 {
-	return is(nb_json_str_or(rq->auth, "role"), "admin");
+	return is(nb_json_str_or(rq->auth, "role"), "admin") &&
+	       is(nb_json_str_or(rq->auth, "account"), "admin");
 }
 
 /* ---- blobs ---- */
@@ -140,6 +170,8 @@ static enum MHD_Result upload_finish(struct nb_v1 *v, struct MHD_Connection *c,
 	rq->upload_fd = -1;
 	if (r == 0)
 		r = nb_core_blob_commit(v->ctl, rq->upload_path, hex);
+	if (r == 0)
+		r = nb_store_blob_owner_add(v->ctl->st, hex, account_of(rq));
 	if (r < 0) {
 		unlink(rq->upload_path);
 		return nb_http_error(c, r, "storing the upload failed");
@@ -343,6 +375,82 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 			return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
 		}
 	}
+	if (n >= 2 && is(seg[1], "accounts")) {
+		if (!is_admin(rq))
+			return nb_http_error(c, -NB_E_FORBIDDEN, "only the cloud's admins manage accounts");
+		if (n == 2 && get) {
+			r = nb_store_accounts_list(ctl->st, &out);
+			return reply(c, r, r == 0 ? json_pack("{s:o}", "accounts", out) : NULL, "", 200);
+		}
+		if (n == 2 && post) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_account_create(ctl, nb_json_str_or(body, "name"), &out, err,
+						   sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 201);
+		}
+		if (n == 4 && put && is(seg[3], "quotas")) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			r = nb_core_quotas_set(ctl, seg[2], body, &out, err, sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 200);
+		}
+		if (n == 4 && get && is(seg[3], "quotas")) {
+			r = nb_core_quotas_get(ctl, seg[2], &out, err, sizeof(err));
+			return reply(c, r, out, err, 200);
+		}
+	}
+	if (n >= 2 && is(seg[1], "keys")) {
+		const char *acct = account_of(rq);
+		if (n == 2 && get) {
+			r = nb_store_keys_list(ctl->st, is_admin(rq) ? NULL : acct, &out);
+			return reply(c, r, r == 0 ? json_pack("{s:o}", "keys", out) : NULL, "", 200);
+		}
+		if (n == 2 && post) {
+			body = nb_http_body_json(rq, err, sizeof(err));
+			if (!body)
+				return nb_http_error(c, -NB_E_INVALID, err);
+			/* admins make keys for any account; an account's admin for its own */
+			const char *want = nb_json_str(body, "account");
+			if (!is_admin(rq) && (!is(nb_json_str_or(rq->auth, "role"), "admin") ||
+					      (want && !is(want, acct) &&
+					       !is(want, nb_json_str_or(rq->auth, "account"))))) {
+				json_decref(body);
+				return nb_http_error(c, -NB_E_FORBIDDEN,
+						     "only admins create access keys");
+			}
+			r = nb_core_key_create(ctl, v->secrets, want ? want : acct,
+					       nb_json_str(body, "user"), nb_json_str(body, "role"),
+					       &out, err, sizeof(err));
+			json_decref(body);
+			return reply(c, r, out, err, 201);
+		}
+		if (n >= 3) {
+			json_t *key = NULL;
+			r = nb_store_key_lookup(ctl->st, seg[2], &key);
+			if (r == 0 && !is_admin(rq) &&
+			    (!is(nb_json_str_or(key, "account_id"), acct) ||
+			     !is(nb_json_str_or(rq->auth, "role"), "admin")))
+				r = -NB_E_NOT_FOUND;
+			json_decref(key);
+			snprintf(err, sizeof(err), "access key '%s' not found", seg[2]);
+			if (r < 0)
+				return nb_http_error(c, r, err);
+			if (n == 3 && del) {
+				r = nb_store_key_delete(ctl->st, seg[2]);
+				return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
+			}
+			if (n == 4 && post && (is(seg[3], "disable") || is(seg[3], "enable"))) {
+				r = nb_store_key_set_status(ctl->st, seg[2],
+							    is(seg[3], "enable") ? "Active" : "Inactive");
+				return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
+			}
+		}
+	}
 	if (n == 2 && is(seg[1], "hosts") && get) {
 		r = nb_core_hosts(ctl, &out);
 		return reply(c, r, out, "listing failed", 200);
@@ -368,7 +476,9 @@ enum MHD_Result nb_v1_handler(void *cls, struct MHD_Connection *c, const char *u
 		if (!rq)
 			return MHD_NO;
 		*req_cls = rq;
-		if (n < 1 || !is(seg[0], "v1")) {
+		if (n == 0 && v->ec2) {
+			/* the EC2 Query API: authenticated with the body, at the end */
+		} else if (n < 1 || !is(seg[0], "v1")) {
 			rq->early_status = -NB_E_NOT_FOUND;
 		} else if (n == 2 && is(seg[1], "health")) {
 			/* no auth */
@@ -380,7 +490,13 @@ enum MHD_Result nb_v1_handler(void *cls, struct MHD_Connection *c, const char *u
 			rq->early_status = auth_user(v, c, rq);
 		}
 		if (!rq->early_status && n == 2 && is(seg[1], "blobs") && is(method, "PUT")) {
-			if (!can_write(rq))
+			char aerr[256];
+			if (rq->sigv4) /* a streamed upload is signed UNSIGNED-PAYLOAD */
+				rq->early_status = auth_sigv4(v, c, method, url, rq, NULL, 0, aerr,
+							      sizeof(aerr));
+			if (rq->early_status)
+				;
+			else if (!can_write(rq))
 				rq->early_status = -NB_E_FORBIDDEN;
 			else if ((r = upload_begin(v, rq)) < 0)
 				rq->early_status = r;
@@ -400,11 +516,24 @@ enum MHD_Result nb_v1_handler(void *cls, struct MHD_Connection *c, const char *u
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (n == 0 && v->ec2)
+		return nb_ec2_handle(v->ec2, c, method, url, rq);
+	if (!rq->early_status && rq->sigv4) {
+		r = auth_sigv4(v, c, method, url, rq, rq->body.data, rq->body.len, err, sizeof(err));
+		if (r < 0)
+			return nb_http_error(c, r, err);
+	}
 	if (rq->early_status) {
 		switch (-rq->early_status) {
 		case NB_E_AUTH:
 			return nb_http_error(c, rq->early_status,
 					     "missing or unknown bearer token");
+		case NB_E_AUTH_MISSING:
+		case NB_E_AUTH_INCOMPLETE:
+		case NB_E_SIG_MISMATCH:
+		case NB_E_EXPIRED:
+		case NB_E_BAD_KEY:
+			return nb_http_error(c, rq->early_status, "the request's signature was refused");
 		case NB_E_NOT_FOUND:
 			return nb_http_error(c, rq->early_status, "no such API call");
 		case NB_E_FORBIDDEN:

@@ -5,9 +5,14 @@
 #include <microhttpd.h>
 
 #include "core/core.h"
+#include "core/secrets.h"
+
+struct nb_ec2;
 
 struct nb_v1 {
 	struct nb_ctl *ctl;
+	struct nb_ec2 *ec2;     /* the EC2 Query API on "/", and SigV4 for /v1 */
+	struct nb_secrets *secrets;
 	char join_token[128];
 };
 

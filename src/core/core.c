@@ -690,8 +690,7 @@ static json_t *desired_view(struct nb_ctl *c, json_t *row)
 {
 	json_t *image = NULL, *d;
 
-	nb_store_image_get(c->st, nb_json_str_or(row, "account_id"),
-			   nb_json_str_or(row, "image_id"), &image);
+	nb_store_image_by_id(c->st, nb_json_str_or(row, "image_id"), &image);
 	d = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s}", "id",
 		      nb_json_str_or(row, "id"), "desired_state",
 		      nb_json_str_or(row, "desired_state"), "start_seq",
@@ -1001,8 +1000,10 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 	for (int i = 0; i < 3; i++) {
 		if (!blobs[i])
 			continue;
+		int allowed = 0;
 		nb_core_blob_path(c, blobs[i], src, sizeof(src));
-		if (!nb_path_exists(src))
+		if (nb_store_blob_allowed(c->st, blobs[i], account_id, &allowed) < 0 || !allowed ||
+		    !nb_path_exists(src))
 			return fail(-NB_E_NOT_FOUND, err, errsz, "blob %s was not uploaded", blobs[i]);
 	}
 	nb_core_blob_path(c, disk, src, sizeof(src));
@@ -1187,11 +1188,7 @@ int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_
 	}
 	r = nb_store_host_get(c->st, nb_json_str_or(inst, "host_id"), &host);
 	if (r == 0)
-		r = nb_store_image_get(c->st, nb_json_str_or(inst, "account_id"),
-				       nb_json_str_or(inst, "image_id"), &src);
-	if (r < 0 && nb_store_image_visible(c->st, account_id, nb_json_str_or(inst, "image_id"),
-					    &src) == 0)
-		r = 0;
+		r = nb_store_image_by_id(c->st, nb_json_str_or(inst, "image_id"), &src);
 	if (r < 0) {
 		fail(r, err, errsz, "the host or source image of %s is gone", iid);
 		goto out;
@@ -1238,4 +1235,144 @@ out:
 	json_decref(host);
 	json_decref(image);
 	return r;
+}
+
+/* ---- accounts, keys, quotas ---- */
+
+static const char *const quota_names[] = {"instances", "vcpus", "memory_mb", "images"};
+
+static int64_t quota_default(struct nb_ctl *c, int i)
+{
+	const int64_t d[] = {c->quota_instances, c->quota_vcpus, c->quota_memory_mb,
+			     c->quota_images};
+	return d[i];
+}
+
+int nb_core_account_create(struct nb_ctl *c, const char *name, json_t **out, char *err,
+			   size_t errsz)
+{
+	char id[32];
+	json_t *old = NULL;
+	int r;
+
+	if (!name || !name_ok(name, 63))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "account 'name' must be 1 to 63 letters, digits, '.', '_' or '-'");
+	if (nb_store_account_get(c->st, name, &old) == 0) {
+		json_decref(old);
+		return fail(-NB_E_CONFLICT, err, errsz, "account '%s' exists already", name);
+	}
+	r = nb_store_account_ensure(c->st, name, id);
+	if (r < 0)
+		return fail(r, err, errsz, "creating account '%s' failed", name);
+	return nb_store_account_get(c->st, id, out);
+}
+
+int nb_core_key_create(struct nb_ctl *c, const struct nb_secrets *secrets, const char *account,
+		       const char *user, const char *role, json_t **out, char *err, size_t errsz)
+{
+	json_t *acct = NULL, *u = NULL;
+	char kid[21], secret[41], uid[32], *sealed = NULL;
+	int r;
+
+	if (!user)
+		user = "admin";
+	if (!role)
+		role = strcmp(user, "admin") ? "member" : "admin";
+	if (strcmp(role, "admin") && strcmp(role, "member") && strcmp(role, "read-only"))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "role must be admin, member or read-only, not '%s'", role);
+	if (!name_ok(user, 63))
+		return fail(-NB_E_INVALID, err, errsz, "user name '%s' is not valid", user);
+	r = nb_store_account_get(c->st, account ? account : "", &acct);
+	if (r < 0)
+		return fail(-NB_E_NOT_FOUND, err, errsz, "account '%s' not found",
+			    account ? account : "");
+	if (nb_store_user_get(c->st, nb_json_str_or(acct, "id"), user, &u) == 0) {
+		nb_strlcpy(uid, nb_json_str_or(u, "id"), sizeof(uid));
+		if (strcmp(nb_json_str_or(u, "role"), role)) {
+			r = fail(-NB_E_CONFLICT, err, errsz, "user '%s' exists with role %s", user,
+				 nb_json_str_or(u, "role"));
+			goto out;
+		}
+	} else {
+		r = nb_store_user_add(c->st, nb_json_str_or(acct, "id"), user, role, uid);
+		if (r < 0) {
+			fail(r, err, errsz, "creating user '%s' failed", user);
+			goto out;
+		}
+	}
+	r = nb_secrets_new_key(kid, secret);
+	if (r == 0)
+		r = nb_secrets_seal(secrets, secret, &sealed);
+	if (r == 0)
+		r = nb_store_key_add(c->st, kid, uid, sealed);
+	if (r < 0) {
+		fail(r, err, errsz, "creating the key failed");
+		goto out;
+	}
+	*out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "access_key_id", kid,
+			 "secret_access_key", secret, "account_id", nb_json_str_or(acct, "id"),
+			 "account", nb_json_str_or(acct, "name"), "user", user, "role", role);
+out:
+	OPENSSL_cleanse(secret, sizeof(secret));
+	free(sealed);
+	json_decref(acct);
+	json_decref(u);
+	return r;
+}
+
+int nb_core_quotas_get(struct nb_ctl *c, const char *account, json_t **out, char *err,
+		       size_t errsz)
+{
+	json_t *acct = NULL, *use = NULL;
+	int r = nb_store_account_get(c->st, account, &acct);
+
+	if (r < 0)
+		return fail(-NB_E_NOT_FOUND, err, errsz, "account '%s' not found", account);
+	r = nb_store_account_usage(c->st, nb_json_str_or(acct, "id"), &use);
+	if (r < 0)
+		goto out;
+	*out = json_pack("{s:s, s:{}, s:O}", "account", nb_json_str_or(acct, "name"), "limits",
+			 "usage", use);
+	for (size_t i = 0; i < NB_ARRAY_SIZE(quota_names); i++) {
+		int64_t v = 0;
+		nb_store_quota_get(c->st, nb_json_str_or(acct, "id"), quota_names[i],
+				   quota_default(c, (int)i), &v);
+		json_object_set_new(json_object_get(*out, "limits"), quota_names[i],
+				    json_integer(v));
+	}
+out:
+	json_decref(acct);
+	json_decref(use);
+	return r;
+}
+
+int nb_core_quotas_set(struct nb_ctl *c, const char *account, const json_t *req, json_t **out,
+		       char *err, size_t errsz)
+{
+	json_t *acct = NULL;
+	const char *k;
+	json_t *v;
+	int r = nb_store_account_get(c->st, account, &acct);
+
+	if (r < 0)
+		return fail(-NB_E_NOT_FOUND, err, errsz, "account '%s' not found", account);
+	json_object_foreach((json_t *)req, k, v)
+	{
+		bool known = false;
+		for (size_t i = 0; i < NB_ARRAY_SIZE(quota_names); i++)
+			known |= !strcmp(k, quota_names[i]);
+		if (!known || !json_is_integer(v) || json_integer_value(v) < 0) {
+			json_decref(acct);
+			return fail(-NB_E_INVALID, err, errsz,
+				    "quota '%s' must be one of instances, vcpus, memory_mb, images "
+				    "with an integer >= 0",
+				    k);
+		}
+	}
+	json_object_foreach((json_t *)req, k, v)
+		nb_store_quota_set(c->st, nb_json_str_or(acct, "id"), k, json_integer_value(v));
+	json_decref(acct);
+	return nb_core_quotas_get(c, account, out, err, errsz);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "core/secrets.h"
 #include "store/store.h"
 
 struct nb_ctl {
@@ -82,6 +83,19 @@ void nb_core_blob_path(struct nb_ctl *c, const char *sha256, char *path, size_t 
 /* Types. */
 int nb_core_type_put(struct nb_ctl *c, const char *name, const json_t *req, json_t **out,
 		     char *err, size_t errsz);
+
+/* Accounts, access keys, quotas. */
+int nb_core_account_create(struct nb_ctl *c, const char *name, json_t **out, char *err,
+			   size_t errsz);
+/* A new access key for user (made with role when missing; default user
+ * "admin" with role admin) of account (id or name). *out holds the secret:
+ * the only time it is shown. */
+int nb_core_key_create(struct nb_ctl *c, const struct nb_secrets *secrets, const char *account,
+		       const char *user, const char *role, json_t **out, char *err, size_t errsz);
+int nb_core_quotas_set(struct nb_ctl *c, const char *account, const json_t *req, json_t **out,
+		       char *err, size_t errsz);
+int nb_core_quotas_get(struct nb_ctl *c, const char *account, json_t **out, char *err,
+		       size_t errsz);
 
 /* Hosts and agents. */
 int nb_core_hosts(struct nb_ctl *c, json_t **out);

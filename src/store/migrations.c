@@ -74,5 +74,10 @@ const char *const nb_store_migrations[] = {
 	"ALTER TABLE instances ADD COLUMN launched_at INTEGER;"
 	"ALTER TABLE images ADD COLUMN description TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE images ADD COLUMN source_instance TEXT;",
+	/* 3: who uploaded which blob: an account may only make images of its own
+	 * uploads (or of blobs behind images it can see) */
+	"CREATE TABLE blob_owners ("
+	"  sha256 TEXT NOT NULL, account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  created_at INTEGER NOT NULL, PRIMARY KEY (sha256, account_id));",
 	NULL,
 };

@@ -524,6 +524,11 @@ int nb_store_image_get(struct nb_store *st, const char *account_id, const char *
 		     "ss", account_id, ref);
 }
 
+int nb_store_image_by_id(struct nb_store *st, const char *id, json_t **out)
+{
+	return q_row(st, out, "SELECT * FROM images WHERE id = ?", "s", id);
+}
+
 int nb_store_images_list(struct nb_store *st, const char *account_id, json_t **out)
 {
 	return q_rows(st, out, "SELECT * FROM images WHERE account_id = ? ORDER BY name", "s",
@@ -978,4 +983,34 @@ int nb_store_image_ready(struct nb_store *st, const char *id, const char *sha256
 		       "siiss", sha256, size, file_size, state, id);
 
 	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
+int nb_store_blob_owner_add(struct nb_store *st, const char *sha256, const char *account_id)
+{
+	int r = q_exec(st,
+		       "INSERT INTO blob_owners (sha256, account_id, created_at) VALUES (?, ?, ?)"
+		       " ON CONFLICT DO NOTHING",
+		       "ssi", sha256, account_id, nb_wall_ms());
+	return r < 0 ? r : 0;
+}
+
+int nb_store_blob_allowed(struct nb_store *st, const char *sha256, const char *account_id,
+			  int *allowed)
+{
+	int64_t n = 0;
+	json_t *row;
+	int r = q_row(st, &row,
+		      "SELECT (SELECT count(*) FROM blob_owners WHERE sha256 = ?1 AND account_id = ?2)"
+		      " + (SELECT count(*) FROM images im WHERE (im.sha256 = ?1 OR"
+		      "   im.kernel_sha256 = ?1 OR im.initrd_sha256 = ?1) AND (im.account_id = ?2 OR"
+		      "   EXISTS (SELECT 1 FROM image_permissions p WHERE p.image_id = im.id AND"
+		      "   p.grantee IN (?2, 'all')))) AS n",
+		      "ss", sha256, account_id);
+
+	if (r < 0)
+		return r;
+	n = nb_json_int(row, "n", 0);
+	json_decref(row);
+	*allowed = n > 0;
+	return 0;
 }

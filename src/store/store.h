@@ -51,6 +51,8 @@ int nb_store_host_bump(struct nb_store *st, const char *id, int64_t *gen_out);
 /* Images. ref is an id or a name visible to account. */
 int nb_store_image_insert(struct nb_store *st, const json_t *image);
 int nb_store_image_get(struct nb_store *st, const char *account_id, const char *ref, json_t **out);
+/* Any account's image by id (agents, snapshots): no visibility check. */
+int nb_store_image_by_id(struct nb_store *st, const char *id, json_t **out);
 int nb_store_images_list(struct nb_store *st, const char *account_id, json_t **out);
 int nb_store_image_delete(struct nb_store *st, const char *id);
 int nb_store_image_in_use(struct nb_store *st, const char *id, int64_t *n);
@@ -146,6 +148,11 @@ int nb_store_account_usage(struct nb_store *st, const char *account_id, json_t *
 /* A snapshot image became ready (or failed: sha256 NULL, state "failed"). */
 int nb_store_image_ready(struct nb_store *st, const char *id, const char *sha256,
 			 int64_t size, int64_t file_size, const char *state);
+/* Blob uploads by account. */
+int nb_store_blob_owner_add(struct nb_store *st, const char *sha256, const char *account_id);
+/* 1 when account uploaded sha256 or can see an image made of it, else 0. */
+int nb_store_blob_allowed(struct nb_store *st, const char *sha256, const char *account_id,
+			  int *allowed);
 /* Instance columns of schema 2 (key name, zone) set at launch. */
 int nb_store_instance_set_launch(struct nb_store *st, const char *id, const char *key_name,
 				 const char *az);

@@ -108,7 +108,7 @@ class Cloud:
     """A controller and one agent on this (namespaced) host."""
 
     def __init__(self, root, name="node1", cidr="10.213.0.0/24", bridge="nbbr0",
-                 accel="tcg", agent_extra=()):
+                 accel="tcg", agent_extra=(), nubod_extra=()):
         self.root = Path(root)
         self.state = self.root / "state"
         self.agent_state = self.root / "agent"
@@ -117,6 +117,7 @@ class Cloud:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.name, self.cidr, self.bridge, self.accel = name, cidr, bridge, accel
         self.agent_extra = list(agent_extra)
+        self.nubod_extra = list(nubod_extra)
         self.nubod = None
         self.agent = None
         self.daemons = []
@@ -124,7 +125,10 @@ class Cloud:
     # -- processes --
     def start_nubod(self):
         self.nubod = Daemon("nubod", [str(BUILD / "src/nubod"), "-s", f"state_dir={self.state}",
-                                      "-s", f"api_listen=127.0.0.1:{self.port}"],
+                                      "-s", f"api_listen=127.0.0.1:{self.port}",
+                                      # tests run many tiny guests on 2 cores
+                                      "-s", "cpu_overcommit=64"]
+                            + self.nubod_extra,
                             self.root / "nubod.log")
         self.daemons.append(self.nubod)
         wait_until(lambda: self._health(), 20, "nubod health")
@@ -312,13 +316,23 @@ def cloud(tiny_image, tmp_path_factory):
 class ConsoleSession:
     """The live serial console through nubod (HTTP Upgrade: nubo-console)."""
 
-    def __init__(self, cloud, iid, timeout=10):
+    def __init__(self, cloud, iid, timeout=10, tenant=None):
         import socket as _s
+        path = f"/v1/instances/{iid}/console"
+        if tenant:  # an account's access key: SigV4 by botocore's signer
+            import botocore.auth
+            import botocore.awsrequest
+            import botocore.credentials
+            req = botocore.awsrequest.AWSRequest(method="GET", url=cloud.endpoint + path)
+            botocore.auth.SigV4Auth(botocore.credentials.Credentials(tenant.key_id, tenant.secret),
+                                    "nubo", REGION).add_auth(req)
+            auth = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+        else:
+            auth = f"Authorization: Bearer {cloud.token}\r\n"
         self.sock = _s.create_connection(("127.0.0.1", cloud.port), timeout=timeout)
-        self.sock.sendall((f"GET /v1/instances/{iid}/console HTTP/1.1\r\n"
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\n"
                            f"Host: 127.0.0.1:{cloud.port}\r\nConnection: Upgrade\r\n"
-                           f"Upgrade: nubo-console\r\nAuthorization: Bearer {cloud.token}\r\n\r\n"
-                           ).encode())
+                           f"Upgrade: nubo-console\r\n{auth}\r\n").encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(1)
@@ -376,3 +390,50 @@ class ConsoleSession:
 
     def close(self):
         self.sock.close()
+
+
+REGION = "nubo-1"
+AWS = os.environ.get("NUBO_AWS", "/usr/bin/aws")
+
+
+class Tenant:
+    """An account's access key, with the real clients pointed at nubo."""
+
+    def __init__(self, cloud, key):
+        self.cloud = cloud
+        self.key_id = key["access_key_id"]
+        self.secret = key["secret_access_key"]
+        self.account_id = key["account_id"]
+        self.account = key["account"]
+        self.role = key["role"]
+
+    def boto(self, service="ec2", **kw):
+        import boto3
+        from botocore.config import Config
+        return boto3.client(service, endpoint_url=self.cloud.endpoint, region_name=REGION,
+                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret,
+                            config=Config(retries={"max_attempts": 1}, **kw))
+
+    def aws(self, *args, check=True):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key_id, AWS_SECRET_ACCESS_KEY=self.secret,
+                   AWS_DEFAULT_REGION=REGION, AWS_MAX_ATTEMPTS="1", AWS_PAGER="",
+                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        p = subprocess.run([AWS, "--endpoint-url", self.cloud.endpoint, "--output", "json", *args],
+                           capture_output=True, text=True, env=env, timeout=300)
+        if check and p.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+        if not check:
+            return p
+        return json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+def make_tenant(cloud, account, user="admin", role=None):
+    try:
+        cloud.api("POST", "/v1/accounts", {"name": account})
+    except ApiError as e:
+        if e.code != "Conflict":
+            raise
+    body = {"account": account, "user": user}
+    if role:
+        body["role"] = role
+    return Tenant(cloud, cloud.api("POST", "/v1/keys", body))

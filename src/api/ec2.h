@@ -1,0 +1,47 @@
+/* The EC2 Query API (Version 2016-11-15) on nubod's listener: SigV4 with
+ * the account's access keys, AWS Query parameters in, EC2's XML out, EC2's
+ * error codes. Every action is scoped to the caller's account: another
+ * account's resources answer NotFound, never Forbidden. */
+#ifndef NB_EC2_H
+#define NB_EC2_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+
+#include "api/http.h"
+#include "core/core.h"
+#include "core/secrets.h"
+
+struct nb_bucket {
+	double tokens;
+	int64_t last_ms;
+};
+
+struct nb_ec2_limits {
+	double describe_rate, describe_burst; /* Describe* and Get* calls per second */
+	double mutate_rate, mutate_burst;     /* everything else */
+};
+
+struct nb_ec2 {
+	struct nb_ctl *ctl;
+	struct nb_secrets *secrets;
+	struct nb_ec2_limits limits;
+	pthread_mutex_t lock; /* the buckets */
+	struct nb_ec2_rate *rates;
+	int max_skew_s;
+};
+
+int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets);
+void nb_ec2_fini(struct nb_ec2 *e);
+/* A request for "/" (POST form or GET query). */
+enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const char *method,
+			      const char *url, struct nb_http_req *rq);
+
+/* Authenticates a SigV4-signed request for service with the account's keys
+ * (shared with the native API): *who gets {"account_id", "account", "user",
+ * "role", "key"}. err names what was wrong; returns a -NB_E_* code. */
+int nb_ec2_authenticate(struct nb_ec2 *e, struct MHD_Connection *c, const char *method,
+			const char *url, const char *body, size_t body_len, const char *service,
+			json_t **who, char *err, size_t errsz);
+
+#endif

@@ -1,0 +1,528 @@
+"""The EC2 Query API with the real awscli and boto3, against real daemons
+and real tiny guests: the user story, paginators and waiters, tenant
+isolation, read-only users, signatures, quotas and throttling."""
+
+import base64
+import datetime
+import json
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import botocore
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+import pytest
+from botocore.exceptions import ClientError, WaiterError
+
+from conftest import REGION, Cloud, ConsoleSession, make_tenant, wait_until
+
+
+def code_of(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+@pytest.fixture(scope="module")
+def world(cloud, tmp_path_factory):
+    """acme (admin, member, read-only) and globex; tiny made public by the cloud admin."""
+    admin = make_tenant(cloud, "admin")
+    tiny = cloud.api("GET", "/v1/images/tiny")["id"]
+    admin.boto().modify_image_attribute(ImageId=tiny, LaunchPermission={"Add": [{"Group": "all"}]})
+    # "idle": an empty disk the firmware finds nothing to boot on; its guests
+    # cost almost no CPU, for tests that need many instance records
+    tmp = tmp_path_factory.mktemp("ec2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp / "idle.qcow2"), "16M"],
+                   check=True)
+    idle = cloud.api("POST", "/v1/images", {"name": "idle", "disk_blob": cloud.upload(tmp / "idle.qcow2")})["id"]
+    admin.boto().modify_image_attribute(ImageId=idle, LaunchPermission={"Add": [{"Group": "all"}]})
+    w = {
+        "admin": admin,
+        "acme": make_tenant(cloud, "acme"),
+        "acme_member": make_tenant(cloud, "acme", "bob", "member"),
+        "acme_ro": make_tenant(cloud, "acme", "auditor", "read-only"),
+        "globex": make_tenant(cloud, "globex"),
+        "tiny": tiny,
+        "idle": idle,
+        "tmp": tmp,
+    }
+    return w
+
+
+def test_user_story_with_awscli(cloud, world):
+    acme, tiny, tmp = world["acme"], world["tiny"], world["tmp"]
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id")],
+                   check=True)
+    kp = acme.aws("ec2", "import-key-pair", "--key-name", "mykey",
+                  "--public-key-material", f"fileb://{tmp / 'id.pub'}")
+    fp = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(tmp / "id.pub")],
+                        capture_output=True, text=True, check=True).stdout.split()[1]
+    assert kp["KeyFingerprint"] == fp.removeprefix("SHA256:")
+    (tmp / "init.sh").write_text("#!/bin/sh\necho user-data-ran-$((40+2))\n")
+    res = acme.aws("ec2", "run-instances", "--image-id", tiny, "--instance-type", "t1.nano",
+                   "--count", "3", "--key-name", "mykey", "--user-data", f"file://{tmp / 'init.sh'}",
+                   "--tag-specifications", "ResourceType=instance,Tags=[{Key=Name,Value=web},{Key=team,Value=blue}]")
+    ids = [i["InstanceId"] for i in res["Instances"]]
+    assert len(ids) == 3 and all(i["State"]["Name"] == "pending" for i in res["Instances"])
+    assert res["OwnerId"] == acme.account_id
+    acme.aws("ec2", "wait", "instance-running", "--instance-ids", *ids)
+    out = acme.aws("ec2", "describe-instances", "--filters",
+                   "Name=instance-state-name,Values=running", "Name=tag:team,Values=blue")
+    found = [i for r in out["Reservations"] for i in r["Instances"]]
+    assert sorted(i["InstanceId"] for i in found) == sorted(ids)
+    inst = found[0]
+    assert inst["KeyName"] == "mykey" and inst["InstanceType"] == "t1.nano"
+    assert inst["Placement"]["AvailabilityZone"] == "nubo-1a"
+    assert re.match(r"10\.213\.0\.\d+$", inst["PrivateIpAddress"])
+    assert {"Key": "Name", "Value": "web"} in inst["Tags"]
+    # the console, through EC2's GetConsoleOutput
+    wait_until(lambda: "NUBO-READY " + ids[0] in
+               (acme.aws("ec2", "get-console-output", "--instance-id", ids[0]).get("Output") or ""),
+               90, "the ready marker in GetConsoleOutput", interval=0.5)
+    acme.aws("ec2", "stop-instances", "--instance-ids", ids[0])
+    acme.aws("ec2", "wait", "instance-stopped", "--instance-ids", ids[0])
+    acme.aws("ec2", "start-instances", "--instance-ids", ids[0])
+    acme.aws("ec2", "wait", "instance-running", "--instance-ids", ids[0])
+    acme.aws("ec2", "reboot-instances", "--instance-ids", ids[1])
+    # the native API takes the same keys (SigV4, service "nubo")
+    mine = signed_native(acme, "GET", "/v1/instances")["instances"]
+    assert set(ids) <= {i["id"] for i in mine}
+    t = acme.aws("ec2", "terminate-instances", "--instance-ids", *ids)
+    assert {i["CurrentState"]["Name"] for i in t["TerminatingInstances"]} <= {"shutting-down", "terminated"}
+    acme.aws("ec2", "wait", "instance-terminated", "--instance-ids", *ids)
+
+
+def test_boto3_paginators_and_waiters(cloud, world):
+    ec2 = world["acme"].boto()
+    ids = []
+    for _ in range(3):  # 60 records, in three calls of 20
+        r = ec2.run_instances(ImageId=world["idle"], InstanceType="t1.nano", MinCount=20,
+                              MaxCount=20, TagSpecifications=[{"ResourceType": "instance",
+                                                               "Tags": [{"Key": "batch", "Value": "p"}]}])
+        ids += [i["InstanceId"] for i in r["Instances"]]
+    try:
+        pages = list(ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "tag:batch", "Values": ["p"]}], PaginationConfig={"PageSize": 25}))
+        assert len(pages) == 3
+        seen = [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+        assert sorted(seen) == sorted(ids) and len(set(seen)) == 60
+        ec2.get_waiter("instance_exists").wait(InstanceIds=ids[:5])
+    finally:
+        for k in range(0, 60, 20):
+            ec2.terminate_instances(InstanceIds=ids[k:k + 20])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+
+def test_client_token_idempotency(world):
+    ec2 = world["acme"].boto()
+    a = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1,
+                          ClientToken="once-only")
+    b = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1,
+                          ClientToken="once-only")
+    assert a["Instances"][0]["InstanceId"] == b["Instances"][0]["InstanceId"]
+    assert a["ReservationId"] == b["ReservationId"]
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.micro", MinCount=1, MaxCount=1,
+                          ClientToken="once-only")
+    assert code_of(e) == "IdempotentParameterMismatch"
+    ec2.terminate_instances(InstanceIds=[a["Instances"][0]["InstanceId"]])
+
+
+def test_resize_a_stopped_instance(cloud, world):
+    ec2 = world["acme"].boto()
+    iid = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+    with pytest.raises(ClientError) as e:
+        ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.micro"})
+    assert code_of(e) == "IncorrectInstanceState"
+    ec2.stop_instances(InstanceIds=[iid])
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+    ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.micro"})
+    with pytest.raises(ClientError) as e:
+        ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t9.huge"})
+    assert code_of(e) == "InvalidParameterValue"
+    ec2.start_instances(InstanceIds=[iid])
+    ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert inst["InstanceType"] == "t1.micro"
+    pid = cloud.qemu_pid(iid)
+    cmd = open(f"/proc/{pid}/cmdline").read().split("\0")
+    assert cmd[cmd.index("-m") + 1].startswith("256")
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json",
+                                      str(cloud.instance_dir(iid) / "root.qcow2")],
+                                     capture_output=True, check=True).stdout)
+    assert info["virtual-size"] == 2 << 30, "the disk grew to t1.micro's 2 GiB"
+    ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_create_image_from_a_running_instance(cloud, world):
+    ec2 = world["acme"].boto()
+    iid = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_ready_ec2(ec2, iid)
+    con = ConsoleSession_for(cloud, world["acme"], iid)
+    out, rc = con.run("echo golden-$((6*7)) > /data/golden && sync && cat /data/golden")
+    assert "golden-42" in out
+    con.close()
+    img = ec2.create_image(InstanceId=iid, Name="golden", Description="with a marker")["ImageId"]
+    ec2.get_waiter("image_available").wait(ImageIds=[img], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    d = ec2.describe_images(ImageIds=[img])["Images"][0]
+    assert d["Name"] == "golden" and d["Description"] == "with a marker"
+    assert d["OwnerId"] == world["acme"].account_id and d["State"] == "available"
+    # an instance from the new image sees what the source had written
+    new = ec2.run_instances(ImageId=img, InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_ready_ec2(ec2, new)
+    con = ConsoleSession_for(cloud, world["acme"], new)
+    out, rc = con.run("cat /data/golden")
+    assert "golden-42" in out
+    con.close()
+    ec2.terminate_instances(InstanceIds=[iid, new])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid, new], WaiterConfig={"Delay": 1})
+    with pytest.raises(ClientError) as e:
+        ec2.create_image(InstanceId=iid, Name="again")
+    assert code_of(e) == "IncorrectInstanceState"
+
+
+def ConsoleSession_for(cloud, tenant, iid):
+    """The live console through nubod's native API, signed with the tenant's key."""
+    con = ConsoleSession(cloud, iid, tenant=tenant)
+    con.wait_prompt()
+    return con
+
+
+def wait_ready_ec2(ec2, iid, timeout=120):
+    """Waits for the guest's ready marker in GetConsoleOutput."""
+    return wait_until(lambda: "NUBO-READY " + iid in
+                      base64_output(ec2.get_console_output(InstanceId=iid)),
+                      timeout, f"the ready marker of {iid}", interval=0.5)
+
+
+def base64_output(r):
+    return r.get("Output") or ""
+
+
+def test_images_sharing_and_owners(world):
+    acme, globex = world["acme"].boto(), world["globex"].boto()
+    mine = acme.create_image  # noqa: F841 (documenting the API used above)
+    imgs = acme.describe_images(Owners=["self"])["Images"]
+    own = [i for i in imgs if i["Name"] == "golden"]
+    assert own, "acme's own image is listed under Owners=self"
+    img = own[0]["ImageId"]
+    assert all(i["ImageId"] != img for i in globex.describe_images()["Images"])
+    with pytest.raises(ClientError) as e:
+        globex.describe_images(ImageIds=[img])
+    assert code_of(e) == "InvalidAMIID.NotFound"
+    acme.modify_image_attribute(ImageId=img, LaunchPermission={"Add": [{"UserId": world["globex"].account_id}]})
+    attr = acme.describe_image_attribute(ImageId=img, Attribute="launchPermission")
+    assert {"UserId": world["globex"].account_id} in attr["LaunchPermissions"]
+    assert [i["ImageId"] for i in globex.describe_images(ImageIds=[img])["Images"]] == [img]
+    with pytest.raises(ClientError) as e:  # shared is not owned
+        globex.deregister_image(ImageId=img)
+    assert code_of(e) == "InvalidAMIID.NotFound"
+    acme.modify_image_attribute(ImageId=img, OperationType="remove", UserIds=[world["globex"].account_id])
+    with pytest.raises(ClientError) as e:
+        globex.run_instances(ImageId=img, InstanceType="t1.nano", MinCount=1, MaxCount=1)
+    assert code_of(e) == "InvalidAMIID.NotFound"
+    public = acme.describe_images(Owners=["all"], Filters=[{"Name": "is-public", "Values": ["true"]}])["Images"]
+    assert world["tiny"] in [i["ImageId"] for i in public]
+
+
+def test_tags(world):
+    ec2 = world["acme"].boto()
+    iid = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    ec2.create_tags(Resources=[iid], Tags=[{"Key": "env", "Value": "prod"}, {"Key": "empty"}])
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [iid]}])["Tags"]
+    assert {(t["Key"], t["Value"], t["ResourceType"]) for t in tags} == {("env", "prod", "instance"), ("empty", "", "instance")}
+    found = ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["env"]}])["Reservations"]
+    assert iid in [i["InstanceId"] for r in found for i in r["Instances"]]
+    ec2.delete_tags(Resources=[iid], Tags=[{"Key": "env", "Value": "wrong"}])
+    assert len(ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [iid]}])["Tags"]) == 2
+    ec2.delete_tags(Resources=[iid], Tags=[{"Key": "env"}])
+    assert [t["Key"] for t in ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [iid]}])["Tags"]] == ["empty"]
+    with pytest.raises(ClientError) as e:
+        ec2.create_tags(Resources=[iid], Tags=[{"Key": "aws:reserved", "Value": "x"}])
+    assert code_of(e) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        ec2.create_tags(Resources=["vol-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
+    assert code_of(e) == "InvalidID"
+    ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_key_pairs(world):
+    ec2 = world["acme"].boto()
+    k = ec2.create_key_pair(KeyName="made")
+    assert k["KeyMaterial"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    p = world["tmp"] / "made.pem"
+    p.write_text(k["KeyMaterial"])
+    p.chmod(0o600)
+    der = subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(p), "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    import hashlib
+    sha1 = hashlib.sha1(der).hexdigest()
+    assert k["KeyFingerprint"] == ":".join(sha1[i:i + 2] for i in range(0, 40, 2))
+    with pytest.raises(ClientError) as e:
+        ec2.create_key_pair(KeyName="made")
+    assert code_of(e) == "InvalidKeyPair.Duplicate"
+    names = [x["KeyName"] for x in ec2.describe_key_pairs()["KeyPairs"]]
+    assert "made" in names and "mykey" in names
+    with pytest.raises(ClientError) as e:
+        ec2.describe_key_pairs(KeyNames=["nope"])
+    assert code_of(e) == "InvalidKeyPair.NotFound"
+    with pytest.raises(ClientError) as e:
+        ec2.import_key_pair(KeyName="bad", PublicKeyMaterial=b"ssh-dss AAAAB3NzaC1kc3M= x")
+    assert code_of(e) == "InvalidKey.Format"
+    ec2.delete_key_pair(KeyName="made")
+    ec2.delete_key_pair(KeyName="made")  # idempotent, as EC2
+    assert "made" not in [x["KeyName"] for x in ec2.describe_key_pairs()["KeyPairs"]]
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1, KeyName="made")
+    assert code_of(e) == "InvalidKeyPair.NotFound"
+
+
+def test_region_and_types(world):
+    ec2 = world["acme"].boto()
+    assert [r["RegionName"] for r in ec2.describe_regions()["Regions"]] == [REGION]
+    azs = ec2.describe_availability_zones()["AvailabilityZones"]
+    assert [(z["ZoneName"], z["State"]) for z in azs] == [("nubo-1a", "available")]
+    types = {t["InstanceType"]: t for t in ec2.describe_instance_types()["InstanceTypes"]}
+    assert types["t1.nano"]["VCpuInfo"]["DefaultVCpus"] == 1
+    assert types["t1.nano"]["MemoryInfo"]["SizeInMiB"] == 128
+    one = ec2.describe_instance_types(InstanceTypes=["m1.large"])["InstanceTypes"]
+    assert [t["InstanceType"] for t in one] == ["m1.large"]
+    with pytest.raises(ClientError) as e:
+        ec2.describe_instance_types(InstanceTypes=["z9.nope"])
+    assert code_of(e) == "InvalidInstanceType"
+
+
+def test_errors_use_ec2_codes(world):
+    ec2 = world["acme"].boto()
+    cases = [
+        (lambda: ec2.describe_instances(InstanceIds=["i-00000000000000000"]), "InvalidInstanceID.NotFound"),
+        (lambda: ec2.describe_instances(InstanceIds=["i-bogus"]), "InvalidInstanceID.Malformed"),
+        (lambda: ec2.run_instances(ImageId="ami-00000000000000000", InstanceType="t1.nano", MinCount=1, MaxCount=1), "InvalidAMIID.NotFound"),
+        (lambda: ec2.run_instances(ImageId=world["tiny"], InstanceType="t9.none", MinCount=1, MaxCount=1), "InvalidParameterValue"),
+        (lambda: ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=3, MaxCount=2), "InvalidParameterValue"),
+        (lambda: ec2.run_instances(ImageId=world["tiny"], InstanceType="c1.xlarge", MinCount=60, MaxCount=60), "InsufficientInstanceCapacity"),
+        (lambda: ec2.describe_instances(Filters=[{"Name": "no-such-filter", "Values": ["x"]}]), "InvalidParameterValue"),
+        (lambda: ec2.describe_instances(MaxResults=2), "InvalidParameterValue"),
+        (lambda: ec2.start_instances(InstanceIds=["i-00000000000000000"]), "InvalidInstanceID.NotFound"),
+        (lambda: ec2.describe_images(ImageIds=["ami-00000000000000000"]), "InvalidAMIID.NotFound"),
+    ]
+    for n, (call, want) in enumerate(cases):
+        with pytest.raises(ClientError, match=".") as e:
+            r = call()
+            raise AssertionError(f"case {n} ({want}) succeeded: {r}")
+        assert code_of(e) == want, (want, e.value.response["Error"])
+    # no MissingParameter slips through botocore's own validation, so send raw
+    r = raw_ec2(world["acme"], {"Action": "RunInstances", "Version": "2016-11-15", "MinCount": "1", "MaxCount": "1"})
+    assert r[0] == 400 and "<Code>MissingParameter</Code>" in r[1] and "ImageId" in r[1]
+    r = raw_ec2(world["acme"], {"Action": "LaunchRockets", "Version": "2016-11-15"})
+    assert r[0] == 400 and "<Code>InvalidAction</Code>" in r[1]
+
+
+def raw_ec2(tenant, params, secret=None, when=None):
+    """A form POST signed by botocore's own SigV4 signer (optionally with a
+    wrong secret or at another time)."""
+    creds = botocore.credentials.Credentials(tenant.key_id, secret or tenant.secret)
+    body = "&".join(f"{k}={urllib.parse.quote(str(v), safe='')}" for k, v in params.items())
+    req = botocore.awsrequest.AWSRequest(method="POST", url=tenant.cloud.endpoint + "/", data=body,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    signer = botocore.auth.SigV4Auth(creds, "ec2", REGION)
+    if when:
+        from unittest import mock
+        with mock.patch("botocore.auth.datetime") as dt:
+            dt.datetime.utcnow.return_value = when
+            dt.datetime.now.return_value = when
+            dt.timezone = datetime.timezone
+            signer.add_auth(req)
+    else:
+        signer.add_auth(req)
+    prepared = req.prepare()
+    r = urllib.request.Request(prepared.url, data=prepared.body.encode() if isinstance(prepared.body, str) else prepared.body,
+                               method="POST", headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+import urllib.parse  # noqa: E402
+
+
+def test_signatures_are_checked(world):
+    acme = world["acme"]
+    ok = raw_ec2(acme, {"Action": "DescribeRegions", "Version": "2016-11-15"})
+    assert ok[0] == 200 and REGION in ok[1]
+    bad = raw_ec2(acme, {"Action": "DescribeRegions", "Version": "2016-11-15"}, secret="x" * 40)
+    assert bad[0] == 403 and "<Code>SignatureDoesNotMatch</Code>" in bad[1]
+    old = datetime.datetime.utcnow() - datetime.timedelta(minutes=20)
+    late = raw_ec2(acme, {"Action": "DescribeRegions", "Version": "2016-11-15"}, when=old)
+    assert late[0] == 400 and "<Code>RequestExpired</Code>" in late[1]
+    # a presigned URL made in the past, replayed after it expired
+    creds = botocore.credentials.Credentials(acme.key_id, acme.secret)
+    req = botocore.awsrequest.AWSRequest(method="GET", url=acme.cloud.endpoint + "/?Action=DescribeRegions&Version=2016-11-15")
+    from unittest import mock
+    with mock.patch("botocore.auth.datetime") as dt:
+        dt.datetime.utcnow.return_value = old
+        dt.datetime.now.return_value = old
+        dt.timezone = datetime.timezone
+        botocore.auth.SigV4QueryAuth(creds, "ec2", REGION, expires=60).add_auth(req)
+    try:
+        urllib.request.urlopen(req.prepare().url, timeout=10)
+        raise AssertionError("an expired presigned URL was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and "<Code>RequestExpired</Code>" in e.read().decode()
+    # a fresh presigned URL works once made
+    req = botocore.awsrequest.AWSRequest(method="GET", url=acme.cloud.endpoint + "/?Action=DescribeRegions&Version=2016-11-15")
+    botocore.auth.SigV4QueryAuth(creds, "ec2", REGION, expires=60).add_auth(req)
+    with urllib.request.urlopen(req.prepare().url, timeout=10) as r:
+        assert r.status == 200
+    # unknown and disabled keys
+    ghost = type(acme)(acme.cloud, {"access_key_id": "AKIAAAAAAAAAAAAAAAAA", "secret_access_key": "x" * 40,
+                                    "account_id": "", "account": "", "role": ""})
+    with pytest.raises(ClientError) as e:
+        ghost.boto().describe_regions()
+    assert code_of(e) == "AuthFailure"
+    temp = make_tenant(acme.cloud, "acme", "temp", "member")
+    acme.cloud.api("POST", f"/v1/keys/{temp.key_id}/disable")
+    with pytest.raises(ClientError) as e:
+        temp.boto().describe_regions()
+    assert code_of(e) == "AuthFailure"
+    acme.cloud.api("POST", f"/v1/keys/{temp.key_id}/enable")
+    temp.boto().describe_regions()
+    # secrets are stored sealed, never in the clear
+    db = (acme.cloud.state / "nubo.db").read_bytes() + (acme.cloud.state / "nubo.db-wal").read_bytes()
+    assert acme.secret.encode() not in db
+
+
+def test_isolation_matrix(world):
+    """Tenant B against tenant A's resources: NotFound, never Forbidden; and
+    a read-only user against every changing action: UnauthorizedOperation."""
+    acme, globex, ro = world["acme"].boto(), world["globex"].boto(), world["acme_ro"].boto()
+    iid = acme.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1,
+                             MaxCount=1, KeyName="mykey")["Instances"][0]["InstanceId"]
+    img = [i["ImageId"] for i in acme.describe_images(Owners=["self"])["Images"]][0]
+    against_b = [
+        (lambda: globex.describe_instances(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.describe_instance_status(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.stop_instances(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.start_instances(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.reboot_instances(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.terminate_instances(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.micro"}), "InvalidInstanceID.NotFound"),
+        (lambda: globex.get_console_output(InstanceId=iid), "InvalidInstanceID.NotFound"),
+        (lambda: globex.create_image(InstanceId=iid, Name="steal"), "InvalidInstanceID.NotFound"),
+        (lambda: globex.create_tags(Resources=[iid], Tags=[{"Key": "a", "Value": "b"}]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.delete_tags(Resources=[iid]), "InvalidInstanceID.NotFound"),
+        (lambda: globex.describe_images(ImageIds=[img]), "InvalidAMIID.NotFound"),
+        (lambda: globex.deregister_image(ImageId=img), "InvalidAMIID.NotFound"),
+        (lambda: globex.modify_image_attribute(ImageId=img, LaunchPermission={"Add": [{"Group": "all"}]}), "InvalidAMIID.NotFound"),
+        (lambda: globex.describe_image_attribute(ImageId=img, Attribute="launchPermission"), "InvalidAMIID.NotFound"),
+        (lambda: globex.run_instances(ImageId=img, InstanceType="t1.nano", MinCount=1, MaxCount=1), "InvalidAMIID.NotFound"),
+        (lambda: globex.describe_key_pairs(KeyNames=["mykey"]), "InvalidKeyPair.NotFound"),
+        (lambda: globex.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1, KeyName="mykey"), "InvalidKeyPair.NotFound"),
+    ]
+    for call, want in against_b:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code_of(e) == want, (want, e.value.response["Error"])
+    listing = globex.describe_instances()["Reservations"]
+    assert iid not in [i["InstanceId"] for r in listing for i in r["Instances"]]
+    assert all(t["ResourceId"] != iid for t in globex.describe_tags()["Tags"])
+    # read-only: every changing action is refused, reading works
+    mutating = [
+        lambda: ro.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1),
+        lambda: ro.stop_instances(InstanceIds=[iid]),
+        lambda: ro.start_instances(InstanceIds=[iid]),
+        lambda: ro.reboot_instances(InstanceIds=[iid]),
+        lambda: ro.terminate_instances(InstanceIds=[iid]),
+        lambda: ro.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.micro"}),
+        lambda: ro.create_image(InstanceId=iid, Name="ro"),
+        lambda: ro.register_image(Name="ro", ImageLocation="blob:" + "0" * 64),
+        lambda: ro.deregister_image(ImageId=img),
+        lambda: ro.modify_image_attribute(ImageId=img, LaunchPermission={"Add": [{"Group": "all"}]}),
+        lambda: ro.create_tags(Resources=[iid], Tags=[{"Key": "a", "Value": "b"}]),
+        lambda: ro.delete_tags(Resources=[iid]),
+        lambda: ro.create_key_pair(KeyName="ro"),
+        lambda: ro.import_key_pair(KeyName="ro", PublicKeyMaterial=b"ssh-ed25519 AAAA"),
+        lambda: ro.delete_key_pair(KeyName="mykey"),
+    ]
+    for call in mutating:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code_of(e) == "UnauthorizedOperation"
+    assert iid in [i["InstanceId"] for r in ro.describe_instances()["Reservations"] for i in r["Instances"]]
+    # a member of the account acts on it; its keys are the account admin's business
+    world["acme_member"].boto().create_tags(Resources=[iid], Tags=[{"Key": "by", "Value": "bob"}])
+    member_keys = world["acme_member"]
+    with pytest.raises(Exception):
+        signed_native(member_keys, "POST", "/v1/keys", {"account": "acme", "user": "eve"})
+    acme.terminate_instances(InstanceIds=[iid])
+
+
+def signed_native(tenant, method, path, body=None):
+    """A native /v1 call signed with the tenant's key (service "nubo")."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = botocore.awsrequest.AWSRequest(method=method, url=tenant.cloud.endpoint + path, data=data,
+                                         headers={"Content-Type": "application/json"} if data else {})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(tenant.key_id, tenant.secret),
+                            "nubo", REGION).add_auth(req)
+    p = req.prepare()
+    r = urllib.request.Request(p.url, data=data, method=method, headers=dict(p.headers))
+    with urllib.request.urlopen(r, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def test_quotas(cloud, world):
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 2})
+    ec2 = world["globex"].boto()
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=3, MaxCount=3)
+    assert code_of(e) == "InstanceLimitExceeded"
+    r = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=5)
+    assert len(r["Instances"]) == 2, "MaxCount is cut to what the quota allows"
+    ids = [i["InstanceId"] for i in r["Instances"]]
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1)
+    assert code_of(e) == "InstanceLimitExceeded"
+    ec2.terminate_instances(InstanceIds=ids)
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
+    q = cloud.api("GET", "/v1/accounts/globex/quotas")
+    assert q["limits"]["instances"] == 2 and q["usage"]["instances"] == 0
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 100})
+
+
+def test_request_rate_limits(tiny_image, tmp_path):
+    c = Cloud(tmp_path, bridge="nbbr6", cidr="10.216.0.0/24",
+              nubod_extra=["-s", "rate_describe=1", "-s", "rate_describe_burst=5",
+                           "-s", "rate_mutate=1", "-s", "rate_mutate_burst=2"])
+    try:
+        c.start()
+        a, b = make_tenant(c, "a"), make_tenant(c, "b")
+        ea, eb = a.boto(), b.boto()
+        codes = []
+        for _ in range(8):
+            try:
+                ea.describe_regions()
+                codes.append("ok")
+            except ClientError as e:
+                codes.append(code_of_resp(e))
+        assert codes[:5] == ["ok"] * 5 and "RequestLimitExceeded" in codes[5:]
+        eb.describe_regions()  # another account has its own bucket
+        ea.create_key_pair(KeyName="k1")
+        ea.create_key_pair(KeyName="k2")
+        with pytest.raises(ClientError) as e:
+            ea.create_key_pair(KeyName="k3")
+        assert code_of(e) == "RequestLimitExceeded"
+    finally:
+        c.shutdown()
+
+
+def code_of_resp(e):
+    return e.response["Error"]["Code"]
