@@ -756,6 +756,28 @@ static void test_request_malformed(void **state)
 	EXPECT_MSG(&m, -NB_E_AUTH_INCOMPLETE, "x-amz-content-sha256");
 	m.body_sha256 = "not hex";
 	EXPECT(&m, -EINVAL, "caller's body hash");
+	/* garbage headers: odd names, no value, control and high bytes */
+	{
+		static const struct nb_kv junk[] = {
+		    {"", "x"},
+		    {"Bad Name", "v"},
+		    {"X-Null", NULL},
+		    {"X-Ctl", "\x01\x7f\r\n\t"},
+		    {"X-High", "\xff\xfe\xc3\xa9"},
+		    {":", ":"},
+		    {"AUTHORIZATIONX", "AWS4-HMAC-SHA256 junk"},
+		};
+
+		m = *c;
+		for (size_t i = 0; i < NB_ARRAY_SIZE(junk); i++)
+			m.hdr[m.nh++] = junk[i];
+		EXPECT(&m, 0, "unsigned garbage headers are ignored");
+		m = *c;
+		set_hdr(&m, "content-type", "\xff\x01 \t\x1f");
+		EXPECT(&m, -NB_E_SIG_MISMATCH, "garbage in a signed header");
+		set_hdr(&m, "content-type", NULL);
+		EXPECT(&m, -NB_E_SIG_MISMATCH, "signed header without a value");
+	}
 	/* broken %-escapes in the query */
 	static const char *const broken[] = {"a=%", "a=%4", "a=%zz", "%=1", "a=1&b=%G0", "a=%%41"};
 	for (size_t i = 0; i < NB_ARRAY_SIZE(broken); i++) {
