@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,9 +132,140 @@ static bool rate_allow(struct nb_ec2 *e, const char *account_id, bool describe)
 	return ok;
 }
 
+/* ---- the response cache ----
+ * A Describe answer depends only on the store's rows and the request's
+ * parameters. It is kept with the store's epoch at the time it was read and
+ * served again while the epoch is unchanged: any committed change anywhere
+ * bumps the epoch, so a cached answer is never stale. */
+
+struct nb_ec2_shared {
+	_Atomic int refs;
+	size_t len;
+	char data[];
+};
+
+static void shared_put(struct nb_ec2_shared *b)
+{
+	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+		free(b);
+}
+
+static void shared_free_cb(void *cls)
+{
+	shared_put(cls);
+}
+
+/* The cache key: account, then every parameter in key order (none of the
+ * X-Amz-* of presigned URLs). */
+static void cache_key(struct ec2_ctx *t, char hex[65])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	const char *k, *v;
+
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	EVP_DigestUpdate(ctx, t->account_id, strlen(t->account_id) + 1);
+	for (size_t i = 0; nb_query_entry(t->q, i, &k, &v) == 0; i++) {
+		if (!strncasecmp(k, "X-Amz-", 6))
+			continue;
+		EVP_DigestUpdate(ctx, k, strlen(k) + 1);
+		EVP_DigestUpdate(ctx, v, strlen(v) + 1);
+	}
+	EVP_DigestFinal_ex(ctx, md, &n);
+	EVP_MD_CTX_free(ctx);
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+/* A reference to a current cached answer, or NULL. */
+static struct nb_ec2_shared *cache_get(struct nb_ec2 *e, const char *key, uint64_t epoch)
+{
+	struct nb_ec2_shared *b = NULL;
+
+	pthread_mutex_lock(&e->cache_lock);
+	for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++) {
+		struct nb_ec2_cached *c = &e->cache[i];
+		if (c->body && c->epoch == epoch && !strcmp(c->key, key)) {
+			b = c->body;
+			atomic_fetch_add(&b->refs, 1);
+			c->used = nb_now_ms();
+			break;
+		}
+	}
+	pthread_mutex_unlock(&e->cache_lock);
+	return b;
+}
+
+static void cache_put(struct nb_ec2 *e, const char *key, uint64_t epoch, const char *data,
+		      size_t len)
+{
+	struct nb_ec2_cached *victim = NULL;
+	struct nb_ec2_shared *b;
+
+	if (len > NB_EC2_CACHE_BYTES / 4)
+		return;
+	b = malloc(sizeof(*b) + len);
+	if (!b)
+		return;
+	atomic_init(&b->refs, 1);
+	b->len = len;
+	memcpy(b->data, data, len);
+	pthread_mutex_lock(&e->cache_lock);
+	for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++) {
+		struct nb_ec2_cached *c = &e->cache[i];
+		if (c->body && c->epoch != epoch) { /* stale: drop it */
+			e->cache_bytes -= c->body->len;
+			shared_put(c->body);
+			c->body = NULL;
+		}
+		if (!victim || !c->body || (victim->body && c->used < victim->used))
+			victim = c;
+	}
+	while (e->cache_bytes + len > NB_EC2_CACHE_BYTES) {
+		struct nb_ec2_cached *old = NULL;
+		for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++)
+			if (e->cache[i].body && (!old || e->cache[i].used < old->used))
+				old = &e->cache[i];
+		if (!old)
+			break;
+		e->cache_bytes -= old->body->len;
+		shared_put(old->body);
+		old->body = NULL;
+		victim = old;
+	}
+	if (victim->body) {
+		e->cache_bytes -= victim->body->len;
+		shared_put(victim->body);
+	}
+	nb_strlcpy(victim->key, key, sizeof(victim->key));
+	victim->epoch = epoch;
+	victim->used = nb_now_ms();
+	victim->body = b;
+	e->cache_bytes += len;
+	pthread_mutex_unlock(&e->cache_lock);
+}
+
+static enum MHD_Result reply_shared(struct MHD_Connection *c, struct nb_ec2_shared *b)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+		b->len, b->data, shared_free_cb, b);
+	enum MHD_Result ret;
+
+	if (!resp) {
+		shared_put(b);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "text/xml;charset=UTF-8");
+	ret = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets)
 {
 	memset(e, 0, sizeof(*e));
+	pthread_mutex_init(&e->cache_lock, NULL);
 	e->ctl = ctl;
 	e->secrets = secrets;
 	e->limits = (struct nb_ec2_limits){100, 200, 20, 50};
@@ -144,6 +276,9 @@ int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets
 
 void nb_ec2_fini(struct nb_ec2 *e)
 {
+	for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++)
+		shared_put(e->cache[i].body);
+	pthread_mutex_destroy(&e->cache_lock);
 	while (e->rates) {
 		struct nb_ec2_rate *n = e->rates->next;
 		free(e->rates);
@@ -1911,32 +2046,33 @@ static const struct {
 	const char *name;
 	int (*fn)(struct ec2_ctx *t);
 	bool mutates;
+	bool cacheable; /* the answer is a function of the store's rows alone */
 } actions[] = {
-	{"CreateImage", act_create_image, true},
-	{"CreateKeyPair", act_create_key_pair, true},
-	{"CreateTags", act_create_tags, true},
-	{"DeleteKeyPair", act_delete_key_pair, true},
-	{"DeleteTags", act_delete_tags, true},
-	{"DeregisterImage", act_deregister_image, true},
-	{"DescribeAvailabilityZones", act_describe_availability_zones, false},
-	{"DescribeImageAttribute", act_describe_image_attribute, false},
-	{"DescribeImages", act_describe_images, false},
-	{"DescribeInstanceStatus", act_describe_instance_status, false},
-	{"DescribeInstanceTypes", act_describe_instance_types, false},
-	{"DescribeInstances", act_describe_instances, false},
-	{"DescribeKeyPairs", act_describe_key_pairs, false},
-	{"DescribeRegions", act_describe_regions, false},
-	{"DescribeTags", act_describe_tags, false},
-	{"GetConsoleOutput", act_get_console_output, false},
-	{"ImportKeyPair", act_import_key_pair, true},
-	{"ModifyImageAttribute", act_modify_image_attribute, true},
-	{"ModifyInstanceAttribute", act_modify_instance_attribute, true},
-	{"RebootInstances", act_reboot, true},
-	{"RegisterImage", act_register_image, true},
-	{"RunInstances", act_run_instances, true},
-	{"StartInstances", act_start, true},
-	{"StopInstances", act_stop, true},
-	{"TerminateInstances", act_terminate, true},
+	{"CreateImage", act_create_image, true, false},
+	{"CreateKeyPair", act_create_key_pair, true, false},
+	{"CreateTags", act_create_tags, true, false},
+	{"DeleteKeyPair", act_delete_key_pair, true, false},
+	{"DeleteTags", act_delete_tags, true, false},
+	{"DeregisterImage", act_deregister_image, true, false},
+	{"DescribeAvailabilityZones", act_describe_availability_zones, false, true},
+	{"DescribeImageAttribute", act_describe_image_attribute, false, true},
+	{"DescribeImages", act_describe_images, false, true},
+	{"DescribeInstanceStatus", act_describe_instance_status, false, true},
+	{"DescribeInstanceTypes", act_describe_instance_types, false, true},
+	{"DescribeInstances", act_describe_instances, false, true},
+	{"DescribeKeyPairs", act_describe_key_pairs, false, true},
+	{"DescribeRegions", act_describe_regions, false, true},
+	{"DescribeTags", act_describe_tags, false, true},
+	{"GetConsoleOutput", act_get_console_output, false, false},
+	{"ImportKeyPair", act_import_key_pair, true, false},
+	{"ModifyImageAttribute", act_modify_image_attribute, true, false},
+	{"ModifyInstanceAttribute", act_modify_instance_attribute, true, false},
+	{"RebootInstances", act_reboot, true, false},
+	{"RegisterImage", act_register_image, true, false},
+	{"RunInstances", act_run_instances, true, false},
+	{"StartInstances", act_start, true, false},
+	{"StopInstances", act_stop, true, false},
+	{"TerminateInstances", act_terminate, true, false},
 };
 
 static enum MHD_Result reply_error(struct MHD_Connection *c, struct ec2_ctx *t)
@@ -1955,8 +2091,9 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 			      const char *url, struct nb_http_req *rq)
 {
 	struct ec2_ctx t = {0};
-	char err[512] = "", qerr[256] = "";
+	char err[512] = "", qerr[256] = "", key[65] = "";
 	const char *version;
+	uint64_t epoch = 0;
 	int r, idx = -1;
 	enum MHD_Result ret;
 
@@ -2045,9 +2182,24 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 			 "Request would have succeeded, but DryRun flag is set.");
 		goto done;
 	}
+	if (actions[idx].cacheable) {
+		struct nb_ec2_shared *hit;
+		epoch = nb_store_epoch(e->ctl->st);
+		cache_key(&t, key);
+		hit = cache_get(e, key, epoch);
+		if (hit) {
+			/* the same bytes as before, but for this request's id */
+			nb_buf_free(&t.out);
+			nb_query_free(t.q);
+			json_decref(t.who);
+			return reply_shared(c, hit);
+		}
+	}
 	actions[idx].fn(&t);
 	if (!t.status && nb_xml_end(&t.x) < 0)
 		ec2_fail(&t, 500, "InternalError", "the response is too large");
+	if (!t.status && actions[idx].cacheable)
+		cache_put(e, key, epoch, t.out.data, t.out.len);
 done:
 	if (t.status) {
 		if (t.status >= 500)

@@ -7,6 +7,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdint.h>
 
 #include "api/http.h"
 #include "core/core.h"
@@ -22,6 +23,19 @@ struct nb_ec2_limits {
 	double mutate_rate, mutate_burst;     /* everything else */
 };
 
+/* Rendered Describe* answers, valid while the store's epoch stays. */
+#define NB_EC2_CACHE_ENTRIES 64
+#define NB_EC2_CACHE_BYTES (256u << 20)
+
+struct nb_ec2_shared; /* a refcounted response body */
+
+struct nb_ec2_cached {
+	char key[65];
+	uint64_t epoch;
+	int64_t used;
+	struct nb_ec2_shared *body;
+};
+
 struct nb_ec2 {
 	struct nb_ctl *ctl;
 	struct nb_secrets *secrets;
@@ -29,6 +43,9 @@ struct nb_ec2 {
 	pthread_mutex_t lock; /* the buckets */
 	struct nb_ec2_rate *rates;
 	int max_skew_s;
+	pthread_mutex_t cache_lock;
+	struct nb_ec2_cached cache[NB_EC2_CACHE_ENTRIES];
+	size_t cache_bytes;
 };
 
 int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets);

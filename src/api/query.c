@@ -432,6 +432,15 @@ size_t nb_query_count(const struct nb_query *q)
 	return q ? q->n : 0;
 }
 
+int nb_query_entry(const struct nb_query *q, size_t i, const char **key, const char **value)
+{
+	if (!q || i >= q->n)
+		return -ERANGE;
+	*key = q->e[i].key;
+	*value = q->e[i].val;
+	return 0;
+}
+
 /* The entries whose key starts with pfx: [*lo, *hi). */
 static void prefix_range(const struct nb_query *q, const char *pfx, size_t *lo, size_t *hi)
 {

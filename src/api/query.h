@@ -26,6 +26,8 @@ void nb_query_free(struct nb_query *q);
 /* Value of key or NULL (borrowed, valid until nb_query_free). */
 const char *nb_query_get(const struct nb_query *q, const char *key);
 size_t nb_query_count(const struct nb_query *q);
+/* The i-th parameter in key order (borrowed); -ERANGE past the end. */
+int nb_query_entry(const struct nb_query *q, size_t i, const char **key, const char **value);
 
 /* A flattened list "Prefix.1", "Prefix.2", ... : values in index order
  * (indexes must start at 1 and may have gaps; AWS tolerates gaps, so do

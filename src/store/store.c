@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -18,6 +19,8 @@ struct nb_store {
 	pthread_mutex_t lock; /* recursive: begin/commit wrap the row functions */
 	int depth;            /* nested begin()s: only the outermost talks to SQLite */
 	bool failed;          /* an inner level rolled back: the outer commit cannot */
+	bool wrote;           /* the open transaction changed rows */
+	_Atomic uint64_t epoch; /* bumped after every committed change */
 };
 
 static int sql_err(int rc)
@@ -180,8 +183,19 @@ static int q_exec(struct nb_store *st, const char *sql, const char *fmt, ...)
 	if (r == 0)
 		r = sqlite3_changes(st->db);
 	sqlite3_finalize(s);
+	if (r > 0) {
+		if (st->depth)
+			st->wrote = true;
+		else
+			atomic_fetch_add(&st->epoch, 1);
+	}
 	pthread_mutex_unlock(&st->lock);
 	return r;
+}
+
+uint64_t nb_store_epoch(struct nb_store *st)
+{
+	return atomic_load(&st->epoch);
 }
 
 static int q_int(struct nb_store *st, int64_t *out, const char *sql, const char *fmt,
@@ -295,6 +309,7 @@ int nb_store_begin(struct nb_store *st)
 	if (st->depth++ > 0)
 		return 0;
 	st->failed = false;
+	st->wrote = false;
 	rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		st->depth--;
@@ -312,6 +327,8 @@ int nb_store_commit(struct nb_store *st)
 		rc = st->failed ? SQLITE_ABORT : sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 		if (rc != SQLITE_OK)
 			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		else if (st->wrote)
+			atomic_fetch_add(&st->epoch, 1);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return rc == SQLITE_ABORT ? -NB_E_CONFLICT : sql_err(rc);

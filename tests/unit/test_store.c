@@ -296,6 +296,29 @@ static void nested_transactions(void **state)
 	json_decref(t);
 }
 
+/* The epoch moves after every committed change, and only then. */
+static void epoch_follows_commits(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t e0 = nb_store_epoch(f->st), e1;
+
+	assert_int_equal(nb_store_type_put(f->st, "e1", 1, 1, 1, 1, 1), 0);
+	e1 = nb_store_epoch(f->st);
+	assert_true(e1 > e0);
+	assert_int_equal(nb_store_type_delete(f->st, "nope"), -NB_E_NOT_FOUND);
+	assert_true(nb_store_epoch(f->st) == e1); /* nothing changed */
+	assert_int_equal(nb_store_begin(f->st), 0);
+	assert_int_equal(nb_store_type_put(f->st, "e2", 1, 1, 1, 1, 1), 0);
+	assert_true(nb_store_epoch(f->st) == e1); /* not before the commit */
+	assert_int_equal(nb_store_commit(f->st), 0);
+	assert_true(nb_store_epoch(f->st) > e1);
+	e1 = nb_store_epoch(f->st);
+	assert_int_equal(nb_store_begin(f->st), 0);
+	assert_int_equal(nb_store_type_put(f->st, "e3", 1, 1, 1, 1, 1), 0);
+	nb_store_rollback(f->st);
+	assert_true(nb_store_epoch(f->st) == e1); /* rolled back: nothing changed */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -305,6 +328,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(types_crud, setup, teardown),
 		cmocka_unit_test_setup_teardown(hosts_images_instances, setup, teardown),
 		cmocka_unit_test_setup_teardown(nested_transactions, setup, teardown),
+		cmocka_unit_test_setup_teardown(epoch_follows_commits, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
