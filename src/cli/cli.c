@@ -33,8 +33,8 @@ static const struct nb_cli_opt global_opts[] = {
     {"secret-access-key", 0, "SECRET",
      "the access key's secret (env NUBO_SECRET_ACCESS_KEY, AWS_SECRET_ACCESS_KEY)"},
     {"region", 0, "REGION",
-     "region the signatures are for (env NUBO_REGION, AWS_DEFAULT_REGION; default "
-     NB_CLI_DEFAULT_REGION ")"},
+     "region the signatures are for (env NUBO_REGION, AWS_DEFAULT_REGION; "
+     "default " NB_CLI_DEFAULT_REGION ")"},
     {"json", 0, NULL, "print the API's JSON instead of tables"},
     {"help", 'h', NULL, "show help"},
     {NULL, 0, NULL, NULL},
@@ -79,14 +79,15 @@ static void print_global_help(FILE *f)
 			fputs(b.data, f);
 		nb_buf_free(&b);
 	}
-	fprintf(f, "\nWithout --endpoint/--token, NUBO_ENDPOINT and NUBO_TOKEN are used, then\n"
-	           "~/.config/nubo/config (lines 'endpoint = URL' and 'token = TOKEN').\n"
-	           "An access key (--access-key-id and --secret-access-key, NUBO_ACCESS_KEY_ID and\n"
-	           "NUBO_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the\n"
-	           "config's access_key_id and secret_access_key) signs requests (SigV4) instead\n"
-	           "of the token when both are set.\n"
-	           "Exit codes: 0 ok, 1 API error, 2 usage error, 3 controller unreachable,\n"
-	           "4 not found.\nRun 'nubo COMMAND --help' for a command's options.\n");
+	fprintf(f,
+	        "\nWithout --endpoint/--token, NUBO_ENDPOINT and NUBO_TOKEN are used, then\n"
+	        "~/.config/nubo/config (lines 'endpoint = URL' and 'token = TOKEN').\n"
+	        "An access key (--access-key-id and --secret-access-key, NUBO_ACCESS_KEY_ID and\n"
+	        "NUBO_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the\n"
+	        "config's access_key_id and secret_access_key) signs requests (SigV4) instead\n"
+	        "of the token when both are set.\n"
+	        "Exit codes: 0 ok, 1 API error, 2 usage error, 3 controller unreachable,\n"
+	        "4 not found.\nRun 'nubo COMMAND --help' for a command's options.\n");
 }
 
 static void print_group_help(FILE *f, const char *group)
@@ -203,28 +204,30 @@ static bool has_ctl_or(const char *s, const char *also)
 
 /* Fills key from id, secret and region (region NULL: the default); prints
  * what is wrong and returns an exit code. */
-static int make_key(struct nb_cli_key *key, const char *id, const char *secret,
-                    const char *region)
+static int make_key(struct nb_cli_key *key, const char *id, const char *secret, const char *region)
 {
 	if (!region)
 		region = NB_CLI_DEFAULT_REGION;
 	if (strlen(id) >= sizeof(key->id) || has_ctl_or(id, " /,=")) {
-		fprintf(stderr, "nubo: the access key id is longer than %zu characters or holds "
-		                "blanks, '/', ',' or '='\n",
+		fprintf(stderr,
+		        "nubo: the access key id is longer than %zu characters or holds "
+		        "blanks, '/', ',' or '='\n",
 		        sizeof(key->id) - 1);
 		return NB_CLI_EUSAGE;
 	}
 	if (strlen(secret) >= sizeof(key->secret) || has_ctl_or(secret, "")) {
-		fprintf(stderr, "nubo: the secret access key is longer than %zu characters or holds "
-		                "control characters\n",
+		fprintf(stderr,
+		        "nubo: the secret access key is longer than %zu characters or holds "
+		        "control characters\n",
 		        sizeof(key->secret) - 1);
 		return NB_CLI_EUSAGE;
 	}
 	if (strlen(region) >= sizeof(key->region) ||
 	    strspn(region, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
 	        strlen(region)) {
-		fprintf(stderr, "nubo: region '%.80s' is not letters, digits, '-', '_' or '.' "
-		                "(at most %zu)\n",
+		fprintf(stderr,
+		        "nubo: region '%.80s' is not letters, digits, '-', '_' or '.' "
+		        "(at most %zu)\n",
 		        region, sizeof(key->region) - 1);
 		return NB_CLI_EUSAGE;
 	}
@@ -363,9 +366,10 @@ int nb_cli_report(struct nb_cli *c, int r, const struct nb_cli_resp *resp)
 	    !c->have_key)
 		fprintf(stderr, "hint: no token: pass --token, set NUBO_TOKEN or put 'token = ...' "
 		                "in ~/.config/nubo/config\n");
-	if (c->have_key && (resp->status == 401 || (code && (!strcmp(code, "SignatureDoesNotMatch") ||
-	                                                     !strcmp(code, "IncompleteSignature") ||
-	                                                     !strcmp(code, "RequestExpired")))))
+	if (c->have_key &&
+	    (resp->status == 401 ||
+	     (code && (!strcmp(code, "SignatureDoesNotMatch") ||
+	               !strcmp(code, "IncompleteSignature") || !strcmp(code, "RequestExpired")))))
 		fprintf(stderr, "hint: requests are signed with access key %s for region %s\n",
 		        c->http.key.id, c->http.key.region);
 	if ((code && !strcmp(code, "NotFound")) || (!code && resp->status == 404))
@@ -600,8 +604,8 @@ static int run_cmd(const struct nb_cli_cmd *cmd, struct nb_cli_args *g, int argc
 		return nb_cli_usage(&c, "unexpected argument '%.100s'", a.pos[cmd->max_pos]);
 	f.endpoint = pick(nb_cli_args_get(&a, "endpoint"), nb_cli_args_get(g, "endpoint"), NULL);
 	f.token = pick(nb_cli_args_get(&a, "token"), nb_cli_args_get(g, "token"), NULL);
-	f.key_id = pick(nb_cli_args_get(&a, "access-key-id"), nb_cli_args_get(g, "access-key-id"),
-	                NULL);
+	f.key_id =
+	    pick(nb_cli_args_get(&a, "access-key-id"), nb_cli_args_get(g, "access-key-id"), NULL);
 	f.secret = pick(nb_cli_args_get(&a, "secret-access-key"),
 	                nb_cli_args_get(g, "secret-access-key"), NULL);
 	f.region = pick(nb_cli_args_get(&a, "region"), nb_cli_args_get(g, "region"), NULL);

@@ -140,7 +140,7 @@ size_t nb_cli_log_new_offset(const char *tail, size_t tail_len, size_t prev_len,
 
 /* An access key and the region requests are signed for. */
 struct nb_cli_key {
-	char id[129];     /* "" when no key is configured */
+	char id[129]; /* "" when no key is configured */
 	char secret[256];
 	char region[64];
 };
@@ -166,8 +166,7 @@ int nb_cli_url_split(const char *url, char *authority, size_t authsz, const char
  * three values of out as X-Amz-Date, X-Amz-Content-Sha256 and Authorization.
  * -EINVAL for a missing or malformed argument (out is zeroed on failure). */
 int nb_cli_sign(const struct nb_cli_key *key, const char *method, const char *host,
-                const char *target, const char *payload_hash, int64_t now,
-                struct nb_cli_sig *out);
+                const char *target, const char *payload_hash, int64_t now, struct nb_cli_sig *out);
 
 /* ---- HTTP (http.c) ---- */
 

@@ -250,8 +250,9 @@ static int cmd_key_create(struct nb_cli *c, struct nb_cli_args *a)
 		nb_cli_print_json(ans);
 	} else {
 		nb_cli_print_object(ans);
-		printf("\nThis is the only time the secret access key is shown: it will not be shown "
-		       "again.\n");
+		printf(
+		    "\nThis is the only time the secret access key is shown: it will not be shown "
+		    "again.\n");
 	}
 out:
 	json_decref(ans);
@@ -305,8 +306,8 @@ static int cmd_key_ls(struct nb_cli *c, struct nb_cli_args *a)
 /* One call per key id given: method on /v1/keys/ID[/suffix]; prints
  * "ID  done" for each that worked. The first failure's exit code wins; an
  * unreachable controller stops the loop. */
-static int each_key(struct nb_cli *c, struct nb_cli_args *a, const char *method,
-                    const char *suffix, const char *done)
+static int each_key(struct nb_cli *c, struct nb_cli_args *a, const char *method, const char *suffix,
+                    const char *done)
 {
 	int ex = NB_CLI_OK;
 
@@ -350,17 +351,16 @@ const struct nb_cli_cmd nb_cli_account_cmds[] = {
      cmd_account_create},
     {"account", "ls", "", "list accounts (cloud admins)", no_opts, 0, 0, cmd_account_ls},
     {"account", "quota", "NAME [--instances N] [--vcpus N] [--memory MB] [--images N]",
-     "show an account's quotas and usage, or set some of its limits (cloud admins)",
-     quota_opts, 1, 1, cmd_account_quota},
+     "show an account's quotas and usage, or set some of its limits (cloud admins)", quota_opts, 1,
+     1, cmd_account_quota},
     {"key", "create", "--account NAME [--user USER] [--role admin|member|read-only]",
      "create an access key; its secret is shown only this once", key_create_opts, 0, 0,
      cmd_key_create},
-    {"key", "ls", "", "list access keys (all for cloud admins, else your account's)", no_opts,
-     0, 0, cmd_key_ls},
+    {"key", "ls", "", "list access keys (all for cloud admins, else your account's)", no_opts, 0, 0,
+     cmd_key_ls},
     {"key", "disable", "ID...", "disable access keys: requests signed with them are refused",
      no_opts, 1, -1, cmd_key_disable},
-    {"key", "enable", "ID...", "enable disabled access keys again", no_opts, 1, -1,
-     cmd_key_enable},
+    {"key", "enable", "ID...", "enable disabled access keys again", no_opts, 1, -1, cmd_key_enable},
     {"key", "rm", "ID...", "delete access keys", no_opts, 1, -1, cmd_key_rm},
     {NULL, NULL, NULL, NULL, NULL, 0, 0, NULL},
 };

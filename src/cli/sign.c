@@ -67,8 +67,7 @@ int nb_cli_url_split(const char *url, char *authority, size_t authsz, const char
 }
 
 int nb_cli_sign(const struct nb_cli_key *key, const char *method, const char *host,
-                const char *target, const char *payload_hash, int64_t now,
-                struct nb_cli_sig *out)
+                const char *target, const char *payload_hash, int64_t now, struct nb_cli_sig *out)
 {
 	char path[NB_SIGV4_MAX_PATH + 1];
 	const char *q;

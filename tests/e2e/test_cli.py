@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, SAN_ENV, wait_until
+from conftest import BUILD, SAN_ENV, SAN_RE, wait_until
 
 
 def table(text):
@@ -226,3 +226,260 @@ def test_actions_and_terminated_listing(cloud):
     gone = {r["ID"]: r for r in table(cloud.cli("ls", "--all").stdout)}
     assert gone[iid]["STATE"] == "terminated"
     assert iid in [i["id"] for i in json.loads(cloud.cli("--json", "ls", "--all").stdout)["instances"]]
+
+
+# ---- accounts, access keys and requests signed with a key (SigV4) ----
+
+def key_env(cloud, key_id=None, secret=None, **extra):
+    """The environment of a person using an access key: the admin token is
+    still set (a key wins over it), no AWS_* or config leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NUBO_"))}
+    env.update(NUBO_ENDPOINT=cloud.endpoint, NUBO_TOKEN=cloud.token,
+               NUBO_CONFIG="/nonexistent/nubo-config", **SAN_ENV)
+    if key_id is not None:
+        env["NUBO_ACCESS_KEY_ID"] = key_id
+    if secret is not None:
+        env["NUBO_SECRET_ACCESS_KEY"] = secret
+    env.update(extra)
+    return env
+
+
+def nubo(env, *args, check=True, timeout=120):
+    p = subprocess.run([str(BUILD / "src/cli/nubo"), *args], capture_output=True, text=True,
+                       env=env, timeout=timeout)
+    assert not SAN_RE.search(p.stderr), f"nubo {' '.join(args)}: sanitizer: {p.stderr}"
+    if check and p.returncode != 0:
+        raise AssertionError(f"nubo {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def object_lines(text):
+    """'key   value' lines of nubo's object output as a dict."""
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"(\S+)\s{2,}(.*)", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def create_key(cloud, account, user, role):
+    """A key made with the CLI as the admin; returns (id, secret)."""
+    p = cloud.cli("key", "create", "--account", account, "--user", user, "--role", role)
+    kv = object_lines(p.stdout)
+    assert kv["account"] == account and kv["user"] == user and kv["role"] == role
+    assert "will not be shown again" in p.stdout
+    return kv["access_key_id"], kv["secret_access_key"]
+
+
+def test_accounts_quotas_keys_as_admin(cloud):
+    p = cloud.cli("account", "create", "cliacct")
+    rows = table(p.stdout)
+    assert len(rows) == 1 and rows[0]["NAME"] == "cliacct" and rows[0]["ID"].startswith("acct-")
+    acct_id = rows[0]["ID"]
+    p = cloud.cli("account", "create", "cliacct", check=False)
+    assert p.returncode == 1 and "error: Conflict:" in p.stderr
+    p = cloud.cli("account", "create", "bad name!", check=False)
+    assert p.returncode == 1 and "error: InvalidParameterValue:" in p.stderr
+
+    listed = {r["NAME"]: r for r in table(cloud.cli("account", "ls").stdout)}
+    assert listed["cliacct"]["ID"] == acct_id and "admin" in listed
+    assert re.fullmatch(r"\d+[smhd]", listed["cliacct"]["AGE"])
+    js = json.loads(cloud.cli("--json", "account", "ls").stdout)["accounts"]
+    assert acct_id in [a["id"] for a in js]
+
+    # quotas: shown, then set one by one; untouched limits keep their values
+    before = {r["QUOTA"]: r for r in table(cloud.cli("account", "quota", "cliacct").stdout)}
+    assert set(before) == {"instances", "vcpus", "memory", "images"}
+    assert all(r["USED"] == "0" for r in before.values())
+    p = cloud.cli("account", "quota", "cliacct", "--instances", "3", "--memory", "1024")
+    after = {r["QUOTA"]: r for r in table(p.stdout)}
+    assert after["instances"]["LIMIT"] == "3" and after["memory"]["LIMIT"] == "1 GiB"
+    assert after["vcpus"]["LIMIT"] == before["vcpus"]["LIMIT"]
+    q = json.loads(cloud.cli("--json", "account", "quota", "cliacct").stdout)
+    assert q["account"] == "cliacct"
+    assert q["limits"]["instances"] == 3 and q["limits"]["memory_mb"] == 1024
+    assert q["usage"] == {"instances": 0, "vcpus": 0, "memory_mb": 0, "images": 0}
+    p = cloud.cli("account", "quota", "cliacct", "--vcpus", "-1", check=False)
+    assert p.returncode == 2 and "--vcpus" in p.stderr
+    p = cloud.cli("account", "quota", "no-such-account", check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+
+    # keys: the secret is printed once; listings never show it
+    kid, secret = create_key(cloud, "cliacct", "dev", "member")
+    assert re.fullmatch(r"[A-Z0-9]{16,128}", kid) and len(secret) >= 30
+    keys = {r["ID"]: r for r in table(cloud.cli("key", "ls").stdout)}
+    assert keys[kid] == {"ID": kid, "ACCOUNT": "cliacct", "USER": "dev", "ROLE": "member",
+                         "STATUS": "Active", "AGE": keys[kid]["AGE"]}
+    p = cloud.cli("--json", "key", "ls")
+    assert secret not in p.stdout
+    mine = [k for k in json.loads(p.stdout)["keys"] if k["id"] == kid][0]
+    assert mine["account_id"] == acct_id and mine["status"] == "Active"
+    js = json.loads(cloud.cli("--json", "key", "create", "--account", "cliacct", "--user",
+                              "ops", "--role", "read-only").stdout)
+    assert js["account"] == "cliacct" and js["role"] == "read-only" and js["secret_access_key"]
+
+    p = cloud.cli("key", "create", "--account", "cliacct", "--role", "boss", check=False)
+    assert p.returncode == 2 and "admin, member or read-only" in p.stderr
+    p = cloud.cli("key", "create", "--user", "x", check=False)
+    assert p.returncode == 2 and "--account is required" in p.stderr
+    p = cloud.cli("key", "create", "--account", "no-such-account", check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+    p = cloud.cli("key", "disable", "AKIA0000000000000000", check=False)
+    assert p.returncode == 4
+
+    for sub in ("create", "ls", "quota"):
+        p = cloud.cli("account", sub, "--help")
+        assert p.stdout.startswith(f"usage: nubo account {sub}")
+    for sub in ("create", "ls", "disable", "enable", "rm"):
+        p = cloud.cli("key", sub, "--help")
+        assert p.stdout.startswith(f"usage: nubo key {sub}")
+    assert "--role ROLE" in cloud.cli("key", "create", "--help").stdout
+    assert "--access-key-id ID" in cloud.cli("--help").stdout
+
+
+def _logs_ready(env, iid):
+    out = nubo(env, "logs", iid).stdout
+    return out if f"NUBO-READY {iid}" in out else None
+
+
+def test_tenant_with_access_key(cloud, tiny_image):
+    cloud.cli("account", "create", "clitenant")
+    kid, secret = create_key(cloud, "clitenant", "dev", "member")
+    env = key_env(cloud, kid, secret)
+
+    # the tenant brings its own copy of tiny: three uploads streamed with
+    # UNSIGNED-PAYLOAD, then the registration, all signed with the key
+    m = tiny_image.manifest
+    p = nubo(env, "image", "import", str(tiny_image.disk), "--name", "tiny-tenant",
+             "--os", m["os"], "--release", m["release"], "--arch", m["arch"],
+             "--kernel", str(tiny_image.vmlinuz), "--initrd", str(tiny_image.initrd),
+             "--cmdline", m["cmdline"], timeout=300)
+    assert table(p.stdout)[0]["NAME"] == "tiny-tenant"
+    images = [r["NAME"] for r in table(nubo(env, "image", "ls").stdout)]
+    assert "tiny-tenant" in images
+
+    # an instance of the admin's, to check the tenant does not see it
+    admin_iid = cloud.run(name="cliadminvm")["instances"][0]["id"]
+
+    p = nubo(env, "run", "tiny-tenant", "--type", "t1.nano", "--name", "tenantvm", "--wait",
+             "--timeout", "120", timeout=180)
+    rows = table(p.stdout)
+    assert len(rows) == 1 and rows[0]["STATE"] == "running" and rows[0]["NAME"] == "tenantvm"
+    iid = rows[0]["ID"]
+
+    listed = [r["ID"] for r in table(nubo(env, "ls", "--all").stdout)]
+    assert listed == [iid]
+    assert admin_iid in [r["ID"] for r in table(cloud.cli("ls").stdout)]
+    assert iid not in cloud.cli("ls").stdout
+    p = nubo(env, "show", admin_iid, check=False)
+    assert p.returncode == 4
+
+    usage = {r["QUOTA"]: r for r in table(cloud.cli("account", "quota", "clitenant").stdout)}
+    assert usage["instances"]["USED"] == "1" and usage["vcpus"]["USED"] == "1"
+    assert usage["memory"]["USED"] == "128 MiB" and usage["images"]["USED"] == "1"
+
+    # the tenant sees its account's keys only, and cannot manage accounts
+    keys = table(nubo(env, "key", "ls").stdout)
+    assert keys and {r["ACCOUNT"] for r in keys} == {"clitenant"}
+    p = nubo(env, "account", "ls", check=False)
+    assert p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr
+
+    # the live console, its upgrade request signed with the key
+    wait_until(lambda: _logs_ready(env, iid), 90, "NUBO-READY in the tenant's logs",
+               interval=0.5)
+    proc = subprocess.Popen([str(BUILD / "src/cli/nubo"), "console", iid],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(b"echo KEY-$((6*7))-$(cat /proc/sys/kernel/hostname)\n")
+        proc.stdin.flush()
+        _read_until(proc, rb"KEY-42-", 60)
+        proc.stdin.close()
+        assert proc.wait(15) == 0
+        assert f"Connected to {iid}" in proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the admin's instance's console is not the tenant's to open
+    p = nubo(env, "console", admin_iid, check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+
+    p = nubo(env, "rm", iid)
+    assert p.stdout.split()[0] == iid
+    cloud.cli("rm", admin_iid)
+
+
+def test_read_only_disabled_and_wrong_keys(cloud):
+    cloud.cli("account", "create", "clikeys")
+    ro_id, ro_secret = create_key(cloud, "clikeys", "viewer", "read-only")
+    ro = key_env(cloud, ro_id, ro_secret)
+    assert table(nubo(ro, "ls").stdout) == []  # reading is allowed
+    p = nubo(ro, "run", "tiny", "--type", "t1.nano", check=False)
+    assert p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr
+    assert json.loads(nubo(ro, "--json", "ls", "--all").stdout)["instances"] == []
+    p = nubo(ro, "key", "create", "--account", "clikeys", check=False)
+    assert p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr
+
+    kid, secret = create_key(cloud, "clikeys", "dev", "member")
+    env = key_env(cloud, kid, secret)
+    assert nubo(env, "ls").returncode == 0
+
+    # disabled: refused; enabled: accepted again; deleted: refused for good
+    assert cloud.cli("key", "disable", kid).stdout == f"{kid}  disabled\n"
+    status = {r["ID"]: r["STATUS"] for r in table(cloud.cli("key", "ls").stdout)}
+    assert status[kid] == "Inactive"
+    p = nubo(env, "ls", check=False)
+    assert p.returncode == 1 and "InvalidClientTokenId" in p.stderr
+    assert f"hint: requests are signed with access key {kid}" in p.stderr
+    assert cloud.cli("key", "enable", kid).stdout == f"{kid}  enabled\n"
+    assert nubo(env, "ls").returncode == 0
+    assert cloud.cli("key", "rm", kid).stdout == f"{kid}  deleted\n"
+    p = nubo(env, "ls", check=False)
+    assert p.returncode == 1 and "InvalidClientTokenId" in p.stderr
+    assert cloud.cli("key", "rm", kid, check=False).returncode == 4
+    assert kid not in cloud.cli("key", "ls").stdout
+
+    # a wrong secret or region is refused; the admin token in the environment
+    # is not tried instead
+    p = nubo(key_env(cloud, ro_id, ro_secret[:-1] + ("A" if ro_secret[-1] != "A" else "B")),
+             "ls", check=False)
+    assert p.returncode == 1 and "error: SignatureDoesNotMatch:" in p.stderr
+    p = nubo(key_env(cloud, ro_id, ro_secret, NUBO_REGION="elsewhere-1"), "ls", check=False)
+    assert p.returncode == 1 and "error: SignatureDoesNotMatch:" in p.stderr
+    assert "region elsewhere-1" in p.stderr
+
+    # half a key is a usage error, not a silent fall back to the token
+    p = nubo(key_env(cloud, ro_id), "ls", check=False)
+    assert p.returncode == 2 and "the secret is missing" in p.stderr
+
+
+def test_key_sources(cloud, tmp_path):
+    """Flags, NUBO_*, AWS_* and the config file all carry a key; each is
+    proved in use by a read-only key's refusal to run anything."""
+    cloud.cli("account", "create", "clisrc")
+    kid, secret = create_key(cloud, "clisrc", "viewer", "read-only")
+
+    def refused(p):
+        return p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr
+
+    plain = key_env(cloud)
+    # with the admin token only, the same command gets past authorization
+    assert not refused(nubo(plain, "type", "rm", "no-such-type", check=False))
+    assert refused(nubo(plain, "--access-key-id", kid, "--secret-access-key", secret,
+                        "type", "rm", "no-such-type", check=False))
+    assert refused(nubo(key_env(cloud, AWS_ACCESS_KEY_ID=kid, AWS_SECRET_ACCESS_KEY=secret,
+                                AWS_DEFAULT_REGION="nubo-1"),
+                        "type", "rm", "no-such-type", check=False))
+    conf = tmp_path / "config"
+    conf.write_text(f"access_key_id = {kid}\nsecret_access_key = {secret}\nregion = nubo-1\n")
+    assert refused(nubo(key_env(cloud, NUBO_CONFIG=str(conf)), "type", "rm", "no-such-type",
+                        check=False))
+    # NUBO_* wins over AWS_*
+    p = nubo(key_env(cloud, kid, secret, AWS_ACCESS_KEY_ID="AKIAWRONGWRONGWRONG0",
+                     AWS_SECRET_ACCESS_KEY="wrong"), "ls")
+    assert p.returncode == 0
+    # the flag's region wins over the environment's
+    p = nubo(key_env(cloud, kid, secret, NUBO_REGION="elsewhere-1"), "--region", "nubo-1", "ls")
+    assert p.returncode == 0

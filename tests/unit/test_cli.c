@@ -593,10 +593,10 @@ static void test_sign_known_answers(void **state)
 	                 0);
 	assert_string_equal(sig.amz_date, "20261122T050102Z");
 	assert_string_equal(sig.payload_hash, EMPTY_SHA);
-	assert_string_equal(sig.auth,
-	                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/nubo-1/nubo/"
-	                    "aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
-	                    "Signature=abce78b03f0548a8d4be119273e54732350a4b2db1085031ab37ffe6c1d46216");
+	assert_string_equal(
+	    sig.auth, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/nubo-1/nubo/"
+	              "aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+	              "Signature=abce78b03f0548a8d4be119273e54732350a4b2db1085031ab37ffe6c1d46216");
 
 	nb_sha256_hex(body, strlen(body), body_sha);
 	assert_string_equal(body_sha,
@@ -605,16 +605,18 @@ static void test_sign_known_answers(void **state)
 	                             T_20261122_050102, &sig),
 	                 0);
 	assert_non_null(strstr(sig.auth, "Credential=AKIDEXAMPLE/20261122/eu-west-9/nubo/"));
-	assert_non_null(strstr(
-	    sig.auth, "Signature=97d2ad56661bc4e5744a592ddc99d1a7394bea25f46d54c45b21c6741ead236f"));
+	assert_non_null(
+	    strstr(sig.auth,
+	           "Signature=97d2ad56661bc4e5744a592ddc99d1a7394bea25f46d54c45b21c6741ead236f"));
 
 	/* a streamed upload: NULL means UNSIGNED-PAYLOAD */
-	assert_int_equal(nb_cli_sign(&k, "PUT", "127.0.0.1:8787", "/v1/blobs", NULL,
-	                             T_20261122_050102, &sig),
-	                 0);
+	assert_int_equal(
+	    nb_cli_sign(&k, "PUT", "127.0.0.1:8787", "/v1/blobs", NULL, T_20261122_050102, &sig),
+	    0);
 	assert_string_equal(sig.payload_hash, "UNSIGNED-PAYLOAD");
-	assert_non_null(strstr(
-	    sig.auth, "Signature=9235aab94a4d29fccd611495a4a41719d38c3e3c81e4abe4d039e1b2cc6c8253"));
+	assert_non_null(
+	    strstr(sig.auth,
+	           "Signature=9235aab94a4d29fccd611495a4a41719d38c3e3c81e4abe4d039e1b2cc6c8253"));
 }
 
 /* What nubod does with a request: parse and verify with src/api/sigv4. */
@@ -649,9 +651,9 @@ static void test_sign_verified_by_server_code(void **state)
 	const int64_t now = T_20261122_050102;
 
 	(void)state;
-	assert_int_equal(nb_cli_sign(&k, "DELETE", "h:1", "/v1/keys/AKIA1?x=a%20b&a=1", EMPTY_SHA,
-	                             now, &sig),
-	                 0);
+	assert_int_equal(
+	    nb_cli_sign(&k, "DELETE", "h:1", "/v1/keys/AKIA1?x=a%20b&a=1", EMPTY_SHA, now, &sig),
+	    0);
 	assert_int_equal(verify_as_server("DELETE", "h:1", "/v1/keys/AKIA1", "x=a%20b&a=1",
 	                                  EMPTY_SHA, &sig, SECRET, "nubo-1", now + 60),
 	                 0);
