@@ -409,8 +409,16 @@ void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm)
 static void exit_reason(struct nb_vm *vm, char *why, size_t whysz)
 {
 	char path[PATH_MAX], *text = NULL;
+	int shim = (int)read_num(vm, "shim.pid", 0);
+	int64_t deadline = nb_now_ms() + 3000;
 
 	vm_path(vm, "exit", path, sizeof(path));
+	/* QEMU's socket closes a moment before its shim has reaped it and
+	 * written why: wait for the file while the shim lives (bounded) */
+	while (!nb_path_exists(path) && shim > 0 && kill(shim, 0) == 0 && nb_now_ms() < deadline) {
+		struct timespec ts = {0, 5 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
 	if (nb_read_file(path, 256, &text, NULL) == 0) {
 		text[strcspn(text, "\n")] = '\0';
 		snprintf(why, whysz, "QEMU %s", text);

@@ -62,6 +62,28 @@ static enum MHD_Result reply(struct MHD_Connection *c, int r, json_t *out, const
 	return nb_http_json(c, ok_status, out ? out : json_object());
 }
 
+/* Millisecond times of a listing as ISO 8601, as every other answer has them. */
+static json_t *iso_times(json_t *rows)
+{
+	json_t *row;
+	size_t i;
+
+	json_array_foreach(rows, i, row)
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach(row, k, v)
+		{
+			char buf[32];
+			if ((!strcmp(k, "created_at") || !strcmp(k, "last_used")) && json_is_integer(v)) {
+				nb_iso8601(json_integer_value(v), buf, sizeof(buf));
+				json_object_set_new(row, k, json_string(buf));
+			}
+		}
+	}
+	return rows;
+}
+
 /* ---- authentication ---- */
 
 static bool signed_request(struct MHD_Connection *c)
@@ -380,7 +402,8 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 			return nb_http_error(c, -NB_E_FORBIDDEN, "only the cloud's admins manage accounts");
 		if (n == 2 && get) {
 			r = nb_store_accounts_list(ctl->st, &out);
-			return reply(c, r, r == 0 ? json_pack("{s:o}", "accounts", out) : NULL, "", 200);
+			return reply(c, r, r == 0 ? json_pack("{s:o}", "accounts", iso_times(out)) : NULL,
+				     "", 200);
 		}
 		if (n == 2 && post) {
 			body = nb_http_body_json(rq, err, sizeof(err));
@@ -408,7 +431,8 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 		const char *acct = account_of(rq);
 		if (n == 2 && get) {
 			r = nb_store_keys_list(ctl->st, is_admin(rq) ? NULL : acct, &out);
-			return reply(c, r, r == 0 ? json_pack("{s:o}", "keys", out) : NULL, "", 200);
+			return reply(c, r, r == 0 ? json_pack("{s:o}", "keys", iso_times(out)) : NULL, "",
+				     200);
 		}
 		if (n == 2 && post) {
 			body = nb_http_body_json(rq, err, sizeof(err));

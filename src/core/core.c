@@ -1265,7 +1265,10 @@ int nb_core_account_create(struct nb_ctl *c, const char *name, json_t **out, cha
 	r = nb_store_account_ensure(c->st, name, id);
 	if (r < 0)
 		return fail(r, err, errsz, "creating account '%s' failed", name);
-	return nb_store_account_get(c->st, id, out);
+	r = nb_store_account_get(c->st, id, out);
+	if (r == 0)
+		iso_member(*out, "created_at");
+	return r;
 }
 
 int nb_core_key_create(struct nb_ctl *c, const struct nb_secrets *secrets, const char *account,
