@@ -26,13 +26,10 @@ stop() {
 		fi
 		rm -f "$RUN/$d.pid"
 	done
-	# the guests (each QEMU's pid is in its instance dir) and the network
-	for p in "$STATE"/agent/instances/*/qemu.pid; do
-		[ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
-	done
-	if alive "$STATE/agent/net/dnsmasq.pid"; then kill "$(cat "$STATE/agent/net/dnsmasq.pid")"; fi
-	ip link del nbbr0 2>/dev/null || true
-	nft delete table inet nubo 2>/dev/null || true
+	# the guests and everything the agent made on this host (taps, cgroups,
+	# nft tables, dnsmasq, the bridge); disks and images stay
+	"$B/src/nubo-agent" --teardown -s "state_dir=$STATE/agent" -s "cidr=$CIDR" \
+		-s "join_token=unused" >>"$LOG/agent.log" 2>&1 || true
 	echo "nubo: stopped (state kept in $STATE)"
 }
 

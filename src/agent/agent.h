@@ -63,6 +63,7 @@ struct nb_agent {
 	bool dirty;            /* something to report */
 	int wake_fd[2];        /* pipe: wakes the reconcile loop */
 	volatile int stopping;
+	bool teardown;         /* --teardown: clean the host and exit */
 };
 
 /* accel.c: "kvm" when /dev/kvm opens, the CPU has vmx/svm and a probe guest
@@ -83,6 +84,9 @@ void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm);
  * Call with a->lock held. */
 int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char *err,
 		   size_t errsz);
+/* Stops vm's QEMU (SIGTERM, then SIGKILL) and removes its tap and cgroups;
+ * the disk stays. For `nubo-agent --teardown`. */
+void nb_vm_teardown(struct nb_agent *a, struct nb_vm *vm);
 /* The instances' network (bridge, dnsmasq, fixed leases). */
 int nb_vm_net_sync(struct nb_agent *a);
 

@@ -398,6 +398,7 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 					     {"set", required_argument, NULL, 's'},
 					     {"keys", no_argument, NULL, 'k'},
 					     {"help", no_argument, NULL, 'h'},
+					     {"teardown", no_argument, NULL, 't'},
 					     {NULL, 0, NULL, 0}};
 	const char *path = "/etc/nubo/agent.conf";
 	struct nb_config cfg;
@@ -406,7 +407,7 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 	struct nb_agent_cfg *c = &a->cfg;
 
 	nb_config_init(&cfg, agent_schema);
-	while ((opt = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:s:ht", opts, NULL)) != -1) {
 		if (opt == 'c') {
 			path = optarg;
 			explicit_cfg = 1;
@@ -415,8 +416,12 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 				printf("%-18s %-26s %s\n", k->name, k->def, k->doc);
 			exit(0);
 		} else if (opt == 'h') {
-			printf("usage: nubo-agent [-c CONFIG] [-s KEY=VALUE]... [--keys]\n");
+			printf("usage: nubo-agent [-c CONFIG] [-s KEY=VALUE]... [--keys] [--teardown]\n"
+			       "  --teardown   stop this host's guests and remove every tap, cgroup,\n"
+			       "               nft table, dnsmasq and bridge the agent made\n");
 			exit(0);
+		} else if (opt == 't') {
+			a->teardown = true;
 		} else if (opt != 's') {
 			return -EINVAL;
 		}
@@ -441,8 +446,11 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 			return -EINVAL;
 		}
 	}
-	nb_log_init("nubo-agent", !strcmp(nb_config_str(&cfg, "log_level"), "debug") ? NB_LOG_DEBUG
-										   : NB_LOG_INFO);
+	const char *lvl = nb_config_str(&cfg, "log_level");
+	nb_log_init("nubo-agent", !strcmp(lvl, "debug")	  ? NB_LOG_DEBUG
+				  : !strcmp(lvl, "warn")  ? NB_LOG_WARN
+				  : !strcmp(lvl, "error") ? NB_LOG_ERROR
+							  : NB_LOG_INFO);
 	nb_strlcpy(c->controller, nb_config_str(&cfg, "controller"), sizeof(c->controller));
 	nb_strlcpy(c->join_token, nb_config_str(&cfg, "join_token"), sizeof(c->join_token));
 	if (!*c->join_token) {
@@ -465,6 +473,15 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 	if (!*c->advertise)
 		snprintf(c->advertise, sizeof(c->advertise), "http://%s", c->listen);
 	nb_strlcpy(c->state_dir, nb_config_str(&cfg, "state_dir"), sizeof(c->state_dir));
+	/* <state_dir>/instances/i-<17 hex>/console.sock must fit a unix socket
+	 * address (108 bytes) */
+	if (strlen(c->state_dir) > 63) {
+		fprintf(stderr,
+			"nubo-agent: state_dir '%s' is %zu characters; at most 63 leave room for "
+			"the guests' unix sockets\n",
+			c->state_dir, strlen(c->state_dir));
+		r = -EINVAL;
+	}
 	nb_strlcpy(c->accel_mode, nb_config_str(&cfg, "accel"), sizeof(c->accel_mode));
 	if (strcmp(c->accel_mode, "auto") && strcmp(c->accel_mode, "kvm") &&
 	    strcmp(c->accel_mode, "tcg")) {
@@ -475,14 +492,14 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 	nb_strlcpy(c->qemu, nb_config_str(&cfg, "qemu"), sizeof(c->qemu));
 	nb_strlcpy(c->shim, nb_config_str(&cfg, "shim"), sizeof(c->shim));
 	if (!*c->shim) {
+		/* beside the agent (installed), or in the build tree's src/shim */
+		char alt[PATH_MAX];
 		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 		self[n > 0 ? n : 0] = '\0';
 		char *slash = strrchr(self, '/');
 		if (slash)
 			*slash = '\0';
-		snprintf(c->shim, sizeof(c->shim), "%s/%s", self,
-			 nb_path_exists("shim") ? "shim/nubo-shim" : "nubo-shim");
-		char alt[PATH_MAX];
+		snprintf(c->shim, sizeof(c->shim), "%s/nubo-shim", self);
 		snprintf(alt, sizeof(alt), "%s/shim/nubo-shim", self);
 		if (!nb_path_exists(c->shim) && nb_path_exists(alt))
 			nb_strlcpy(c->shim, alt, sizeof(c->shim));
@@ -540,6 +557,17 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		nb_error("cannot create %s: %s", a->cfg.state_dir, strerror(-r));
 		return 1;
+	}
+	if (a->teardown) {
+		char dir[PATH_MAX];
+		adopt_all(a);
+		for (int i = 0; i < a->nvms; i++)
+			nb_vm_teardown(a, a->vms[i]);
+		snprintf(dir, sizeof(dir), "%s/net", a->cfg.state_dir);
+		if (a->cfg.network)
+			nb_net_teardown(dir, a->cfg.bridge);
+		nb_info("torn down %d guest(s) and the host network", a->nvms);
+		return 0;
 	}
 	if (!nb_path_exists(a->cfg.shim)) {
 		nb_error("nubo-shim not found at %s (set 'shim')", a->cfg.shim);

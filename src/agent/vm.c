@@ -480,10 +480,15 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 	vm->powerdown_sent = false;
 	if (!vm->pid) {
 		if (start_seq > vm->started_seq) {
+			bool first = vm->started_seq == 0 && !nb_path_exists(vm->dir);
 			if (vm_start(a, vm, why, sizeof(why)) < 0) {
-				/* nothing is left behind; the controller shows the reason */
-				set_actual(a, vm, "error", why);
+				/* a first launch that fails leaves nothing behind and ends
+				 * terminated; a restart that fails leaves the instance
+				 * stopped with its disk, the reason shown */
+				set_actual(a, vm, first ? "error" : "stopped", why);
 				vm->started_seq = start_seq;
+				if (!first)
+					write_num(vm, "start_seq", start_seq);
 				return;
 			}
 		} else {
@@ -639,4 +644,25 @@ int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char 
 		return r;
 	}
 	return 0;
+}
+
+void nb_vm_teardown(struct nb_agent *a, struct nb_vm *vm)
+{
+	int pid = live_pid(vm), shim = (int)read_num(vm, "shim.pid", 0);
+
+	if (pid) {
+		kill(pid, SIGTERM);
+		for (int i = 0; i < 300 && live_pid(vm); i++) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			if (i == 200)
+				kill(pid, SIGKILL);
+			nanosleep(&ts, NULL); /* bounded wait for the exit of a signalled process */
+		}
+	}
+	/* and its shim, which reaps QEMU and records why it ended */
+	for (int i = 0; shim > 0 && i < 300 && kill(shim, 0) == 0; i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	undo_start(a, vm, false); /* tap, its nft table, cgroups; the disk stays */
 }

@@ -1,6 +1,7 @@
 """Image library, instance types, hosts and the API's edges."""
 
 import hashlib
+import shutil
 import json
 import subprocess
 import urllib.request
@@ -134,3 +135,52 @@ def test_bad_requests_get_clear_json_errors(cloud):
     assert st == 404 and "i-00000000000000000" in body["error"]["message"]
     st, body = raw("POST", "/v1/instances/i-00000000000000000/explode", token=cloud.token)
     assert st == 400 and "explode" in body["error"]["message"]
+
+
+def running(pid):
+    """True while pid runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_agent_refuses_a_state_dir_too_long_for_sockets(tmp_path):
+    c = Cloud(tmp_path / ("x" * 70), name="long")
+    c.root.mkdir(parents=True)
+    c.start_nubod()
+    try:
+        p = subprocess.run(c.agent_argv(), capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "at most 63" in p.stderr
+    finally:
+        c.shutdown()
+
+
+def test_agent_teardown_removes_what_it_made(tiny_image):
+    import tempfile
+    c = Cloud(tempfile.mkdtemp(prefix="nbt-", dir="/tmp"), name="tear", bridge="nbbr5",
+              cidr="10.215.0.0/24")
+    try:
+        c.start()
+        c.import_tiny(tiny_image)
+        iid = c.run()["instances"][0]["id"]
+        c.wait_state(iid, "running", 60)
+        pid = c.qemu_pid(iid)
+        tap = "nb" + iid[2:15]
+        dnsmasq = int((c.agent_state / "net" / "dnsmasq.pid").read_text())
+        c.agent.stop()
+        assert c.qemu_pid(iid) == pid  # stopping the agent leaves guests running
+        p = subprocess.run(c.agent_argv() + ["--teardown"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert c.qemu_pid(iid) is None and not running(pid)
+        for dev in (tap, "nbbr5"):
+            assert subprocess.run(["ip", "link", "show", dev], capture_output=True).returncode != 0
+        assert not running(dnsmasq)
+        assert not Path(f"/sys/fs/cgroup/memory/nubo/{iid}").exists()
+        nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert tap not in nft
+        assert (c.instance_dir(iid) / "root.qcow2").exists(), "disks stay"
+    finally:
+        c.shutdown()
+        shutil.rmtree(c.root, ignore_errors=True)
