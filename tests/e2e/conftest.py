@@ -111,7 +111,8 @@ class Cloud:
                  accel="tcg", agent_extra=(), nubod_extra=()):
         self.root = Path(root)
         self.state = self.root / "state"
-        self.agent_state = self.root / "agent"
+        # short: the guests' unix sockets live below it (108-byte addresses)
+        self.agent_state = Path(tempfile.mkdtemp(prefix="nba-", dir="/tmp"))
         self.port = tinyimage.free_port()
         self.agent_port = tinyimage.free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -211,6 +212,7 @@ class Cloud:
                 os.kill(int(pidf.read_text().strip()), signal.SIGTERM)
             except (ValueError, ProcessLookupError):
                 pass
+        shutil.rmtree(self.agent_state, ignore_errors=True)
 
     def sanitizer_errors(self):
         return [f"{d.name}: {l}" for d in self.daemons for l in d.sanitizer_errors()]

@@ -147,8 +147,9 @@ def running(pid):
 
 
 def test_agent_refuses_a_state_dir_too_long_for_sockets(tmp_path):
-    c = Cloud(tmp_path / ("x" * 70), name="long")
-    c.root.mkdir(parents=True)
+    c = Cloud(tmp_path, name="long")
+    c.agent_state = tmp_path / ("x" * 70)
+    c.root.mkdir(parents=True, exist_ok=True)
     c.start_nubod()
     try:
         p = subprocess.run(c.agent_argv(), capture_output=True, text=True, timeout=60)
