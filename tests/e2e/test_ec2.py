@@ -495,7 +495,21 @@ def test_quotas(cloud, world):
     ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
     q = cloud.api("GET", "/v1/accounts/globex/quotas")
     assert q["limits"]["instances"] == 2 and q["usage"]["instances"] == 0
-    cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 100})
+    # vCPUs and memory count too: two t1.medium (2 vCPU each) do not fit in 3
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 100, "vcpus": 3})
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.medium", MinCount=2, MaxCount=2)
+    assert code_of(e) == "InstanceLimitExceeded" and "vCPU" in e.value.response["Error"]["Message"]
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"vcpus": 512, "memory_mb": 100})
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1)
+    assert code_of(e) == "InstanceLimitExceeded"
+    # images: none allowed, so RegisterImage is refused
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"memory_mb": 1 << 20, "images": 0})
+    with pytest.raises(ClientError) as e:
+        ec2.register_image(Name="over", ImageLocation="blob:" + "0" * 64)
+    assert code_of(e) == "ResourceLimitExceeded"
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"images": 100})
 
 
 def test_request_rate_limits(tiny_image, tmp_path):
