@@ -192,7 +192,10 @@ int main(int argc, char **argv)
 		nb_error("cannot read or write %s/admin.token", state_dir);
 		return 1;
 	}
-	if (created && nb_store_token_add(st, admin_tok, acct, "admin") < 0) {
+	/* a new admin.token replaces every earlier one: deleting the file and
+	 * restarting is how an admin rotates it */
+	if (created && (nb_store_tokens_drop(st, acct) < 0 ||
+			nb_store_token_add(st, admin_tok, acct, "admin") < 0)) {
 		nb_error("cannot record the admin token");
 		return 1;
 	}

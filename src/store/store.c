@@ -382,6 +382,13 @@ int nb_store_token_add(struct nb_store *st, const char *token, const char *accou
 	return r < 0 ? r : 0;
 }
 
+int nb_store_tokens_drop(struct nb_store *st, const char *account_id)
+{
+	int r = q_exec(st, "DELETE FROM tokens WHERE account_id = ?", "s", account_id);
+
+	return r < 0 ? r : 0;
+}
+
 int nb_store_token_lookup(struct nb_store *st, const char *token, json_t **out)
 {
 	char hash[65];

@@ -31,6 +31,8 @@ void nb_store_rollback(struct nb_store *st);
 int nb_store_account_ensure(struct nb_store *st, const char *name, char id_out[32]);
 int nb_store_token_add(struct nb_store *st, const char *token, const char *account_id,
 		       const char *role);
+/* Forgets every token of account_id. */
+int nb_store_tokens_drop(struct nb_store *st, const char *account_id);
 /* *out: {"account_id", "role"}; -NB_E_NOT_FOUND for an unknown token. */
 int nb_store_token_lookup(struct nb_store *st, const char *token, json_t **out);
 

@@ -185,3 +185,23 @@ def test_agent_teardown_removes_what_it_made(tiny_image):
     finally:
         c.shutdown()
         shutil.rmtree(c.root, ignore_errors=True)
+
+
+def test_deleting_admin_token_rotates_it(tmp_path):
+    c = Cloud(tmp_path, name="rot")
+    c.root.mkdir(parents=True, exist_ok=True)
+    c.start_nubod()
+    try:
+        old = c.token
+        c.nubod.stop()
+        (c.state / "admin.token").unlink()
+        c.daemons.remove(c.nubod)
+        c.start_nubod()
+        assert c.token != old
+        assert (c.state / "admin.token").stat().st_mode & 0o777 == 0o600
+        c.api("GET", "/v1/hosts")
+        with pytest.raises(ApiError) as e:
+            c.api("GET", "/v1/hosts", token=old)
+        assert e.value.status == 401
+    finally:
+        c.shutdown()
