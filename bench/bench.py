@@ -849,7 +849,7 @@ class Bench:
         # 4. memory with n guests running (and CPU use of the daemons while idle)
         cpu_t = mono()
         mem = self.cloud_mem(ids)
-        window = 10.0
+        window = 5.0
         cpu_mid = {k: proc_cpu_s(p) for k, p in self.daemon_pids().items()}
         self.idle_window(window)
         cpu1 = {k: proc_cpu_s(p) for k, p in self.daemon_pids().items()}
@@ -894,6 +894,10 @@ class Bench:
                 rows.append([f"{label}: {what}", ms(a), ms(b), ms(a - b), ratio(a, b)])
         log(table(["from API call / first exec", "nubo ms", f"{n} bare QEMUs ms",
                    "nubo - bare ms", "ratio"], rows))
+        gaps = [b - a for a, b in zip(nubo["pid"], nubo["pid"][1:])]
+        if gaps:
+            log(f"\nnubo started its QEMUs one after another: the gap between consecutive "
+                f"starts grew from {ms(gaps[0])} ms to {ms(max(gaps))} ms as guests booted")
         log(f"\nPOST answered in {ms(t_api)} ms; guests without a DHCP lease: nubo "
             f"{nubo['no_ip']}/{n}, bare {bare['no_ip']}/{n}; terminating all {n} took "
             f"{ms(t_term)} ms\n")
@@ -917,6 +921,11 @@ class Bench:
         ctl = sum((mem[k] or (0, 0))[1] for k in ("nubod", "nubo-agent")) + \
             sum(x[1] for x in shim)
         guests = sum(x[1] for x in qemu)
+        if mem["cg_peak"]:
+            log(f"\nmemory cgroups of the {len(mem['cg_peak'])} instances: peak charge p50 "
+                f"{pct(mem['cg_peak'], 50) / 2**20:.0f} MiB, max {max(mem['cg_peak']) / 2**20:.0f} "
+                f"MiB of a {(mem['cg_limit'] or 0) / 2**20:.0f} MiB limit; limit hit (failcnt) in "
+                f"{sum(1 for x in mem['cg_failcnt'] if x)} of them")
         log(f"\ncontrol plane PSS (nubod + agent + {len(shim)} shims) {ctl / 1024:.1f} MiB "
             f"= {ctl / max(guests, 1) * 100:.1f}% of the {len(qemu)} QEMUs' PSS "
             f"({guests / 1024:.0f} MiB); per guest {ctl / max(len(qemu), 1) / 1024:.2f} MiB")
@@ -984,6 +993,17 @@ class Bench:
                     out[key].append(proc_mem(int((d / f).read_text().split()[0])))
                 except (OSError, ValueError, IndexError):
                     out[key].append(None)
+        # the memory cgroups: peak charge against the limit, and how often
+        # the limit was hit (reclaim)
+        out["cg_peak"], out["cg_failcnt"], out["cg_limit"] = [], [], None
+        for i in ids:
+            d = CG_ROOT / "memory" / "nubo" / i
+            try:
+                out["cg_peak"].append(int((d / "memory.max_usage_in_bytes").read_text()))
+                out["cg_failcnt"].append(int((d / "memory.failcnt").read_text()))
+                out["cg_limit"] = int((d / "memory.limit_in_bytes").read_text())
+            except (OSError, ValueError):
+                pass
         return out
 
     # -- 3. clone --
@@ -1095,7 +1115,7 @@ def main():
     ap.add_argument("--burst", type=int, default=20)
     ap.add_argument("--released", type=int, default=8,
                     help="extra launches whose guests release their DHCP lease")
-    ap.add_argument("--nonet", type=int, default=2,
+    ap.add_argument("--nonet", type=int, default=0,
                     help="bare boots without a NIC, for context")
     ap.add_argument("--clone-reps", type=int, default=7)
     ap.add_argument("--budget", type=float, default=780,
