@@ -2,9 +2,10 @@
 // to gen.py's capture server; gen.py builds and runs this (GOPATH mode, no
 // network). Over plain HTTP minio-go signs every 64 KiB chunk
 // (STREAMING-AWS4-HMAC-SHA256-PAYLOAD). Its signed-trailer form
-// (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER) is only reached by multipart
-// uploads of 5 MiB parts and more, so that one goes through minio-go's own
-// streaming signer directly, with a CRC32C trailer as minio-go computes it.
+// (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER) is only used with the
+// TrailingHeaders option for multipart parts (5 MiB at least), so that one
+// goes through minio-go's own streaming signer directly, with the CRC32C
+// trailer minio-go computes for parts.
 //
 // usage: minio_capture HOST:PORT ACCESS_KEY SECRET put:KEY=FILE... trailer:KEY=FILE...
 package main
@@ -84,12 +85,10 @@ func putSignedTrailer(host, akid, secret, key string, data []byte) error {
 	req.Trailer.Set("x-amz-checksum-crc32c", base64.StdEncoding.EncodeToString(sum[:]))
 	req = signer.StreamingSignV4(req, akid, secret, "", "us-east-1", int64(len(data)),
 		time.Now().UTC())
-	// minio-go asks for "Transfer-Encoding: aws-chunked", which net/http
-	// sends beside Content-Length; an HTTP/1.1 server must refuse that pair,
-	// so the body goes with its Content-Length alone (as minio-go's own
-	// callers over a proxy see it) and Content-Encoding names aws-chunked.
-	req.TransferEncoding = nil
-	req.Header.Set("Content-Encoding", "aws-chunked")
+	// minio-go sets TransferEncoding "aws-chunked"; net/http drops what is
+	// not "chunked" and sends the Content-Length minio-go computed, with no
+	// Content-Encoding header: the server knows the body only from
+	// x-amz-content-sha256.
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
