@@ -180,8 +180,9 @@ int nb_chunked_mode_parse(const char *content_sha256, enum nb_chunked_mode *mode
 
 /* Prepares d, which the caller owns (on the stack or in a connection's
  * state, about 5 KiB); init allocates only OpenSSL's hash contexts, which
- * nb_chunked_free releases: call it afterwards, also when init fails. Fails with -EINVAL (a missing argument, fault INTERNAL),
- * -NB_E_INVALID (headers that do not fit together, fault REQUEST), -ENOMEM. */
+ * nb_chunked_free releases: call it afterwards, also when init fails.
+ * Fails with -EINVAL (a missing argument, fault INTERNAL), -NB_E_INVALID
+ * (headers that do not fit together, fault REQUEST), -ENOMEM. */
 int nb_chunked_init(struct nb_chunked *d, const struct nb_chunked_cfg *cfg);
 /* Decodes the next len bytes of the body; data is not kept. Returns 0 or a
  * negative code, sticky from then on: -NB_E_SIG_MISMATCH (SIGNATURE),
