@@ -621,6 +621,85 @@ static bool any_value_matches(const struct nb_filter *f, const char *v)
 	return false;
 }
 
+/* Filter names to the store's columns, per resource. */
+struct field_map {
+	const char *filter;
+	const char *column;
+};
+
+static const char *map_field(json_t *row, const char *name, const struct field_map *map)
+{
+	for (; map->filter; map++)
+		if (!strcmp(name, map->filter))
+			return nb_json_str_or(row, map->column);
+	return NULL;
+}
+
+static const struct field_map instance_fields[] = {
+	{"instance-id", "id"},
+	{"instance-state-name", "state"},
+	{"instance-type", "type"},
+	{"image-id", "image_id"},
+	{"reservation-id", "reservation_id"},
+	{"private-ip-address", "ip"},
+	{"key-name", "key_name"},
+	{"availability-zone", "az"},
+	{"placement.availability-zone", "az"},
+	{NULL, NULL},
+};
+
+static const char *instance_field(json_t *row, const char *name, char *buf, size_t bufsz)
+{
+	if (!strcmp(name, "instance-state-code")) {
+		snprintf(buf, bufsz, "%d", state_code(nb_json_str_or(row, "state")));
+		return buf;
+	}
+	if (!strcmp(name, "architecture"))
+		return "x86_64";
+	return map_field(row, name, instance_fields);
+}
+
+static const struct field_map image_fields[] = {
+	{"image-id", "id"},	  {"name", "name"},	    {"state", "state"},
+	{"architecture", "arch"}, {"owner-id", "account_id"}, {"description", "description"},
+	{NULL, NULL},
+};
+
+static const char *image_field(json_t *row, const char *name, char *buf, size_t bufsz)
+{
+	(void)buf;
+	(void)bufsz;
+	if (!strcmp(name, "is-public"))
+		return nb_json_int(row, "public", 0) ? "true" : "false";
+	if (!strcmp(name, "image-type"))
+		return "machine";
+	return map_field(row, name, image_fields);
+}
+
+static const struct field_map tag_fields[] = {
+	{"resource-id", "resource_id"}, {"resource-type", "resource_type"},
+	{"key", "key"},		        {"value", "value"},
+	{NULL, NULL},
+};
+
+static const char *tag_field(json_t *row, const char *name, char *buf, size_t bufsz)
+{
+	(void)buf;
+	(void)bufsz;
+	return map_field(row, name, tag_fields);
+}
+
+static const struct field_map keypair_fields[] = {
+	{"key-name", "name"}, {"fingerprint", "fingerprint"}, {"key-pair-id", "id"}, {NULL, NULL},
+};
+
+static const char *keypair_field(json_t *row, const char *name, char *buf, size_t bufsz)
+{
+	(void)buf;
+	(void)bufsz;
+	return map_field(row, name, keypair_fields);
+}
+
 /* Generic filter check: field(name) gives a resource's value for a filter
  * name, or NULL when the name is not a filter of this resource (an error);
  * tag:KEY, tag-key and tag-value are handled here. */
@@ -697,32 +776,6 @@ static int filters_match(struct ec2_ctx *t, const struct nb_filter *f, int nf, j
 	return ok;
 }
 
-static const char *instance_field(json_t *row, const char *name, char *buf, size_t bufsz)
-{
-	if (!strcmp(name, "instance-id"))
-		return nb_json_str_or(row, "id");
-	if (!strcmp(name, "instance-state-name"))
-		return nb_json_str_or(row, "state");
-	if (!strcmp(name, "instance-state-code")) {
-		snprintf(buf, bufsz, "%d", state_code(nb_json_str_or(row, "state")));
-		return buf;
-	}
-	if (!strcmp(name, "instance-type"))
-		return nb_json_str_or(row, "type");
-	if (!strcmp(name, "image-id"))
-		return nb_json_str_or(row, "image_id");
-	if (!strcmp(name, "reservation-id"))
-		return nb_json_str_or(row, "reservation_id");
-	if (!strcmp(name, "private-ip-address"))
-		return nb_json_str_or(row, "ip");
-	if (!strcmp(name, "key-name"))
-		return nb_json_str_or(row, "key_name");
-	if (!strcmp(name, "availability-zone") || !strcmp(name, "placement.availability-zone"))
-		return nb_json_str_or(row, "az");
-	if (!strcmp(name, "architecture"))
-		return "x86_64";
-	return NULL;
-}
 
 /* ---- instances ---- */
 
@@ -1192,30 +1245,23 @@ out:
 	return t->status ? -1 : 0;
 }
 
-/* ---- images ---- */
-
-static const char *image_field(json_t *row, const char *name, char *buf, size_t bufsz)
+/* The first of names that no row's column holds, or NULL. */
+static const char *first_missing(json_t *rows, const char *column, const char **names, int n)
 {
-	(void)buf;
-	(void)bufsz;
-	if (!strcmp(name, "image-id"))
-		return nb_json_str_or(row, "id");
-	if (!strcmp(name, "name"))
-		return nb_json_str_or(row, "name");
-	if (!strcmp(name, "state"))
-		return nb_json_str_or(row, "state");
-	if (!strcmp(name, "architecture"))
-		return nb_json_str_or(row, "arch");
-	if (!strcmp(name, "owner-id"))
-		return nb_json_str_or(row, "account_id");
-	if (!strcmp(name, "is-public"))
-		return nb_json_int(row, "public", 0) ? "true" : "false";
-	if (!strcmp(name, "image-type"))
-		return "machine";
-	if (!strcmp(name, "description"))
-		return nb_json_str_or(row, "description");
+	json_t *row;
+	size_t i;
+
+	for (int k = 0; k < n; k++) {
+		bool found = false;
+		json_array_foreach(rows, i, row) found |= !strcmp(nb_json_str_or(row, column), names[k]);
+		if (!found)
+			return names[k];
+	}
 	return NULL;
 }
+
+/* ---- images ---- */
+
 
 static void x_image(struct ec2_ctx *t, json_t *row)
 {
@@ -1268,14 +1314,11 @@ static int act_describe_images(struct ec2_ctx *t)
 	if (nb_store_images_visible(t->ctl->st, t->account_id, &rows) < 0)
 		return ec2_fail(t, 500, "InternalError", "listing failed");
 	/* every asked-for id must be visible */
-	for (int k = 0; k < nids; k++) {
-		bool found = false;
-		json_array_foreach(rows, i, row) found |= !strcmp(nb_json_str_or(row, "id"), ids[k]);
-		if (!found) {
-			json_decref(rows);
-			return ec2_fail(t, 400, "InvalidAMIID.NotFound",
-					"The image id '[%s]' does not exist", ids[k]);
-		}
+	const char *missing = first_missing(rows, "id", ids, nids);
+	if (missing) {
+		json_decref(rows);
+		return ec2_fail(t, 400, "InvalidAMIID.NotFound", "The image id '[%s]' does not exist",
+				missing);
 	}
 	x_begin(t);
 	nb_xml_open(&t->x, "imagesSet");
@@ -1672,20 +1715,6 @@ static int act_delete_tags(struct ec2_ctx *t)
 	return 0;
 }
 
-static const char *tag_field(json_t *row, const char *name, char *buf, size_t bufsz)
-{
-	(void)buf;
-	(void)bufsz;
-	if (!strcmp(name, "resource-id"))
-		return nb_json_str_or(row, "resource_id");
-	if (!strcmp(name, "resource-type"))
-		return nb_json_str_or(row, "resource_type");
-	if (!strcmp(name, "key"))
-		return nb_json_str_or(row, "key");
-	if (!strcmp(name, "value"))
-		return nb_json_str_or(row, "value");
-	return NULL;
-}
 
 static int act_describe_tags(struct ec2_ctx *t)
 {
@@ -1857,18 +1886,6 @@ static int act_delete_key_pair(struct ec2_ctx *t)
 	return 0;
 }
 
-static const char *keypair_field(json_t *row, const char *name, char *buf, size_t bufsz)
-{
-	(void)buf;
-	(void)bufsz;
-	if (!strcmp(name, "key-name"))
-		return nb_json_str_or(row, "name");
-	if (!strcmp(name, "fingerprint"))
-		return nb_json_str_or(row, "fingerprint");
-	if (!strcmp(name, "key-pair-id"))
-		return nb_json_str_or(row, "id");
-	return NULL;
-}
 
 static int act_describe_key_pairs(struct ec2_ctx *t)
 {
@@ -1883,14 +1900,11 @@ static int act_describe_key_pairs(struct ec2_ctx *t)
 		return -1;
 	if (nb_store_keypairs_list(t->ctl->st, t->account_id, &rows) < 0)
 		return ec2_fail(t, 500, "InternalError", "listing failed");
-	for (int k = 0; k < n; k++) {
-		bool found = false;
-		json_array_foreach(rows, i, row) found |= !strcmp(nb_json_str_or(row, "name"), names[k]);
-		if (!found) {
-			json_decref(rows);
-			return ec2_fail(t, 400, "InvalidKeyPair.NotFound",
-					"The key pair '%s' does not exist", names[k]);
-		}
+	const char *missing = first_missing(rows, "name", names, n);
+	if (missing) {
+		json_decref(rows);
+		return ec2_fail(t, 400, "InvalidKeyPair.NotFound", "The key pair '%s' does not exist",
+				missing);
 	}
 	x_begin(t);
 	nb_xml_open(&t->x, "keySet");
@@ -1938,15 +1952,11 @@ static int act_describe_instance_types(struct ec2_ctx *t)
 		return -1;
 	if (nb_store_types_list(t->ctl->st, &rows) < 0)
 		return ec2_fail(t, 500, "InternalError", "listing failed");
-	for (int k = 0; k < n; k++) {
-		bool found = false;
-		json_array_foreach(rows, i, row) found |= !strcmp(nb_json_str_or(row, "name"), names[k]);
-		if (!found) {
-			json_decref(rows);
-			return ec2_fail(t, 400, "InvalidInstanceType",
-					"The following supplied instance types do not exist: [%s]",
-					names[k]);
-		}
+	const char *missing = first_missing(rows, "name", names, n);
+	if (missing) {
+		json_decref(rows);
+		return ec2_fail(t, 400, "InvalidInstanceType",
+				"The following supplied instance types do not exist: [%s]", missing);
 	}
 	x_begin(t);
 	nb_xml_open(&t->x, "instanceTypeSet");

@@ -207,11 +207,8 @@ def base64_output(r):
 
 def test_images_sharing_and_owners(world):
     acme, globex = world["acme"].boto(), world["globex"].boto()
-    mine = acme.create_image  # noqa: F841 (documenting the API used above)
-    imgs = acme.describe_images(Owners=["self"])["Images"]
-    own = [i for i in imgs if i["Name"] == "golden"]
-    assert own, "acme's own image is listed under Owners=self"
-    img = own[0]["ImageId"]
+    img = own_image(world)
+    assert img in [i["ImageId"] for i in acme.describe_images(Owners=["self"])["Images"]]
     assert all(i["ImageId"] != img for i in globex.describe_images()["Images"])
     with pytest.raises(ClientError) as e:
         globex.describe_images(ImageIds=[img])
@@ -269,7 +266,7 @@ def test_key_pairs(world):
         ec2.create_key_pair(KeyName="made")
     assert code_of(e) == "InvalidKeyPair.Duplicate"
     names = [x["KeyName"] for x in ec2.describe_key_pairs()["KeyPairs"]]
-    assert "made" in names and "mykey" in names
+    assert "made" in names
     with pytest.raises(ClientError) as e:
         ec2.describe_key_pairs(KeyNames=["nope"])
     assert code_of(e) == "InvalidKeyPair.NotFound"
@@ -405,9 +402,10 @@ def test_isolation_matrix(world):
     """Tenant B against tenant A's resources: NotFound, never Forbidden; and
     a read-only user against every changing action: UnauthorizedOperation."""
     acme, globex, ro = world["acme"].boto(), world["globex"].boto(), world["acme_ro"].boto()
+    acme.create_key_pair(KeyName="isokey")
     iid = acme.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1,
-                             MaxCount=1, KeyName="mykey")["Instances"][0]["InstanceId"]
-    img = [i["ImageId"] for i in acme.describe_images(Owners=["self"])["Images"]][0]
+                             MaxCount=1, KeyName="isokey")["Instances"][0]["InstanceId"]
+    img = own_image(world)
     against_b = [
         (lambda: globex.describe_instances(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
         (lambda: globex.describe_instance_status(InstanceIds=[iid]), "InvalidInstanceID.NotFound"),
@@ -425,8 +423,8 @@ def test_isolation_matrix(world):
         (lambda: globex.modify_image_attribute(ImageId=img, LaunchPermission={"Add": [{"Group": "all"}]}), "InvalidAMIID.NotFound"),
         (lambda: globex.describe_image_attribute(ImageId=img, Attribute="launchPermission"), "InvalidAMIID.NotFound"),
         (lambda: globex.run_instances(ImageId=img, InstanceType="t1.nano", MinCount=1, MaxCount=1), "InvalidAMIID.NotFound"),
-        (lambda: globex.describe_key_pairs(KeyNames=["mykey"]), "InvalidKeyPair.NotFound"),
-        (lambda: globex.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1, KeyName="mykey"), "InvalidKeyPair.NotFound"),
+        (lambda: globex.describe_key_pairs(KeyNames=["isokey"]), "InvalidKeyPair.NotFound"),
+        (lambda: globex.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1, KeyName="isokey"), "InvalidKeyPair.NotFound"),
     ]
     for call, want in against_b:
         with pytest.raises(ClientError) as e:
@@ -451,7 +449,7 @@ def test_isolation_matrix(world):
         lambda: ro.delete_tags(Resources=[iid]),
         lambda: ro.create_key_pair(KeyName="ro"),
         lambda: ro.import_key_pair(KeyName="ro", PublicKeyMaterial=b"ssh-ed25519 AAAA"),
-        lambda: ro.delete_key_pair(KeyName="mykey"),
+        lambda: ro.delete_key_pair(KeyName="isokey"),
     ]
     for call in mutating:
         with pytest.raises(ClientError) as e:
@@ -464,6 +462,28 @@ def test_isolation_matrix(world):
     with pytest.raises(Exception):
         signed_native(member_keys, "POST", "/v1/keys", {"account": "acme", "user": "eve"})
     acme.terminate_instances(InstanceIds=[iid])
+
+
+def own_image(world):
+    """An image of acme's own: made here from an uploaded disk (signed with
+    acme's key) unless acme has one already."""
+    mine = world["acme"].boto().describe_images(Owners=["self"])["Images"]
+    if mine:
+        return mine[0]["ImageId"]
+    disk = world["tmp"] / "own.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    tenant = world["acme"]
+    data = disk.read_bytes()
+    req = botocore.awsrequest.AWSRequest(method="PUT", url=tenant.cloud.endpoint + "/v1/blobs", data=data,
+                                         headers={"Content-Type": "application/octet-stream",
+                                                  "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(tenant.key_id, tenant.secret),
+                            "nubo", REGION).add_auth(req)
+    p = req.prepare()
+    r = urllib.request.Request(p.url, data=data, method="PUT", headers=dict(p.headers))
+    with urllib.request.urlopen(r, timeout=30) as resp:
+        blob = json.loads(resp.read())["blob"]
+    return signed_native(tenant, "POST", "/v1/images", {"name": "own", "disk_blob": blob})["id"]
 
 
 def signed_native(tenant, method, path, body=None):
