@@ -314,9 +314,10 @@ int nb_s3_list_objects(struct nb_s3 *s3, const char *bucket, const char *actor,
 	r = s3_bucket_find(s3, bucket, actor, true, &b);
 	if (r == 0) {
 		w.bucket_id = b.id;
-		r = walk_range(&w, "SELECT " LIST_COLS " FROM versions v"
-		                   " WHERE bucket_id = ?1 AND is_latest = 1 AND delete_marker = 0"
-		                   " AND key >= ?2 AND key < ?3 ORDER BY key");
+		r = walk_range(&w,
+		               "SELECT " LIST_COLS " FROM versions v INDEXED BY versions_current"
+		               " WHERE bucket_id = ?1 AND is_latest = 1 AND delete_marker = 0"
+		               " AND key >= ?2 AND key < ?3 ORDER BY key");
 	}
 	pthread_mutex_unlock(&s3->lock);
 	if (r < 0)

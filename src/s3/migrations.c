@@ -68,5 +68,11 @@ const char *const nb_s3_migrations[] = {
     "  owner TEXT PRIMARY KEY,"
     "  bytes INTEGER NOT NULL DEFAULT 0,"
     "  objects INTEGER NOT NULL DEFAULT 0);",
+    /* 2: a key's latest row without visiting its older versions (head,
+     * get, put, delete of a key with many versions); versions listed newest
+     * first without a sort */
+    "CREATE INDEX versions_latest ON versions(bucket_id, key) WHERE is_latest = 1;"
+    "CREATE INDEX versions_key_desc ON versions(bucket_id, key, id DESC);"
+    "DROP INDEX versions_key;",
     NULL,
 };

@@ -1710,7 +1710,7 @@ static void committed_object_survives_reopen(void **state)
 	nb_s3_close(f->s3);
 	assert_int_equal(nb_s3_open(f->root, &f->s3), 0);
 	assert_content(f->s3, "bkt", "keep", NULL, "durable");
-	assert_int_equal(nb_s3_schema_version(f->s3), 1);
+	assert_int_equal(nb_s3_schema_version(f->s3), 2);
 }
 
 /* The child commits "acked", starts "partial", writes some chunks, tells
