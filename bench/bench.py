@@ -11,9 +11,9 @@ same run:
      console socket as it arrives); the peer is the same image under a bare
      qemu-system-x86_64 (tinyimage.boot_bare: same memory, vCPUs, CPU model,
      accel tcg, machine pc, a tap on a bridge with a DHCP server of its own),
-     20 times, each right after a nubo launch. Before those, 8 more launches
+     20 times, each right after a nubo launch. Before those, 6 more launches
      whose guests hand their DHCP lease back before they are terminated (the
-     workaround for a stale-lease bug, see docs/performance.md), with 8 peers;
+     workaround for a stale-lease bug, see docs/performance.md), with 6 peers;
   3. clone: a 64 MiB and a 4 GiB base image, from the API call until the
      overlay root.qcow2 exists and until QEMU runs;
   2. burst: 20 instances in one call, until all run and all are ready; the
@@ -1113,7 +1113,7 @@ def main():
     ap.add_argument("--sweep", metavar="DIR", help="clean up after a run in DIR")
     ap.add_argument("--launches", type=int, default=20)
     ap.add_argument("--burst", type=int, default=20)
-    ap.add_argument("--released", type=int, default=8,
+    ap.add_argument("--released", type=int, default=6,
                     help="extra launches whose guests release their DHCP lease")
     ap.add_argument("--nonet", type=int, default=0,
                     help="bare boots without a NIC, for context")
