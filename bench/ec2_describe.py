@@ -41,6 +41,10 @@ usage: ec2_describe.py [--records 1000,10000] [--duration 10] [--connections 8]
                        [--moto-max 1000] [--moto-connections N] [--moto-cap 90]
                        [--budget 300] [--json FILE] [--keep DIR]
 environment: NUBO_BUILD (build directory, default build)
+
+Prints Markdown tables and whether the goals (nubo >= 20x moto's req/s and
+>= half of nginx's) are met. Exits 0 after a complete run, met or not; 1 on
+an error; 2 when stopped early (budget, signal).
 """
 
 import argparse
@@ -548,7 +552,6 @@ events {{ worker_connections 256; }}
 http {{
     access_log off;
     sendfile on;
-    tcp_nopush on;
     keepalive_timeout 60;
     keepalive_requests 100000000;
     default_type text/xml;
@@ -807,7 +810,9 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
         nginx.stop()
 
         # moto
-        if n <= args.moto_max:
+        if n <= args.moto_max and not shutil.which("moto_server"):
+            log(f"[{n}] moto not run: moto_server is not on PATH (pip install 'moto[server]')")
+        elif n <= args.moto_max:
             if time.monotonic() > deadline:
                 raise Aborted("budget spent")
             if moto is None:
@@ -825,10 +830,14 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
                 if time.monotonic() > deadline:
                     raise Aborted("budget spent")
                 signed = Signed(moto.port, *Moto.KEY, bodies[v], MOTO_REGION)
-                signed.fetch(0)  # moto's first answer of a kind is slower
                 t = time.monotonic()
                 status, body = signed.fetch(0)
                 one = time.monotonic() - t
+                if status == 200 and one < args.duration:
+                    # moto's first answer of a kind is slower: time a second
+                    t = time.monotonic()
+                    status, body = signed.fetch(0)
+                    one = time.monotonic() - t
                 if status != 200:
                     raise RuntimeError(f"moto {v}: {status} {body[:500]!r}")
                 got = body.count(b"<instanceId>")
@@ -869,7 +878,8 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
             table.append((n, v, nb, mo, ng, rm, rn, ok_m, ok_n))
 
     report(args, results, table)
-    return 0 if goals_ok else 1
+    results["goals_met"] = goals_ok
+    return 0
 
 
 def check_wrk(server, v, r, size):
