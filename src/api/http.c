@@ -34,13 +34,28 @@ int nb_http_parse_listen(const char *listen, char *host, size_t hostsz, int *por
 	return 0;
 }
 
-int nb_http_start(const char *listen, MHD_AccessHandlerCallback handler, void *cls,
-		  struct MHD_Daemon **out)
+/* The raw daemon's unescape callback: leaves paths and query values as sent. */
+static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	return strlen(s);
+}
+
+static int http_start(const char *listen, MHD_AccessHandlerCallback handler, void *cls,
+		      MHD_RequestCompletedCallback done, void *done_cls, bool raw,
+		      struct MHD_Daemon **out)
 {
 	char host[256];
 	int port;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	struct MHD_Daemon *d;
+	struct MHD_OptionItem raw_opts[] = {
+		{MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_none, NULL},
+		/* room for S3's headers, and bigger reads of upload bodies */
+		{MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(128u << 10), NULL},
+		{MHD_OPTION_END, 0, NULL},
+	};
 
 	if (nb_http_parse_listen(listen, host, sizeof(host), &port) < 0)
 		return -EINVAL;
@@ -49,17 +64,32 @@ int nb_http_start(const char *listen, MHD_AccessHandlerCallback handler, void *c
 		sa.sin_addr.s_addr = htonl(INADDR_ANY);
 	else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
 		return -EINVAL;
+	if (!raw)
+		raw_opts[0].option = MHD_OPTION_END;
 	d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 				     MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG | MHD_USE_ITC,
 			     (uint16_t)port, NULL, NULL, handler, cls, MHD_OPTION_SOCK_ADDR, &sa,
-			     MHD_OPTION_NOTIFY_COMPLETED, nb_http_req_done, NULL,
+			     MHD_OPTION_NOTIFY_COMPLETED, done, done_cls,
 			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
 			     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-			     MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+			     MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY,
+			     raw_opts, MHD_OPTION_END);
 	if (!d)
 		return -EADDRINUSE;
 	*out = d;
 	return 0;
+}
+
+int nb_http_start(const char *listen, MHD_AccessHandlerCallback handler, void *cls,
+		  struct MHD_Daemon **out)
+{
+	return http_start(listen, handler, cls, nb_http_req_done, NULL, false, out);
+}
+
+int nb_http_start_raw(const char *listen, MHD_AccessHandlerCallback handler, void *cls,
+		      MHD_RequestCompletedCallback done, void *done_cls, struct MHD_Daemon **out)
+{
+	return http_start(listen, handler, cls, done, done_cls, true, out);
 }
 
 struct nb_http_req *nb_http_req_new(void)

@@ -32,6 +32,11 @@ struct nb_http_req {
  * the caller's (stop with MHD_stop_daemon). */
 int nb_http_start(const char *listen, MHD_AccessHandlerCallback handler, void *cls,
 		  struct MHD_Daemon **out);
+/* As nb_http_start, for S3: the handler gets the path and query values still
+ * %-encoded (only MHD's '+' to space remains in query values), and done is
+ * the request-completed callback (per-request state is the caller's). */
+int nb_http_start_raw(const char *listen, MHD_AccessHandlerCallback handler, void *cls,
+		      MHD_RequestCompletedCallback done, void *done_cls, struct MHD_Daemon **out);
 /* Splits "host:port"; host may be empty for any address. */
 int nb_http_parse_listen(const char *listen, char *host, size_t hostsz, int *port);
 
