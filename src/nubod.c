@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core.h"
+#include "s3/http.h"
 
 static const struct nb_conf_key nubod_schema[] = {
 	{"state_dir", NB_CONF_STR, "/var/lib/nubo", "where the database, image library and tokens live"},
@@ -36,6 +37,12 @@ static const struct nb_conf_key nubod_schema[] = {
 	{"rate_describe_burst", NB_CONF_INT, "200", "EC2 Describe calls an account may burst"},
 	{"rate_mutate", NB_CONF_INT, "20", "EC2 changing calls per second per account (refill)"},
 	{"rate_mutate_burst", NB_CONF_INT, "50", "EC2 changing calls an account may burst"},
+	{"s3_listen", NB_CONF_STR, "127.0.0.1:8789", "address:port of the S3 API (empty: no S3)"},
+	{"s3_dir", NB_CONF_STR, "", "where objects live (default <state_dir>/objects)"},
+	{"s3_domain", NB_CONF_STR, "localhost", "virtual-hosted style: Host bucket.<s3_domain>"},
+	{"s3_quota_bytes", NB_CONF_SIZE, "0", "default per-account limit of object bytes (0: none)"},
+	{"s3_quota_objects", NB_CONF_INT, "0", "default per-account limit of objects (0: none)"},
+	{"s3_upload_expiry", NB_CONF_INT, "604800", "seconds before an unfinished multipart upload is aborted"},
 	{"log_level", NB_CONF_STR, "info", "debug, info, warn or error"},
 	{NULL, 0, NULL, NULL},
 };
@@ -98,6 +105,8 @@ int main(int argc, char **argv)
 	static struct nb_ec2 ec2;
 	static struct nb_secrets secrets;
 	struct MHD_Daemon *httpd = NULL;
+	static struct nb_s3http s3h;
+	char s3_dir[PATH_MAX];
 	bool created;
 	sigset_t sigs;
 
@@ -222,18 +231,47 @@ int main(int argc, char **argv)
 	}
 	nb_info("nubod %s listening on %s, state in %s (schema v%d)", NUBO_VERSION,
 		nb_config_str(&cfg, "api_listen"), state_dir, nb_store_schema_version(st));
+	if (*nb_config_str(&cfg, "s3_dir"))
+		nb_strlcpy(s3_dir, nb_config_str(&cfg, "s3_dir"), sizeof(s3_dir));
+	else
+		snprintf(s3_dir, sizeof(s3_dir), "%s/objects", state_dir);
+	struct nb_s3http_opts s3o = {
+		.listen = nb_config_str(&cfg, "s3_listen"), .dir = s3_dir, .region = ctl.region,
+		.domain = nb_config_str(&cfg, "s3_domain"), .st = st, .secrets = &secrets,
+		.quota_bytes = nb_config_size(&cfg, "s3_quota_bytes"),
+		.quota_objects = (uint64_t)nb_config_int(&cfg, "s3_quota_objects"),
+		.upload_expiry_ms = nb_config_int(&cfg, "s3_upload_expiry") * 1000};
+	if (*s3o.listen) {
+		r = nb_s3http_start(&s3h, &s3o);
+		if (r < 0) {
+			nb_error("cannot serve S3 on %s from %s: %s", s3o.listen, s3_dir,
+				 r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+			return 1;
+		}
+		nb_info("S3 listening on %s, objects in %s", s3o.listen, s3_dir);
+	}
 	for (;;) {
 		struct timespec ts = {.tv_sec = 10};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 		nb_core_tick(&ctl);
+		struct nb_s3http_tick_stats s3t;
+		nb_s3http_tick(&s3h, &s3t);
+		if (s3t.uploads_expired || s3t.tmp_removed || s3t.data_removed)
+			nb_info("S3: %zu stale uploads aborted, %zu temporary and %zu orphaned files removed",
+				s3t.uploads_expired, s3t.tmp_removed, s3t.data_removed);
+		if (s3t.err)
+			nb_warn("S3 housekeeping failed: %s",
+				s3t.err > -4096 ? strerror(-s3t.err) : nb_s3_err_code(s3t.err));
 	}
 	nb_info("stopping");
 	MHD_quiesce_daemon(httpd);
+	nb_s3http_quiesce(&s3h);
 	nb_core_stop(&ctl);
 	nb_http_streams_close_all();
 	MHD_stop_daemon(httpd);
+	nb_s3http_stop(&s3h);
 	nb_ec2_fini(&ec2);
 	nb_ctl_fini(&ctl);
 	nb_store_close(st);
