@@ -593,28 +593,69 @@ class Bench:
         self.peer_cgroup(vm, slot if net else "nonet")
         return vm
 
+    @staticmethod
+    def bare_check(vm, mk):
+        """One look at a bare QEMU: notes in mk when its pidfile exists and
+        when its QMP first answers "running" (seconds since its exec)."""
+        if "pid" not in mk and (vm.workdir / "qemu.pid").exists():
+            mk["pid"] = mono() - vm.started
+        if "running" not in mk and vm.qmp_path.exists():
+            try:
+                if vm.qmp("query-status").get("running"):
+                    mk["running"] = mono() - vm.started
+            except (OSError, EOFError, RuntimeError, ValueError):
+                pass
+        if vm.proc.poll() is not None:
+            raise RuntimeError(f"bare QEMU exited: {vm.stderr()[-1000:]}")
+        return {"pid", "running"} <= mk.keys()
+
     def bare_watch(self, vms, deadline):
         """Polls every VM of vms until its pidfile exists and its QMP answers
-        "running"; returns the marks of each (seconds since its exec)."""
+        "running"; returns the marks of each."""
         marks = [{} for _ in vms]
         while True:
-            now = mono()
-            for vm, mk in zip(vms, marks):
-                if "pid" not in mk and (vm.workdir / "qemu.pid").exists():
-                    mk["pid"] = now - vm.started
-                if "running" not in mk and vm.qmp_path.exists():
-                    try:
-                        if vm.qmp("query-status").get("running"):
-                            mk["running"] = mono() - vm.started
-                    except (OSError, EOFError, RuntimeError, ValueError):
-                        pass
-                if vm.proc.poll() is not None:
-                    raise RuntimeError(f"bare QEMU exited: {vm.stderr()[-1000:]}")
-            if all({"pid", "running"} <= mk.keys() for mk in marks):
+            if all([self.bare_check(vm, mk) for vm, mk in zip(vms, marks)]):
                 return marks
-            if now > deadline:
+            if mono() > deadline:
                 raise TimeoutError(f"bare QEMU not up in time; seen {marks}")
             time.sleep(TICK_FILE)
+
+    def bare_burst(self, n, deadline):
+        """Starts n bare QEMUs one right after the other while a thread
+        watches the ones already started, so each is timed as it comes up
+        (not after the last start). Returns (vms, marks)."""
+        vms, marks, err = [], [], []
+        lock = threading.Lock()
+        started = threading.Event()
+
+        def watch():
+            try:
+                while True:
+                    last = started.is_set()  # before the snapshot: no start is missed
+                    with lock:
+                        cur = list(zip(vms, marks))
+                    done = all([self.bare_check(vm, mk) for vm, mk in cur])
+                    if done and last:
+                        return
+                    if mono() > deadline:
+                        raise TimeoutError(f"bare QEMUs not up in time; seen {marks}")
+                    time.sleep(TICK_FILE)
+            except Exception as e:  # handed to the caller
+                err.append(e)
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        try:
+            for k in range(n):
+                vm = self.bare_start(2000 + k, k)
+                with lock:
+                    vms.append(vm)
+                    marks.append({})
+        finally:
+            started.set()
+            th.join(max(0.0, deadline - mono()) + 5)
+        if err:
+            raise err[0]
+        return vms, marks
 
     def bare_ready(self, vms, deadline):
         """Waits for every VM's ready marker, each on a thread of its own so
@@ -869,10 +910,10 @@ class Bench:
         # the peer: n bare QEMUs started at once
         self.check_budget()
         t0 = mono()
-        vms = [self.bare_start(2000 + k, k) for k in range(n)]
+        vms = []
         try:
             deadline = t0 + BURST_TIMEOUT
-            marks = self.bare_watch(vms, deadline)
+            vms, marks = self.bare_burst(n, deadline)
             readies = self.bare_ready(vms, deadline)
             bare_mem = [proc_mem(vm.proc.pid) for vm in vms]
         finally:
