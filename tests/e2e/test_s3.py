@@ -653,54 +653,63 @@ def _sigv4_key(secret, date):
     return k
 
 
-def _chunked_put(cloud, user, path, data, mode, chunk=64 * 1024, trailer=None, tamper=None):
-    """PUT with an aws-chunked body; mode "signed" (STREAMING-AWS4-HMAC-SHA256-PAYLOAD)
-    or "trailer" (STREAMING-UNSIGNED-PAYLOAD-TRAILER with a trailing checksum)."""
-    payload = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" if mode == "signed" else \
-        "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+def _chunked_body(data, mode, chunk, trailer, key, amz_date, seed, tamper=None):
+    """The aws-chunked body: signatures chained from seed (signed modes),
+    then the trailer (and its signature) in the -TRAILER modes."""
+    scope = f"{amz_date[:8]}/{REGION}/s3/aws4_request"
     pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)] + [b""]
+    prev, out = seed, []
+    for i, p in enumerate(pieces):
+        if mode == "trailer":
+            out.append(f"{len(p):x}\r\n".encode() + p + (b"\r\n" if p else b""))
+            continue
+        sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev,
+                         hashlib.sha256(b"").hexdigest(), hashlib.sha256(p).hexdigest()])
+        sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+        if tamper == "signature" and i == 1:
+            sig = "0" * 64
+        if tamper == "data" and i == 0:
+            p = bytes([p[0] ^ 1]) + p[1:]
+        out.append(f"{len(p):x};chunk-signature={sig}\r\n".encode() + p +
+                   (b"\r\n" if p or mode == "signed" else b""))
+        prev = sig
+    if mode in ("trailer", "signed-trailer"):
+        line = f"x-amz-checksum-{trailer[0]}:{trailer[1]}"
+        out.append(line.encode() + b"\r\n")
+        if mode == "signed-trailer":
+            sts = "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz_date, scope, prev,
+                             hashlib.sha256((line + "\n").encode()).hexdigest()])
+            sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+            if tamper == "trailer-signature":
+                sig = "f" * 64
+            out.append(f"x-amz-trailer-signature:{sig}\r\n".encode())
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _chunked_put(cloud, user, path, data, mode, chunk=64 * 1024, trailer=None, tamper=None):
+    """PUT with an aws-chunked body: mode "signed"
+    (STREAMING-AWS4-HMAC-SHA256-PAYLOAD), "signed-trailer"
+    (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER) or "trailer"
+    (STREAMING-UNSIGNED-PAYLOAD-TRAILER), as the AWS SDKs send them."""
+    payload = {"signed": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+               "signed-trailer": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+               "trailer": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}[mode]
     headers = {"Content-Encoding": "aws-chunked",
                "x-amz-decoded-content-length": str(len(data))}
-    if mode == "trailer":
-        algo, value = trailer
-        headers["x-amz-trailer"] = f"x-amz-checksum-{algo}"
-    body_len = 0
-    # the body is built after signing (the chunks chain from the seed signature)
+    if trailer:
+        headers["x-amz-trailer"] = f"x-amz-checksum-{trailer[0]}"
+    # the length does not depend on the signatures (64 hex digits each); the
+    # SDKs sign Content-Length
+    length = len(_chunked_body(data, mode, chunk, trailer, b"k", "20000101T000000Z", "0" * 64))
     req = AWSRequest(method="PUT", url=cloud.s3_endpoint + path, data=b"", headers=headers)
-    # Content-Length is signed by real SDKs; fill it once the body is known
-    body = None
-    if mode == "signed":
-        sizes = sum(len(f"{len(p):x};chunk-signature=".encode()) + 64 + 4 + len(p)
-                    for p in pieces)
-        body_len = sizes
-    else:
-        body_len = sum(len(f"{len(p):x}\r\n".encode()) + len(p) + 2 for p in pieces[:-1]) + \
-            len(b"0\r\n") + len(f"x-amz-checksum-{trailer[0]}:{trailer[1]}\r\n\r\n".encode())
-    req.headers["Content-Length"] = str(body_len)
+    req.headers["Content-Length"] = str(length)
     _FixedPayload(user.creds(), payload).add_auth(req)
     hdrs = dict(req.headers.items())
-    if mode == "signed":
-        amz_date = hdrs["X-Amz-Date"]
-        seed = hdrs["Authorization"].rsplit("Signature=", 1)[1]
-        key = _sigv4_key(user.secret, amz_date[:8])
-        scope = f"{amz_date[:8]}/{REGION}/s3/aws4_request"
-        prev, out = seed, []
-        for i, p in enumerate(pieces):
-            sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev,
-                             hashlib.sha256(b"").hexdigest(), hashlib.sha256(p).hexdigest()])
-            sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
-            if tamper == "signature" and i == 1:
-                sig = "0" * 64
-            if tamper == "data" and i == 0:
-                p = bytes([p[0] ^ 1]) + p[1:]
-            out.append(f"{len(p):x};chunk-signature={sig}\r\n".encode() + p + b"\r\n")
-            prev = sig
-        body = b"".join(out)
-    else:
-        out = [f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces[:-1]]
-        out.append(b"0\r\n" + f"x-amz-checksum-{trailer[0]}:{trailer[1]}\r\n\r\n".encode())
-        body = b"".join(out)
-    assert len(body) == body_len
+    amz_date = hdrs["X-Amz-Date"]
+    body = _chunked_body(data, mode, chunk, trailer, _sigv4_key(user.secret, amz_date[:8]),
+                         amz_date, hdrs["Authorization"].rsplit("Signature=", 1)[1], tamper)
+    assert len(body) == length
     return raw(cloud, "PUT", path, body=body, headers=hdrs)
 
 
@@ -744,6 +753,23 @@ def test_aws_chunked_unsigned_trailer(users, bucket, s3cloud, algo):
     assert st == 400 and err_code(body) == "BadDigest", body
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket=bucket, Key=f"tbad-{algo}")
+    assert status_of(e) == 404
+
+
+def test_aws_chunked_signed_trailer(users, bucket, s3cloud):
+    alice, s3 = users["alice"], users["alice"].boto()
+    data = os.urandom(150_000)
+    value = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    st, _, body = _chunked_put(s3cloud, alice, f"/{bucket}/st", data, "signed-trailer",
+                               trailer=("crc32", value))
+    assert st == 200, body
+    g = s3.get_object(Bucket=bucket, Key="st", ChecksumMode="ENABLED")
+    assert g["Body"].read() == data and g["ChecksumCRC32"] == value
+    st, _, body = _chunked_put(s3cloud, alice, f"/{bucket}/st-bad", data, "signed-trailer",
+                               trailer=("crc32", value), tamper="trailer-signature")
+    assert st == 403 and err_code(body) == "SignatureDoesNotMatch", body
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="st-bad")
     assert status_of(e) == 404
 
 
@@ -1144,6 +1170,26 @@ multipart_chunk_size_mb = 5
     run("del", "-r", "--force", f"s3://{b}/")
     run("rb", f"s3://{b}")
     assert f"s3://{b}" not in run("ls").stdout
+
+
+# ---- durability: a client that goes away ----
+
+def test_abandoned_upload_leaves_nothing(users, bucket, s3cloud):
+    s3 = users["alice"].boto()
+    url = urllib.parse.urlsplit(s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "abandoned"}, ExpiresIn=300))
+    tmp = s3cloud.state / "objects" / "tmp"
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.putrequest("PUT", url.path + "?" + url.query)
+    conn.putheader("Content-Length", str(4 * MiB))
+    conn.endheaders()
+    conn.send(os.urandom(MiB))
+    wait_until(lambda: any(tmp.iterdir()), 30, "the upload's temporary file")
+    conn.close()
+    wait_until(lambda: not any(tmp.iterdir()), 30, "the temporary file to go")
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="abandoned")
+    assert status_of(e) == 404
 
 
 # ---- durability: kill -9 during 100 concurrent uploads ----
