@@ -1346,10 +1346,25 @@ nomem:
 static void decide_actor(struct s3q *q)
 {
 	const struct s3_opdef *d = &opdefs[q->op];
+	const char *expected = hdr(q, "x-amz-expected-bucket-owner");
 
 	if (d->write && q->read_only) {
 		fail(q, 403, "AccessDenied", "Access Denied");
 		return;
+	}
+	if (expected && q->bucket) {
+		/* the caller's guard against writing into someone else's bucket */
+		struct nb_s3_bucket b;
+		int r = nb_s3_bucket_get(q->h->s3, q->bucket, &b);
+
+		if (r < 0) {
+			fail_err(q, r);
+			return;
+		}
+		if (strcmp(b.owner, expected)) {
+			fail(q, 403, "AccessDenied", "Access Denied");
+			return;
+		}
 	}
 	if (d->public_ok && q->bucket) {
 		struct nb_s3_bucket b;

@@ -611,6 +611,15 @@ def test_other_account_sees_nothing(users, bucket, s3cloud):
     with pytest.raises(ClientError) as e:
         bob.head_bucket(Bucket=bucket)
     assert status_of(e) == 403
+    # x-amz-expected-bucket-owner: the owner's guard is honoured
+    alice.put_object(Bucket=bucket, Key="guarded", Body=b"g",
+                     ExpectedBucketOwner=users["alice"].account_id)
+    with pytest.raises(ClientError) as e:
+        alice.put_object(Bucket=bucket, Key="guarded", Body=b"h",
+                         ExpectedBucketOwner=users["bob"].account_id)
+    assert code_of(e) == "AccessDenied"
+    assert alice.get_object(Bucket=bucket, Key="guarded")["Body"].read() == b"g"
+    alice.delete_object(Bucket=bucket, Key="guarded")
     with pytest.raises(ClientError) as e:
         bob.create_bucket(Bucket=bucket)
     assert code_of(e) == "BucketAlreadyExists"
