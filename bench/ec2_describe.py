@@ -14,6 +14,10 @@ For each record count (default 1,000 and 10,000):
   nginx  a private nginx (own prefix, config and pid file) serving a file of
          exactly the size of nubo's answer, fetched with GET.
 
+Each nubo run is followed by the nginx run of the same size (both servers
+are up at once), so that the pair sees the same machine; --repeat N does the
+whole round N times and the summary shows the run of median req/s.
+
 The request is signed once with botocore's SigV4Auth and the same bytes are
 replayed by wrk (-t THREADS -c CONNECTIONS -d DURATION, a Lua script sets the
 method, body and headers); wrk's own latency histogram gives p99. Variants:
@@ -38,7 +42,7 @@ only); every process started here is stopped by pid on every path.
 
 usage: ec2_describe.py [--records 1000,10000] [--duration 10] [--connections 8]
                        [--threads 1] [--variants all,filtered,uncached,reporting]
-                       [--moto-max 1000] [--moto-connections N] [--moto-cap 90]
+                       [--repeat 1] [--moto-max 1000] [--moto-connections N] [--moto-cap 60]
                        [--budget 300] [--json FILE] [--keep DIR]
 environment: NUBO_BUILD (build directory, default build)
 
@@ -662,6 +666,8 @@ def main():
                     help="connections for moto (default: --connections)")
     ap.add_argument("--moto-cap", type=int, default=60,
                     help="longest window for one moto run, seconds")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each nubo/nginx pair, interleaved; the table shows the median")
     ap.add_argument("--nginx-workers", default="auto")
     ap.add_argument("--budget", type=int, default=300, help="seconds; no new step after it")
     ap.add_argument("--json", help="also write the raw numbers here")
@@ -701,7 +707,8 @@ def main():
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": machine(), "settings": {
                    "threads": args.threads, "connections": args.conns,
-                   "duration_s": args.duration, "build": str(build)}, "runs": []}
+                   "duration_s": args.duration, "repeat": args.repeat,
+                   "build": str(build)}, "runs": []}
     rc = 0
     try:
         rc = bench(args, counts, variants, build, work, procs, deadline, results)
@@ -755,10 +762,8 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
                   "reporting": [BODY_ALL]}
         expect = {"all": n, "uncached": n, "reporting": n,
                   "filtered": sum(1 for r in recs if r["state"] == "running" and r["team"] == "blue")}
-        sizes = {}
+        sizes, prepared = {}, {}
         for v in variants:
-            if time.monotonic() > deadline:
-                raise Aborted("budget spent")
             signed = Signed(nubo.port, key["access_key_id"], key["secret_access_key"],
                             bodies[v], REGION)
             t = time.monotonic()
@@ -772,42 +777,52 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
             sizes[v] = len(body)
             log(f"[{n}] nubo {v}: {len(body):,} bytes, {got} instances, first answer "
                 f"{cold * 1000:.1f} ms")
-            if v == "all":
-                nginx.put("describe-all.xml", body)
-            elif v == "filtered":
-                nginx.put("describe-filtered.xml", body)
+            if v in ("all", "filtered"):
+                nginx.put(f"describe-{v}.xml", body)
             script = work / f"nubo-{n}-{v}.lua"
             wrk_script(script, "POST", signed.reqs)
-            reporter = Reporter(nubo.port) if v == "reporting" else None
-            try:
-                r = run_wrk(f"http://127.0.0.1:{nubo.port}/", script, args, args.duration, 10,
-                            nubo.proc.pid)
-            finally:
-                if reporter:
-                    reporter.stop()
-            if reporter:
-                r["reports"] = reporter.sent
-            check_wrk("nubo", v, r, len(body))
-            r.update(server="nubo", records=n, variant=v, size=len(body), instances=got,
-                     first_ms=cold * 1000)
-            results["runs"].append(r)
-            log(f"[{n}] nubo {v}: {r['rps']:,.1f} req/s, p99 {r['p99_us'] / 1000:.2f} ms")
-        nubo.stop()
-
-        # nginx: the static ceiling, same sizes
+            prepared[v] = (script, got, cold, signed)
+        # nginx, the static ceiling, runs beside nubod; each nubo run is
+        # followed by its nginx run, so that both see the same machine
         nginx.start(args.nginx_workers)
-        for v in ("all", "filtered"):
-            if v not in variants:
-                continue
-            script = work / f"nginx-{n}-{v}.lua"
-            wrk_script(script, "GET", [("", {})])
-            r = run_wrk(f"http://127.0.0.1:{nginx.port}/describe-{v}.xml", script, args,
-                        args.duration, 10, nginx.proc.pid)
-            check_wrk("nginx", v, r, sizes[v])
-            r.update(server="nginx", records=n, variant=v, size=sizes[v])
-            results["runs"].append(r)
-            log(f"[{n}] nginx {v}: {r['rps']:,.1f} req/s, p99 {r['p99_us'] / 1000:.2f} ms")
+        ngscript = work / "nginx.lua"
+        wrk_script(ngscript, "GET", [("", {})])
+        for rep in range(args.repeat):
+            for v in variants:
+                if time.monotonic() > deadline:
+                    raise Aborted("budget spent")
+                script, got, cold, signed = prepared[v]
+                if v in ("all", "filtered"):
+                    # steady state: the answer is in nubod's cache before the
+                    # run (an earlier "reporting" run leaves it stale; the
+                    # first misses would otherwise all be computed at once)
+                    status, _ = signed.fetch(0)
+                    if status != 200:
+                        raise RuntimeError(f"nubo {v}: {status}")
+                reporter = Reporter(nubo.port) if v == "reporting" else None
+                try:
+                    r = run_wrk(f"http://127.0.0.1:{nubo.port}/", script, args, args.duration,
+                                10, nubo.proc.pid)
+                finally:
+                    if reporter:
+                        reporter.stop()
+                if reporter:
+                    r["reports"] = reporter.sent
+                check_wrk("nubo", v, r, sizes[v])
+                r.update(server="nubo", records=n, variant=v, size=sizes[v], instances=got,
+                         first_ms=cold * 1000, rep=rep)
+                results["runs"].append(r)
+                log(f"[{n}] nubo {v}: {r['rps']:,.1f} req/s, p99 {r['p99_us'] / 1000:.2f} ms")
+                if v not in ("all", "filtered"):
+                    continue
+                r = run_wrk(f"http://127.0.0.1:{nginx.port}/describe-{v}.xml", ngscript, args,
+                            args.duration, 10, nginx.proc.pid)
+                check_wrk("nginx", v, r, sizes[v])
+                r.update(server="nginx", records=n, variant=v, size=sizes[v], rep=rep)
+                results["runs"].append(r)
+                log(f"[{n}] nginx {v}: {r['rps']:,.1f} req/s, p99 {r['p99_us'] / 1000:.2f} ms")
         nginx.stop()
+        nubo.stop()
 
         # moto
         if n <= args.moto_max and not shutil.which("moto_server"):
@@ -863,10 +878,11 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
 
         for v in variants:
             def get(server, variant):
-                for r in results["runs"]:
-                    if (r["server"], r["records"], r["variant"]) == (server, n, variant):
-                        return r
-                return None
+                """The run of median req/s among the repetitions."""
+                rs = sorted((r for r in results["runs"]
+                             if (r["server"], r["records"], r["variant"]) == (server, n, variant)),
+                            key=lambda r: r["rps"])
+                return rs[(len(rs) - 1) // 2] if rs else None
             nb = get("nubo", v)
             base = "filtered" if v == "filtered" else "all"
             mo, ng = get("moto", base), get("nginx", base)
@@ -897,8 +913,9 @@ def check_wrk(server, v, r, size):
 
 def report(args, results, table):
     print(f"EC2 DescribeInstances (SigV4), {results['date']}, {results['machine']}")
-    print(f"wrk -t{args.threads} -c{args.conns} -d{args.duration}s (moto: window stretched, "
-          f"see notes)\n")
+    print(f"wrk -t{args.threads} -c{args.conns} -d{args.duration}s"
+          + (f", median of {args.repeat} interleaved runs" if args.repeat > 1 else "")
+          + " (moto: window stretched, see notes)\n")
     print("| records | variant | answer bytes | nubo req/s | nubo p99 ms | moto req/s "
           "| moto p99 ms | nginx req/s | nginx p99 ms | nubo/moto | nubo/nginx |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
