@@ -560,6 +560,18 @@ int nb_vm_net_sync(struct nb_agent *a)
 	int r = nb_net_dhcp_hosts(dir, hosts, n);
 	if (r == 0)
 		memcpy(last, hex, sizeof(last));
+	/* Leases of instances that went (or of an address now another MAC's)
+	 * are released: dnsmasq would otherwise keep the address for the old
+	 * MAC until the lease ran out, and the next guest to get it would boot
+	 * without a network. */
+	char gw[16];
+	if (nb_net_gateway(a->cfg.cidr, gw) == 0) {
+		int rel = nb_net_dhcp_prune(dir, a->cfg.bridge, gw, hosts, n);
+		if (rel > 0)
+			nb_debug("released %d stale DHCP lease(s)", rel);
+		else if (rel < 0)
+			nb_warn("releasing stale DHCP leases: %s", strerror(-rel));
+	}
 	return r;
 }
 

@@ -46,6 +46,15 @@ int nb_net_dnsmasq_ensure(const char *dir, const char *bridge, const char *cidr,
 /* Rewrites the hosts file atomically and makes dnsmasq re-read it (SIGHUP).
  * At most 4096 hosts; hostname may be NULL. hosts is only read. */
 int nb_net_dhcp_hosts(const char *dir, const struct nb_dhcp_host *hosts, size_t n);
+/* Sends dnsmasq on bridge (its address: server) a DHCPRELEASE for ip held
+ * by mac, so the address can go to another MAC at once instead of staying
+ * leased until the lease runs out. */
+int nb_net_dhcp_release(const char *bridge, const char *server, const char *ip, const char *mac);
+/* Releases every lease in dir/dnsmasq.leases whose MAC and address are not a
+ * pair of hosts (n entries): an instance that went, or an address now given
+ * to another MAC. Returns how many were released, or -errno. */
+int nb_net_dhcp_prune(const char *dir, const char *bridge, const char *server,
+                      const struct nb_dhcp_host *hosts, size_t n);
 /* Pid of the dnsmasq running for dir (checked against /proc), 0 when none. */
 int nb_net_dnsmasq_pid(const char *dir);
 /* Stops that dnsmasq (TERM, then KILL) and removes its pid file. */

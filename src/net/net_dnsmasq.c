@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -330,4 +333,107 @@ int nb_net_dhcp_hosts(const char *dir, const struct nb_dhcp_host *hosts, size_t 
 	if (pid > 0 && kill(pid, SIGHUP) < 0)
 		return -errno;
 	return 0;
+}
+
+/* DHCP wire format, as far as a DHCPRELEASE needs it (RFC 2131, 2132). */
+#define DHCP_SERVER_PORT 67
+#define DHCP_MAGIC 0x63825363u
+#define DHCP_OPT_MSGTYPE 53
+#define DHCP_OPT_SERVER_ID 54
+#define DHCP_OPT_END 255
+#define DHCP_RELEASE 7
+
+struct dhcp_msg {
+	uint8_t op, htype, hlen, hops;
+	uint32_t xid;
+	uint16_t secs, flags;
+	uint32_t ciaddr, yiaddr, siaddr, giaddr;
+	uint8_t chaddr[16];
+	uint8_t sname[64];
+	uint8_t file[128];
+	uint32_t magic;
+	uint8_t options[16];
+};
+
+static int mac_parse(const char *mac, uint8_t out[6])
+{
+	unsigned v[6];
+
+	if (!mac_valid(mac) || sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x", &v[0], &v[1], &v[2], &v[3],
+	                              &v[4], &v[5]) != 6)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++)
+		out[i] = (uint8_t)v[i];
+	return 0;
+}
+
+int nb_net_dhcp_release(const char *bridge, const char *server, const char *ip, const char *mac)
+{
+	struct dhcp_msg m = {0};
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(DHCP_SERVER_PORT)};
+	struct in_addr client;
+	int fd, r = 0;
+
+	if (!nb_net_ifname_valid(bridge) || !server || !ip ||
+	    inet_pton(AF_INET, server, &to.sin_addr) != 1 || inet_pton(AF_INET, ip, &client) != 1 ||
+	    mac_parse(mac, m.chaddr) < 0)
+		return -EINVAL;
+	m.op = 1; /* BOOTREQUEST */
+	m.htype = 1;
+	m.hlen = 6;
+	nb_random_bytes(&m.xid, sizeof(m.xid));
+	m.ciaddr = client.s_addr;
+	m.magic = htonl(DHCP_MAGIC);
+	m.options[0] = DHCP_OPT_MSGTYPE;
+	m.options[1] = 1;
+	m.options[2] = DHCP_RELEASE;
+	m.options[3] = DHCP_OPT_SERVER_ID;
+	m.options[4] = 4;
+	memcpy(&m.options[5], &to.sin_addr, 4);
+	m.options[9] = DHCP_OPT_END;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Bound to the bridge, so dnsmasq sees the release arrive on the
+	 * interface it serves, as dnsmasq's own dhcp_release tool sends it. */
+	if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, bridge, (socklen_t)strlen(bridge) + 1) < 0 ||
+	    sendto(fd, &m, sizeof(m), 0, (struct sockaddr *)&to, sizeof(to)) != (ssize_t)sizeof(m))
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int nb_net_dhcp_prune(const char *dir, const char *bridge, const char *server,
+                      const struct nb_dhcp_host *hosts, size_t n)
+{
+	char path[PATH_MAX], *text = NULL, *line, *save = NULL;
+	int r, released = 0;
+
+	if (!dir_valid(dir) || (n && !hosts))
+		return -EINVAL;
+	r = path_in(dir, "dnsmasq.leases", path, sizeof(path));
+	if (r < 0)
+		return r;
+	r = nb_read_file(path, 4 << 20, &text, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	/* "expiry mac ip hostname client-id" per lease */
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char mac[32], ip[32];
+		bool wanted = false;
+		if (sscanf(line, "%*s %31s %31s", mac, ip) != 2 || !mac_valid(mac))
+			continue;
+		for (size_t i = 0; i < n && !wanted; i++)
+			wanted = !strcasecmp(hosts[i].mac, mac) && !strcmp(hosts[i].ip, ip);
+		if (wanted)
+			continue;
+		r = nb_net_dhcp_release(bridge, server, ip, mac);
+		if (r < 0)
+			break;
+		released++;
+	}
+	free(text);
+	return r < 0 ? r : released;
 }

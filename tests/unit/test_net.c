@@ -433,6 +433,50 @@ static void test_dnsmasq_and_dhcp(void **state)
 		assert_null(strstr(out.data ? out.data : "", "LEASE"));
 		nb_buf_free(&out);
 	}
+	/* The address goes to another MAC (the instance was terminated, a new
+	 * one got its address): while the old lease stands dnsmasq refuses the
+	 * new MAC; once pruned, the new MAC gets the address at once. */
+	{
+		const char *new_mac = "52:54:00:de:ad:02";
+		const char *peer_mac[] = {"ip",  "netns", "exec",    g_ns.peer_ns, "ip", "link",
+		                          "set", "dev",   peer,      "address",    new_mac, NULL};
+		const char *dhcp[] = {"ip", "netns", "exec", g_ns.peer_ns, "busybox", "udhcpc",
+		                      "-i", peer,    "-f",   "-q",         "-n",      "-t",
+		                      "2",  "-T",    "1",    "-s",         script,    NULL};
+		char gw[16], want[64], *leases = NULL, lpath[160];
+		struct nb_buf out;
+		h[0] = (struct nb_dhcp_host){new_mac, ip, "vm2"};
+		assert_int_equal(nb_net_dhcp_hosts(g_ns.dir, h, 2), 0);
+		assert_int_equal(run_quiet(peer_mac), 0);
+		nb_buf_init(&out, 1 << 16);
+		assert_int_not_equal(nb_run(dhcp, 20000, &out), 0);
+		assert_null(strstr(out.data ? out.data : "", "LEASE"));
+		nb_buf_reset(&out);
+		assert_int_equal(nb_net_gateway(CIDR, gw), 0);
+		assert_int_equal(nb_net_dhcp_prune(g_ns.dir, BRIDGE, gw, h, 2), 1);
+		/* dnsmasq drops the lease from its file when it handles the release */
+		snprintf(lpath, sizeof(lpath), "%s/dnsmasq.leases", g_ns.dir);
+		for (int i = 0; i < 500; i++) {
+			free(leases);
+			leases = NULL;
+			assert_int_equal(nb_read_file(lpath, 1 << 16, &leases, NULL), 0);
+			if (!strstr(leases, mac))
+				break;
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL); /* polling dnsmasq's lease file, bounded */
+		}
+		if (strstr(leases, mac))
+			fail_msg("the old lease is still there:\n%s", leases);
+		free(leases);
+		assert_int_equal(nb_run(dhcp, 20000, &out), 0);
+		snprintf(want, sizeof(want), "LEASE %s\n", ip);
+		if (!strstr(out.data ? out.data : "", want))
+			fail_msg("udhcpc did not get %s after the release:\n%s", ip,
+			         out.data ? out.data : "");
+		nb_buf_free(&out);
+		/* Nothing stale is left to release. */
+		assert_int_equal(nb_net_dhcp_prune(g_ns.dir, BRIDGE, gw, h, 2), 0);
+	}
 	/* Still the same dnsmasq, alive after its SIGHUP. */
 	assert_int_equal(nb_net_dnsmasq_pid(g_ns.dir), pid);
 
