@@ -337,6 +337,13 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 		if (n == 4 && get && is(seg[3], "console-output"))
 			return console_output(v, c, rq, seg[2]);
 		if (n == 4 && get && is(seg[3], "console")) {
+			/* a GET, but the live console is a root shell in the guest:
+			 * as much a change as any POST (the log stays readable) */
+			if (!can_write(rq))
+				return nb_http_error(c, -NB_E_FORBIDDEN,
+						     "read-only users cannot open the interactive "
+						     "console; its log is GET "
+						     "/v1/instances/ID/console-output");
 			if (!nb_http_wants_upgrade(c, "nubo-console"))
 				return nb_http_error(c, -NB_E_INVALID,
 						     "the console needs 'Upgrade: nubo-console'");

@@ -205,6 +205,70 @@ def base64_output(r):
     return r.get("Output") or ""
 
 
+def console_handshake(tenant, iid):
+    """The live console's upgrade request signed with tenant's key: (status, body)."""
+    import socket
+    path = f"/v1/instances/{iid}/console"
+    req = botocore.awsrequest.AWSRequest(method="GET", url=tenant.cloud.endpoint + path)
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(tenant.key_id, tenant.secret),
+                            "nubo", REGION).add_auth(req)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+    with socket.create_connection(("127.0.0.1", tenant.cloud.port), timeout=10) as s:
+        s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{tenant.cloud.port}\r\n"
+                   f"Connection: Upgrade\r\nUpgrade: nubo-console\r\n{auth}\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status == 101:
+            return status, b""
+        m = re.search(rb"(?i)content-length: *(\d+)", head)
+        while m and len(body) < int(m.group(1)):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+        return status, body
+
+
+def test_read_only_cannot_open_the_console(cloud, world):
+    """The live console is a root shell in the guest: a read-only user may read
+    the console log, never open the console (native API and CLI alike)."""
+    acme, ro = world["acme"], world["acme_ro"]
+    ec2 = acme.boto()
+    iid = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    try:
+        wait_ready_ec2(ec2, iid)
+        status, body = console_handshake(ro, iid)
+        assert status == 403, (status, body)
+        err = json.loads(body)["error"]
+        assert err["code"] == "UnauthorizedOperation" and "console" in err["message"]
+        # the same through the CLI with the read-only key
+        from conftest import BUILD, SAN_ENV
+        env = {k: v for k, v in __import__("os").environ.items()
+               if not k.startswith(("AWS_", "NUBO_"))}
+        env.update(NUBO_ENDPOINT=cloud.endpoint, NUBO_ACCESS_KEY_ID=ro.key_id,
+                   NUBO_SECRET_ACCESS_KEY=ro.secret, NUBO_CONFIG="/nonexistent", **SAN_ENV)
+        p = subprocess.run([str(BUILD / "src/cli/nubo"), "console", iid], input="echo hi\n",
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr, p.stderr
+        # reading the log stays allowed
+        assert "NUBO-READY " + iid in base64_output(ro.boto().get_console_output(InstanceId=iid))
+        # and an account admin gets the shell
+        assert console_handshake(acme, iid)[0] == 101
+        con = ConsoleSession_for(cloud, acme, iid)
+        out, rc = con.run("echo RW-$((6*7))")
+        assert "RW-42" in out and rc == 0
+        con.close()
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+
+
 def test_images_sharing_and_owners(world):
     acme, globex = world["acme"].boto(), world["globex"].boto()
     img = own_image(world)
