@@ -72,8 +72,11 @@ static int ec2_core_fail(struct ec2_ctx *t, int r, const char *notfound_code, co
 		return ec2_fail(t, 400, "IncorrectInstanceState", "%s", msg);
 	case NB_E_CAPACITY:
 		return ec2_fail(t, 400, "InsufficientInstanceCapacity", "%s", msg);
-	case NB_E_LIMIT:
-		return ec2_fail(t, 400, "InstanceLimitExceeded", "%s", msg);
+	case NB_E_LIMIT: /* core names the quota: EC2 has its own code for vCPUs */
+		return ec2_fail(t, 400,
+				msg && strstr(msg, "more vCPU capacity") ? "VcpuLimitExceeded"
+									 : "InstanceLimitExceeded",
+				"%s", msg);
 	case NB_E_IDEMPOTENT:
 		return ec2_fail(t, 400, "IdempotentParameterMismatch", "%s", msg);
 	case NB_E_MISSING:
@@ -1593,6 +1596,10 @@ static int act_create_image(struct ec2_ctx *t)
 	json_decref(req);
 	if (r == -NB_E_CONFLICT && strstr(err, "exists")) {
 		ec2_fail(t, 400, "InvalidAMIName.Duplicate", "%s", err);
+		goto out;
+	}
+	if (r == -NB_E_LIMIT) { /* the images quota, as RegisterImage */
+		ec2_fail(t, 400, "ResourceLimitExceeded", "%s", err);
 		goto out;
 	}
 	if (r < 0) {

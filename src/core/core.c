@@ -218,8 +218,14 @@ static int load_hosts(struct nb_ctl *c, struct nb_sched_host **out, size_t *n)
 	return 0;
 }
 
-static int quota_check(struct nb_ctl *c, const char *account_id, const struct nb_sched_need *need,
-		       int64_t n, char *err, size_t errsz)
+/* Whether the account can take add_instances more instances and add_vcpus,
+ * add_memory_mb more of those (stopped instances count: they keep their
+ * place). Only a positive addition is checked, so shrinking is always
+ * allowed. err names the one quota that does not fit; a vCPU message
+ * starts "You have requested more vCPU capacity" (the EC2 edge answers it
+ * with VcpuLimitExceeded). */
+static int quota_fits(struct nb_ctl *c, const char *account_id, int64_t add_instances,
+		      int64_t add_vcpus, int64_t add_memory_mb, char *err, size_t errsz)
 {
 	json_t *use = NULL;
 	int64_t qi, qv, qm;
@@ -233,20 +239,35 @@ static int quota_check(struct nb_ctl *c, const char *account_id, const struct nb
 	int64_t ui = nb_json_int(use, "instances", 0), uv = nb_json_int(use, "vcpus", 0);
 	int64_t um = nb_json_int(use, "memory_mb", 0);
 	json_decref(use);
-	if (ui + n > qi)
+	if (add_instances > 0 && ui + add_instances > qi) {
 		r = -NB_E_LIMIT;
-	else if (uv + n * need->vcpus > qv)
+		if (err)
+			fail(r, err, errsz,
+			     "You have requested more instances (%lld) than your current instance "
+			     "limit of %lld allows (the account has %lld).",
+			     (long long)add_instances, (long long)qi, (long long)ui);
+	} else if (add_vcpus > 0 && uv + add_vcpus > qv) {
 		r = -NB_E_LIMIT;
-	else if (um + n * need->memory_mb > qm)
+		if (err)
+			fail(r, err, errsz,
+			     "You have requested more vCPU capacity (%lld more) than your current "
+			     "vCPU limit of %lld allows (the account uses %lld).",
+			     (long long)add_vcpus, (long long)qv, (long long)uv);
+	} else if (add_memory_mb > 0 && um + add_memory_mb > qm) {
 		r = -NB_E_LIMIT;
-	if (r < 0 && err)
-		fail(r, err, errsz,
-		     "You have requested more instances (%lld) than your current instance limit "
-		     "allows: the account uses %lld of %lld instances, %lld of %lld vCPUs and "
-		     "%lld of %lld MiB",
-		     (long long)n, (long long)ui, (long long)qi, (long long)uv, (long long)qv,
-		     (long long)um, (long long)qm);
+		if (err)
+			fail(r, err, errsz,
+			     "You have requested more memory (%lld MiB more) than your current "
+			     "memory limit of %lld MiB allows (the account uses %lld MiB).",
+			     (long long)add_memory_mb, (long long)qm, (long long)um);
+	}
 	return r;
+}
+
+static int quota_check(struct nb_ctl *c, const char *account_id, const struct nb_sched_need *need,
+		       int64_t n, char *err, size_t errsz)
+{
+	return quota_fits(c, account_id, n, n * need->vcpus, n * need->memory_mb, err, errsz);
 }
 
 static void request_hash(const json_t *req, const char *image_id, char hex[65])
@@ -600,6 +621,14 @@ int nb_core_resize(struct nb_ctl *c, const char *account_id, const char *id, con
 			 (long long)nb_json_int(row, "disk_gb", 0));
 		goto out;
 	}
+	/* a stopped instance keeps its place in the account's quotas: a bigger
+	 * type must fit in them */
+	r = quota_fits(c, account_id, 0,
+		       nb_json_int(t, "vcpus", 1) - nb_json_int(row, "vcpus", 1),
+		       nb_json_int(t, "memory_mb", 128) - nb_json_int(row, "memory_mb", 128), err,
+		       errsz);
+	if (r < 0)
+		goto out;
 	patch = json_pack("{s:s, s:I, s:I, s:I, s:I}", "type", type, "vcpus",
 			  (json_int_t)nb_json_int(t, "vcpus", 1), "memory_mb",
 			  (json_int_t)nb_json_int(t, "memory_mb", 128), "disk_gb",
@@ -1158,6 +1187,27 @@ static void *snap_thread(void *p)
 	return NULL;
 }
 
+/* The account's images quota, for one more image. */
+static int snapshot_quota_check(struct nb_ctl *c, const char *account_id, char *err,
+				size_t errsz)
+{
+	json_t *use = NULL;
+	int64_t qimg = c->quota_images, have;
+	int r;
+
+	nb_store_quota_get(c->st, account_id, "images", c->quota_images, &qimg);
+	r = nb_store_account_usage(c->st, account_id, &use);
+	if (r < 0)
+		return fail(r, err, errsz, "reading the account's usage failed");
+	have = nb_json_int(use, "images", 0);
+	json_decref(use);
+	if (have >= qimg)
+		return fail(-NB_E_LIMIT, err, errsz,
+			    "You have reached your images limit of %lld (the account has %lld).",
+			    (long long)qimg, (long long)have);
+	return 0;
+}
+
 int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_t *req,
 			   json_t **out, char *err, size_t errsz)
 {
@@ -1176,6 +1226,9 @@ int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_
 		json_decref(existing);
 		return fail(-NB_E_CONFLICT, err, errsz, "an image named '%s' exists already", name);
 	}
+	r = snapshot_quota_check(c, account_id, err, errsz);
+	if (r < 0)
+		return r;
 	r = nb_store_instance_get(c->st, account_id, iid, &inst);
 	if (r < 0)
 		return fail(r, err, errsz, "instance '%s' not found", iid);

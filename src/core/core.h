@@ -51,7 +51,8 @@ int nb_core_instance(struct nb_ctl *c, const char *account_id, const char *id, j
 int nb_core_action(struct nb_ctl *c, const char *account_id, const char *id, const char *action,
 		   const json_t *opts, json_t **out, char *err, size_t errsz);
 
-/* Resizes a stopped instance to another type (its disk may only grow). */
+/* Resizes a stopped instance to another type (its disk may only grow); a
+ * bigger type must fit in the account's vCPU and memory quotas. */
 int nb_core_resize(struct nb_ctl *c, const char *account_id, const char *id, const char *type,
 		   json_t **out, char *err, size_t errsz);
 /* The console log so far, fetched from the instance's host into out. */
@@ -69,7 +70,8 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 			 json_t **out, char *err, size_t errsz);
 /* CreateImage: snapshots an instance's disk (running: a QMP backup job on
  * its host; stopped: a flattened copy) into a new image, "pending" until the
- * copy is in the library. req: {"instance_id", "name", "description"}. */
+ * copy is in the library; -NB_E_LIMIT beyond the account's images quota.
+ * req: {"instance_id", "name", "description"}. */
 int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_t *req,
 			   json_t **out, char *err, size_t errsz);
 int nb_core_image_delete(struct nb_ctl *c, const char *account_id, const char *ref, char *err,

@@ -579,21 +579,76 @@ def test_quotas(cloud, world):
     ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
     q = cloud.api("GET", "/v1/accounts/globex/quotas")
     assert q["limits"]["instances"] == 2 and q["usage"]["instances"] == 0
-    # vCPUs and memory count too: two t1.medium (2 vCPU each) do not fit in 3
+    # vCPUs and memory count too: two t1.medium (2 vCPU each) do not fit in 3;
+    # the message names the quota that tripped, and only it
     cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 100, "vcpus": 3})
     with pytest.raises(ClientError) as e:
         ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.medium", MinCount=2, MaxCount=2)
-    assert code_of(e) == "InstanceLimitExceeded" and "vCPU" in e.value.response["Error"]["Message"]
+    msg = e.value.response["Error"]["Message"]
+    assert code_of(e) == "VcpuLimitExceeded", e.value.response["Error"]
+    assert "vCPU limit of 3" in msg and "memory" not in msg and "instance limit" not in msg, msg
     cloud.api("PUT", "/v1/accounts/globex/quotas", {"vcpus": 512, "memory_mb": 100})
     with pytest.raises(ClientError) as e:
         ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1)
+    msg = e.value.response["Error"]["Message"]
     assert code_of(e) == "InstanceLimitExceeded"
+    assert "memory limit of 100 MiB" in msg and "vCPU" not in msg and "instance limit" not in msg, msg
     # images: none allowed, so RegisterImage is refused
     cloud.api("PUT", "/v1/accounts/globex/quotas", {"memory_mb": 1 << 20, "images": 0})
     with pytest.raises(ClientError) as e:
         ec2.register_image(Name="over", ImageLocation="blob:" + "0" * 64)
     assert code_of(e) == "ResourceLimitExceeded"
     cloud.api("PUT", "/v1/accounts/globex/quotas", {"images": 100})
+
+
+def test_quotas_bind_create_image_and_resize(cloud, world):
+    """CreateImage counts against the images quota; ModifyInstanceAttribute
+    InstanceType against vCPUs and memory (a stopped instance keeps its place)."""
+    ec2 = world["globex"].boto()
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 100, "vcpus": 512,
+                                                     "memory_mb": 1 << 20, "images": 100})
+    iid = ec2.run_instances(ImageId=world["idle"], InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    try:
+        ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        ec2.stop_instances(InstanceIds=[iid], Force=True)
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        # images
+        have = cloud.api("GET", "/v1/accounts/globex/quotas")["usage"]["images"]
+        cloud.api("PUT", "/v1/accounts/globex/quotas", {"images": have})
+        with pytest.raises(ClientError) as e:
+            ec2.create_image(InstanceId=iid, Name="over-quota")
+        assert code_of(e) == "ResourceLimitExceeded", e.value.response["Error"]
+        assert f"images limit of {have}" in e.value.response["Error"]["Message"]
+        assert not ec2.describe_images(Filters=[{"Name": "name", "Values": ["over-quota"]}])["Images"]
+        assert cloud.api("GET", "/v1/accounts/globex/quotas")["usage"]["images"] == have
+        # vCPUs: t1.nano (1) -> t1.medium (2) does not fit in 1
+        used = cloud.api("GET", "/v1/accounts/globex/quotas")["usage"]
+        cloud.api("PUT", "/v1/accounts/globex/quotas", {"images": 100, "vcpus": used["vcpus"]})
+        with pytest.raises(ClientError) as e:
+            ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.medium"})
+        msg = e.value.response["Error"]["Message"]
+        assert code_of(e) == "VcpuLimitExceeded", e.value.response["Error"]
+        assert "vCPU limit" in msg and "memory" not in msg, msg
+        # memory: t1.nano (128 MiB) -> t1.micro (256 MiB, 1 vCPU) does not fit
+        cloud.api("PUT", "/v1/accounts/globex/quotas", {"vcpus": 512,
+                                                         "memory_mb": used["memory_mb"] + 64})
+        with pytest.raises(ClientError) as e:
+            ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.micro"})
+        msg = e.value.response["Error"]["Message"]
+        assert code_of(e) == "InstanceLimitExceeded", e.value.response["Error"]
+        assert "memory limit" in msg and "vCPU" not in msg, msg
+        inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert inst["InstanceType"] == "t1.nano", "a refused resize changes nothing"
+        # within the quotas it goes through
+        cloud.api("PUT", "/v1/accounts/globex/quotas", {"memory_mb": 1 << 20})
+        ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t1.micro"})
+        inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert inst["InstanceType"] == "t1.micro"
+    finally:
+        cloud.api("PUT", "/v1/accounts/globex/quotas", {"instances": 100, "vcpus": 512,
+                                                         "memory_mb": 1 << 20, "images": 100})
+        ec2.terminate_instances(InstanceIds=[iid])
 
 
 def test_request_rate_limits(tiny_image, tmp_path):
