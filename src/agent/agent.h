@@ -28,6 +28,11 @@ struct nb_vm {
 	int64_t stop_deadline; /* monotonic ms: hard stop after this */
 	bool powerdown_sent;
 	bool gone;             /* terminated and cleaned: drop after reporting */
+	/* A start in flight: the shim runs QEMU, whose QMP socket is not up yet.
+	 * Nonzero: the monotonic ms by which QMP must answer. */
+	int64_t qmp_wait_until;
+	int64_t start_want_seq;  /* the start_seq that start is for */
+	bool start_fresh;        /* that start created the instance directory */
 };
 
 struct nb_agent_cfg {
@@ -79,6 +84,9 @@ void nb_vm_adopt(struct nb_agent *a, struct nb_vm *vm);
 void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm);
 /* Reads pending QMP events / notices a dead QEMU. */
 void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm);
+/* True while an instance's QEMU has been started but not answered QMP yet:
+ * the main loop then polls briefly so the start completes without delay. */
+bool nb_vm_starting(const struct nb_vm *vm);
 /* Copies vm's disk, flattened, to dir/snap-<name>.qcow2: a QMP backup job
  * while QEMU runs (a point-in-time copy), qemu-img convert while stopped.
  * Call with a->lock held. */

@@ -651,7 +651,9 @@ int main(int argc, char **argv)
 			if (a->vms[i]->qmp)
 				pfd[n++] = (struct pollfd){.fd = nb_qmp_fd(a->vms[i]->qmp),
 							   .events = POLLIN};
-		bool dirty = a->dirty;
+		bool dirty = a->dirty, starting = false;
+		for (int i = 0; i < a->nvms && !starting; i++)
+			starting = nb_vm_starting(a->vms[i]);
 		pthread_mutex_unlock(&a->lock);
 
 		if (dirty || nb_now_ms() - last_report > 5000) {
@@ -669,7 +671,9 @@ int main(int argc, char **argv)
 			}
 			pthread_mutex_unlock(&a->lock);
 		}
-		if (poll(pfd, (nfds_t)n, 1000) > 0) {
+		/* a QEMU coming up is looked at again every 2 ms until its QMP
+		 * answers (a connect attempt costs a few microseconds) */
+		if (poll(pfd, (nfds_t)n, starting ? 2 : 1000) > 0) {
 			char buf[64];
 			while (read(a->wake_fd[0], buf, sizeof(buf)) > 0)
 				;

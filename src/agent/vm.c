@@ -19,6 +19,9 @@
 #include "common/util.h"
 #include "net/net.h"
 
+/* How long a new QEMU gets to answer on its QMP socket. */
+#define QMP_START_TIMEOUT_MS 10000
+
 static void set_actual(struct nb_agent *a, struct nb_vm *vm, const char *state, const char *why)
 {
 	if (strcmp(vm->actual, state) || (why && strcmp(vm->reason, why))) {
@@ -201,7 +204,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	json_t *d = vm->desired, *im = json_object_get(d, "image");
 	char base[PATH_MAX], kernel[PATH_MAX] = "", initrd[PATH_MAX] = "", disk[PATH_MAX];
 	char tap[16] = "", uuid[40], hex[65], sizearg[32], cg[NB_CG_MAX_DIRS][512];
-	char sock[PATH_MAX], logmax[32];
+	char logmax[32];
 	bool fresh = !nb_path_exists(vm->dir);
 	struct nb_vm_spec spec = {0};
 	char **qargv = NULL;
@@ -333,26 +336,12 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 		r = -EIO;
 		goto fail;
 	}
-	vm_path(vm, "qmp.sock", sock, sizeof(sock));
-	r = nb_qmp_connect(sock, 10000, &vm->qmp);
-	if (r < 0) {
-		char qlog[PATH_MAX], *text = NULL;
-		vm_path(vm, "qemu.log", qlog, sizeof(qlog));
-		nb_read_file(qlog, 4096, &text, NULL);
-		snprintf(why, whysz, "QEMU did not start: %.200s", text ? text : "no QMP socket");
-		free(text);
-		int pid = live_pid(vm);
-		if (pid)
-			kill(pid, SIGKILL);
-		goto fail;
-	}
-	vm->pid = live_pid(vm);
-	vm->started_seq = nb_json_int(d, "start_seq", 1);
-	vm->reboot_done = nb_json_int(d, "reboot_seq", 0);
-	write_num(vm, "start_seq", vm->started_seq);
-	write_num(vm, "reboot_seq", vm->reboot_done);
-	vm->powerdown_sent = false;
-	nb_info("%s: started QEMU pid %d (%s)", vm->id, vm->pid, a->accel);
+	/* QEMU is starting under its shim. Its QMP socket is waited for from
+	 * the main loop (start_finish), so the starts of a burst overlap. */
+	vm->qmp_wait_until = nb_now_ms() + QMP_START_TIMEOUT_MS;
+	vm->start_want_seq = nb_json_int(d, "start_seq", 1);
+	vm->start_fresh = fresh;
+	set_actual(a, vm, "pending", NULL);
 	r = 0;
 	goto out;
 fail:
@@ -364,10 +353,65 @@ out:
 	return r;
 }
 
+/* The QMP step of a start: 1 when QEMU answered (the start is done), 0 while
+ * it is still coming up, negative (why filled, everything undone) when it
+ * died or did not answer in time. */
+static int start_finish(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whysz)
+{
+	char sock[PATH_MAX], exitf[PATH_MAX];
+	int r;
+
+	vm_path(vm, "qmp.sock", sock, sizeof(sock));
+	vm_path(vm, "exit", exitf, sizeof(exitf));
+	r = nb_qmp_connect_once(sock, 5000, &vm->qmp);
+	if (r == -EAGAIN && !nb_path_exists(exitf) && nb_now_ms() < vm->qmp_wait_until)
+		return 0;
+	vm->qmp_wait_until = 0;
+	if (r < 0) {
+		char qlog[PATH_MAX], *text = NULL;
+		vm_path(vm, "qemu.log", qlog, sizeof(qlog));
+		nb_read_file(qlog, 4096, &text, NULL);
+		snprintf(why, whysz, "QEMU did not start: %.200s",
+			 text && *text ? text : "no QMP socket");
+		free(text);
+		int pid = live_pid(vm);
+		if (pid)
+			kill(pid, SIGKILL);
+		undo_start(a, vm, vm->start_fresh);
+		return r == -EAGAIN ? -ETIMEDOUT : r;
+	}
+	vm->pid = live_pid(vm);
+	vm->started_seq = vm->start_want_seq;
+	vm->reboot_done = nb_json_int(vm->desired, "reboot_seq", 0);
+	write_num(vm, "start_seq", vm->started_seq);
+	write_num(vm, "reboot_seq", vm->reboot_done);
+	vm->powerdown_sent = false;
+	nb_info("%s: started QEMU pid %d (%s)", vm->id, vm->pid, a->accel);
+	return 1;
+}
+
+bool nb_vm_starting(const struct nb_vm *vm)
+{
+	return vm->qmp_wait_until != 0;
+}
+
 /* Kills QEMU now and waits (bounded) for it to be gone. */
 static void vm_kill(struct nb_vm *vm)
 {
 	int pid = live_pid(vm);
+
+	if (vm->qmp_wait_until) {
+		/* killed while starting: QEMU may not have written its pidfile */
+		int child = (int)read_num(vm, "child.pid", 0);
+		for (int i = 0; i < 200 && !pid && child > 0 && kill(child, 0) == 0; i++) {
+			struct timespec ts = {0, 5 * 1000 * 1000};
+			nanosleep(&ts, NULL); /* bounded wait for QEMU's pidfile */
+			pid = live_pid(vm);
+		}
+		if (!pid && child > 0)
+			kill(child, SIGKILL);
+		vm->qmp_wait_until = 0;
+	}
 
 	if (vm->qmp && pid) {
 		nb_qmp_quit(vm->qmp);
@@ -433,6 +477,7 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 	const char *want = vm->desired ? nb_json_str_or(vm->desired, "desired_state") : "terminated";
 	char why[512] = "";
 	int64_t start_seq = nb_json_int(vm->desired, "start_seq", 0);
+	int r;
 
 	if (vm->gone)
 		return;
@@ -449,6 +494,13 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 		return;
 	}
 	if (!strcmp(want, "stopped")) {
+		if (vm->qmp_wait_until) {
+			/* stopped before QEMU came up: nothing to shut down gently */
+			vm_kill(vm);
+			undo_start(a, vm, false);
+			set_actual(a, vm, "stopped", NULL);
+			return;
+		}
 		if (!vm->pid) {
 			if (strcmp(vm->actual, "stopped")) {
 				undo_start(a, vm, false); /* the disk stays */
@@ -478,10 +530,24 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 	}
 	/* running or paused */
 	vm->powerdown_sent = false;
-	if (!vm->pid) {
+	if (vm->qmp_wait_until) {
+		bool first = vm->start_fresh && vm->started_seq == 0;
+		r = start_finish(a, vm, why, sizeof(why));
+		if (r == 0)
+			return;
+		if (r < 0) {
+			set_actual(a, vm, first ? "error" : "stopped", why);
+			vm->started_seq = vm->start_want_seq;
+			if (!first)
+				write_num(vm, "start_seq", vm->started_seq);
+			return;
+		}
+	} else if (!vm->pid) {
 		if (start_seq > vm->started_seq) {
 			bool first = vm->started_seq == 0 && !nb_path_exists(vm->dir);
-			if (vm_start(a, vm, why, sizeof(why)) < 0) {
+			if (vm_start(a, vm, why, sizeof(why)) == 0)
+				return; /* QEMU comes up; start_finish takes it from here */
+			{
 				/* a first launch that fails leaves nothing behind and ends
 				 * terminated; a restart that fails leaves the instance
 				 * stopped with its disk, the reason shown */

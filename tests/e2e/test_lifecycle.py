@@ -305,3 +305,32 @@ def test_forced_stop_skips_acpi(cloud):
     cloud.wait_state(iid, "running", 60)
     cloud.api("DELETE", f"/v1/instances/{iid}")
     cloud.wait_state(iid, "terminated", 30)
+
+
+def test_reused_address_reaches_the_next_guest(cloud):
+    """A terminated guest's address goes to the next launch, and that guest
+    gets it from DHCP at once (dnsmasq no longer holds the old MAC's lease)."""
+    first = cloud.run(name="lease-a")["instances"][0]["id"]
+    _, ip = cloud.wait_ready(first)
+    assert ip == cloud.instance(first)["ip"]
+    cloud.api("DELETE", f"/v1/instances/{first}")
+    cloud.wait_state(first, "terminated", 30)
+    # launches get the lowest free addresses: make as many as there are free
+    # ones below the freed address, plus one, in one call
+    held = {i["ip"] for i in cloud.api("GET", "/v1/instances")["instances"]
+            if i["state"] != "terminated" and i.get("ip")}
+    last = int(ip.rsplit(".", 1)[1])
+    prefix = ip.rsplit(".", 1)[0]
+    below = [a for a in range(2, last) if f"{prefix}.{a}" not in held]
+    made = [i["id"] for i in cloud.run(count=len(below) + 1, name="lease-b")["instances"]]
+    second = next((i for i in made if cloud.instance(i)["ip"] == ip), None)
+    assert second, f"no launch was given the freed address {ip}"
+    seen, got = cloud.wait_ready(second)
+    assert seen == second
+    assert got == ip, f"the guest on the reused address {ip} got {got} from DHCP"
+    assert second in wait_until(lambda: _try_http(ip), 30, "HTTP on the reused address")
+    for iid in made:
+        cloud.api("DELETE", f"/v1/instances/{iid}")
+    for iid in made:
+        cloud.wait_state(iid, "terminated", 30)
+

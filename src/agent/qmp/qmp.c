@@ -455,6 +455,25 @@ int nb_qmp_connect(const char *path, int timeout_ms, struct nb_qmp **out)
 	return nb_qmp_attach(fd, ms_left(deadline), out);
 }
 
+int nb_qmp_connect_once(const char *path, int handshake_ms, struct nb_qmp **out)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	*out = NULL;
+	if (!path || !*path || handshake_ms < 0)
+		return -EINVAL;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path));
+	fd = try_connect(&sa, deadline_after(handshake_ms));
+	if (fd == -ECONNREFUSED || fd == -ENOENT || fd == -EAGAIN)
+		return -EAGAIN;
+	if (fd < 0)
+		return fd;
+	return nb_qmp_attach(fd, handshake_ms, out);
+}
+
 void nb_qmp_close(struct nb_qmp *q)
 {
 	if (!q)
