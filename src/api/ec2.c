@@ -38,6 +38,7 @@ struct ec2_ctx {
 	json_t *who;
 	const char *account_id;
 	const char *action;
+	bool dry_run; /* DryRun=true: check everything, change nothing */
 	char request_id[40];
 	char root[96];
 	struct nb_buf out;
@@ -60,6 +61,29 @@ static int ec2_fail(struct ec2_ctx *t, unsigned status, const char *code, const 
 	vsnprintf(t->message, sizeof(t->message), fmt, ap);
 	va_end(ap);
 	return -1;
+}
+
+/* A changing action calls this once its parameters and ids are checked,
+ * before it changes anything: with DryRun it ends the call there, as EC2
+ * does, with DryRunOperation. */
+static bool dry_run_stop(struct ec2_ctx *t)
+{
+	if (!t->dry_run)
+		return false;
+	ec2_fail(t, 412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
+	return true;
+}
+
+/* An instance type that exists, or EC2's error. */
+static int type_check(struct ec2_ctx *t, const char *type)
+{
+	json_t *row = NULL;
+
+	if (nb_store_type_get(t->ctl->st, type, &row) < 0)
+		return ec2_fail(t, 400, "InvalidParameterValue", "Invalid value '%s' for InstanceType.",
+				type);
+	json_decref(row);
+	return 0;
 }
 
 /* Maps a core error to EC2's code for what the action was about. */
@@ -480,13 +504,22 @@ static void x_begin(struct ec2_ctx *t)
 	nb_xml_text(&t->x, "requestId", t->request_id);
 }
 
-static void x_tags(struct ec2_ctx *t, const char *resource_id)
+/* Whether the caller owns row (tags are the owner's: a shared or public
+ * image shows its tags to its owner only, as EC2's do). */
+static bool owns(struct ec2_ctx *t, json_t *row)
+{
+	const char *owner = nb_json_str(row, "account_id");
+
+	return !owner || !strcmp(owner, t->account_id);
+}
+
+static void x_tags(struct ec2_ctx *t, json_t *row)
 {
 	json_t *tags = NULL, *tag;
 	size_t i;
 
 	nb_xml_open(&t->x, "tagSet");
-	if (nb_store_tags_of(t->ctl->st, resource_id, &tags) == 0) {
+	if (owns(t, row) && nb_store_tags_of(t->ctl->st, nb_json_str_or(row, "id"), &tags) == 0) {
 		json_array_foreach(tags, i, tag)
 		{
 			nb_xml_open(&t->x, "item");
@@ -593,7 +626,7 @@ static void x_instance(struct ec2_ctx *t, json_t *row)
 		nb_xml_text(&t->x, "message", reason);
 		nb_xml_close(&t->x);
 	}
-	x_tags(t, nb_json_str_or(row, "id"));
+	x_tags(t, row);
 	nb_xml_open(&t->x, "cpuOptions");
 	nb_xml_int(&t->x, "coreCount", nb_json_int(row, "vcpus", 1));
 	nb_xml_int(&t->x, "threadsPerCore", 1);
@@ -603,13 +636,14 @@ static void x_instance(struct ec2_ctx *t, json_t *row)
 
 /* ---- filters ---- */
 
-/* Tags of a resource as a JSON object {key: value}. */
-static json_t *tags_obj(struct ec2_ctx *t, const char *resource_id)
+/* Tags of a resource as a JSON object {key: value}; none of another
+ * account's resource. */
+static json_t *tags_obj(struct ec2_ctx *t, json_t *row, const char *resource_id)
 {
 	json_t *tags = NULL, *tag, *o = json_object();
 	size_t i;
 
-	if (nb_store_tags_of(t->ctl->st, resource_id, &tags) == 0)
+	if (owns(t, row) && nb_store_tags_of(t->ctl->st, resource_id, &tags) == 0)
 		json_array_foreach(tags, i, tag) json_object_set_new(
 			o, nb_json_str_or(tag, "key"), json_string(nb_json_str_or(tag, "value")));
 	json_decref(tags);
@@ -752,7 +786,7 @@ static int filters_match(struct ec2_ctx *t, const struct nb_filter *f, int nf, j
 			json_t *tv;
 			bool hit = false;
 			if (!tags)
-				tags = tags_obj(t, id);
+				tags = tags_obj(t, row, id);
 			json_object_foreach(tags, k, tv)
 			{
 				const char *val = json_string_value(tv);
@@ -1004,6 +1038,8 @@ static int act_run_instances(struct ec2_ctx *t)
 	}
 	if (!type)
 		type = "t1.micro";
+	if (t->dry_run && type_check(t, type) < 0)
+		goto out;
 	n = nb_query_indexes(t->q, "TagSpecification", idx, 16);
 	for (int k = 0; k < n; k++) {
 		char pfx[64], rt[64];
@@ -1025,6 +1061,8 @@ static int act_run_instances(struct ec2_ctx *t)
 		for (int j = 0; j < nt; j++)
 			json_object_set_new(tags, tg[j].key, json_string(tg[j].value));
 	}
+	if (dry_run_stop(t))
+		goto out;
 	req = json_pack("{s:s, s:s, s:I, s:I, s:O}", "image", image, "type", type, "count",
 			(json_int_t)max, "min_count", (json_int_t)min, "tags", tags);
 	if (key)
@@ -1073,6 +1111,33 @@ out:
 	return t->status ? -1 : 0;
 }
 
+static const char *past_tense(const char *action)
+{
+	return !strcmp(action, "start")	    ? "started"
+	       : !strcmp(action, "stop")    ? "stopped"
+	       : !strcmp(action, "reboot")  ? "rebooted"
+					    : "terminated";
+}
+
+/* All or nothing: every instance's transition is checked before any is
+ * acted on. */
+static int transitions_check(struct ec2_ctx *t, json_t *rows, const char *action)
+{
+	json_t *row;
+	size_t i;
+
+	json_array_foreach(rows, i, row)
+	{
+		struct nb_transition tr;
+		if (nb_state_apply(nb_json_str_or(row, "state"), nb_json_str_or(row, "desired_state"),
+				   (enum nb_action)nb_action_parse(action), &tr) < 0)
+			return ec2_fail(t, 400, "IncorrectInstanceState",
+					"The instance '%s' is not in a state from which it can be %s.",
+					nb_json_str_or(row, "id"), past_tense(action));
+	}
+	return 0;
+}
+
 /* Start, Stop, Terminate: each id's previous and current state. */
 static int act_state_change(struct ec2_ctx *t, const char *action)
 {
@@ -1092,19 +1157,8 @@ static int act_state_change(struct ec2_ctx *t, const char *action)
 		goto out;
 	if (!strcmp(action, "stop") && param_bool(t, "Force"))
 		opts = json_pack("{s:b}", "force", 1);
-	/* all or nothing: check every transition before acting */
-	json_array_foreach(rows, i, row)
-	{
-		struct nb_transition tr;
-		if (nb_state_apply(nb_json_str_or(row, "state"), nb_json_str_or(row, "desired_state"),
-				   (enum nb_action)nb_action_parse(action), &tr) < 0) {
-			ec2_fail(t, 400, "IncorrectInstanceState",
-				 "The instance '%s' is not in a state from which it can be %s.",
-				 nb_json_str_or(row, "id"),
-				 !strcmp(action, "start") ? "started" : "stopped");
-			goto out;
-		}
-	}
+	if (transitions_check(t, rows, action) < 0 || dry_run_stop(t))
+		goto out;
 	x_begin(t);
 	nb_xml_open(&t->x, "instancesSet");
 	json_array_foreach(rows, i, row)
@@ -1155,7 +1209,8 @@ static int act_reboot(struct ec2_ctx *t)
 
 	if (n == 0)
 		ec2_fail(t, 400, "MissingParameter", "The request must contain the parameter InstanceId");
-	if (n <= 0 || load_instances(t, ids, n, rows) < 0)
+	if (n <= 0 || load_instances(t, ids, n, rows) < 0 ||
+	    transitions_check(t, rows, "reboot") < 0 || dry_run_stop(t))
 		goto out;
 	json_array_foreach(rows, i, row)
 	{
@@ -1194,6 +1249,15 @@ static int act_modify_instance_attribute(struct ec2_ctx *t)
 	}
 	if (load_instances(t, &id, 1, rows) < 0)
 		goto out;
+	if (t->dry_run) {
+		json_t *row = json_array_get(rows, 0);
+		if (type_check(t, type) == 0 && strcmp(nb_json_str_or(row, "state"), "stopped"))
+			ec2_fail(t, 400, "IncorrectInstanceState",
+				 "The instance '%s' is not in the 'stopped' state.", id);
+		if (!t->status)
+			dry_run_stop(t);
+		goto out;
+	}
 	r = nb_core_resize(t->ctl, t->account_id, id, type, &out, err, sizeof(err));
 	if (r == -NB_E_INVALID && strstr(err, "unknown instance type")) {
 		ec2_fail(t, 400, "InvalidParameterValue", "Invalid value '%s' for InstanceType.", type);
@@ -1294,7 +1358,7 @@ static void x_image(struct ec2_ctx *t, json_t *row)
 	nb_xml_text(&t->x, "virtualizationType", "hvm");
 	nb_xml_text(&t->x, "hypervisor", "xen");
 	nb_xml_text(&t->x, "bootMode", "legacy-bios");
-	x_tags(t, nb_json_str_or(row, "id"));
+	x_tags(t, row);
 	nb_xml_close(&t->x);
 }
 
@@ -1392,6 +1456,8 @@ static int act_deregister_image(struct ec2_ctx *t)
 	if (!img)
 		return -1;
 	json_decref(img);
+	if (dry_run_stop(t))
+		return -1;
 	r = nb_core_image_delete(t->ctl, t->account_id, id, err, sizeof(err));
 	if (r == -NB_E_CONFLICT)
 		return ec2_fail(t, 400, "InvalidAMIID.Unavailable", "%s", err);
@@ -1447,6 +1513,17 @@ static int act_register_image(struct ec2_ctx *t)
 	}
 	if (desc)
 		json_object_set_new(req, "description", json_string(desc));
+	if (t->dry_run) {
+		int allowed = 0;
+		json_decref(req);
+		json_decref(kimg);
+		if (nb_store_blob_allowed(t->ctl->st, loc, t->account_id, &allowed) < 0 || !allowed)
+			return ec2_fail(t, 400, "InvalidManifest",
+					"The image location '%s' does not exist (upload the disk with "
+					"PUT /v1/blobs)",
+					param(t, "ImageLocation"));
+		return dry_run_stop(t) ? -1 : 0;
+	}
 	r = nb_core_image_create(t->ctl, t->account_id, req, &out, err, sizeof(err));
 	json_decref(req);
 	json_decref(kimg);
@@ -1454,6 +1531,12 @@ static int act_register_image(struct ec2_ctx *t)
 		return ec2_fail(t, 400, "InvalidAMIName.Duplicate", "%s", err);
 	if (r == -NB_E_LIMIT)
 		return ec2_fail(t, 400, "ResourceLimitExceeded", "%s", err);
+	if (r == -NB_E_NOT_FOUND) /* EC2's code for a location it cannot read; the
+				   * same for another account's upload as for none */
+		return ec2_fail(t, 400, "InvalidManifest",
+				"The image location '%s' does not exist (upload the disk with "
+				"PUT /v1/blobs)",
+				param(t, "ImageLocation"));
 	if (r < 0)
 		return ec2_core_fail(t, r, "InvalidParameterValue", err);
 	x_begin(t);
@@ -1462,12 +1545,42 @@ static int act_register_image(struct ec2_ctx *t)
 	return 0;
 }
 
+/* One launch permission change: grantee an account id or "all". */
+struct grant_change {
+	bool add;
+	char who[32];
+};
+
+/* A grantee as given (an account id or name, or Group "all") into c, or
+ * EC2's error. */
+static int grant_parse(struct ec2_ctx *t, bool add, const char *user, const char *group,
+		       struct grant_change *c)
+{
+	c->add = add;
+	if (group) {
+		if (strcmp(group, "all"))
+			return ec2_fail(t, 400, "InvalidParameterValue",
+					"Invalid group '%s'; only 'all' is a group", group);
+		nb_strlcpy(c->who, "all", sizeof(c->who));
+		return 0;
+	}
+	json_t *acct = NULL;
+	if (nb_store_account_get(t->ctl->st, user, &acct) < 0)
+		return ec2_fail(t, 400, "InvalidUserID.Malformed", "User ID '%s' is not valid", user);
+	nb_strlcpy(c->who, nb_json_str_or(acct, "id"), sizeof(c->who));
+	json_decref(acct);
+	return 0;
+}
+
+/* Launch permissions: every grantee is checked before any is changed. */
 static int act_modify_image_attribute(struct ec2_ctx *t)
 {
 	const char *id = need(t, "ImageId");
 	json_t *img = id ? own_image(t, id) : NULL;
 	static const char *const ops[] = {"Add", "Remove"};
 	const char *optype = param(t, "OperationType");
+	struct grant_change ch[128];
+	int nch = 0;
 
 	if (!img)
 		return -1;
@@ -1481,63 +1594,34 @@ static int act_modify_image_attribute(struct ec2_ctx *t)
 		if (!add && strcasecmp(optype, "remove"))
 			return ec2_fail(t, 400, "InvalidParameterValue",
 					"Value (%s) for parameter operationType is invalid.", optype);
-		char ids[64][32];
-		for (int k = 0; k < nu; k++) {
-			json_t *acct = NULL;
-			if (nb_store_account_get(t->ctl->st, users[k], &acct) < 0)
-				return ec2_fail(t, 400, "InvalidUserID.Malformed",
-						"User ID '%s' is not valid", users[k]);
-			nb_strlcpy(ids[k], nb_json_str_or(acct, "id"), sizeof(ids[k]));
-			users[k] = ids[k];
-			json_decref(acct);
-		}
-		for (int k = 0; k < ng; k++)
-			if (strcmp(groups[k], "all"))
-				return ec2_fail(t, 400, "InvalidParameterValue",
-						"Invalid group '%s'; only 'all' is a group", groups[k]);
-		for (int k = 0; k < nu + ng; k++) {
-			const char *who = k < nu ? users[k] : groups[k - nu];
-			if (add)
-				nb_store_image_grant(t->ctl->st, id, who);
-			else
-				nb_store_image_revoke(t->ctl->st, id, who);
-		}
-		x_begin(t);
-		nb_xml_bool(&t->x, "return", 1);
-		return 0;
+		for (int k = 0; k < nu + ng; k++)
+			if (grant_parse(t, add, k < nu ? users[k] : NULL, k < nu ? NULL : groups[k - nu],
+					&ch[nch++]) < 0)
+				return -1;
 	}
-	for (int o = 0; o < 2; o++) {
+	for (int o = 0; o < 2 && !optype; o++) {
 		int idx[64];
 		char pfx[64];
 		snprintf(pfx, sizeof(pfx), "LaunchPermission.%s", ops[o]);
 		int n = nb_query_indexes(t->q, pfx, idx, 64);
 		for (int k = 0; k < n; k++) {
-			char key[96];
-			const char *who;
-			snprintf(key, sizeof(key), "%s.%d.UserId", pfx, idx[k]);
-			who = param(t, key);
-			if (!who) {
-				snprintf(key, sizeof(key), "%s.%d.Group", pfx, idx[k]);
-				who = param(t, key);
-				if (who && strcmp(who, "all"))
-					return ec2_fail(t, 400, "InvalidParameterValue",
-							"Invalid group '%s'; only 'all' is a group", who);
-			} else {
-				json_t *acct = NULL;
-				if (nb_store_account_get(t->ctl->st, who, &acct) < 0)
-					return ec2_fail(t, 400, "InvalidUserID.Malformed",
-							"User ID '%s' is not valid", who);
-				nb_strlcpy(key, nb_json_str_or(acct, "id"), sizeof(key));
-				who = key;
-				json_decref(acct);
-			}
-			if (!who)
+			char ku[96], kg[96];
+			snprintf(ku, sizeof(ku), "%s.%d.UserId", pfx, idx[k]);
+			snprintf(kg, sizeof(kg), "%s.%d.Group", pfx, idx[k]);
+			if (!param(t, ku) && !param(t, kg))
 				continue;
-			if (o == 0)
-				nb_store_image_grant(t->ctl->st, id, who);
-			else
-				nb_store_image_revoke(t->ctl->st, id, who);
+			if (grant_parse(t, o == 0, param(t, ku), param(t, ku) ? NULL : param(t, kg),
+					&ch[nch++]) < 0)
+				return -1;
 		}
+	}
+	if (dry_run_stop(t))
+		return -1;
+	for (int k = 0; k < nch; k++) {
+		int r = ch[k].add ? nb_store_image_grant(t->ctl->st, id, ch[k].who)
+				  : nb_store_image_revoke(t->ctl->st, id, ch[k].who);
+		if (r < 0)
+			return ec2_fail(t, 500, "InternalError", "changing the launch permissions failed");
 	}
 	x_begin(t);
 	nb_xml_bool(&t->x, "return", 1);
@@ -1588,6 +1672,16 @@ static int act_create_image(struct ec2_ctx *t)
 
 	if (!id || !name || load_instances(t, &id, 1, rows) < 0)
 		goto out;
+	if (t->dry_run) {
+		const char *st = nb_json_str_or(json_array_get(rows, 0), "state");
+		if (strcmp(st, "running") && strcmp(st, "stopped") && strcmp(st, "paused"))
+			ec2_fail(t, 400, "IncorrectInstanceState",
+				 "The instance '%s' is %s; an image needs a running or stopped one",
+				 id, st);
+		else
+			dry_run_stop(t);
+		goto out;
+	}
 	req = json_pack("{s:s, s:s, s:b}", "instance_id", id, "name", name, "no_reboot",
 			param_bool(t, "NoReboot"));
 	if (param(t, "Description"))
@@ -1679,6 +1773,8 @@ static int act_create_tags(struct ec2_ctx *t)
 			return ec2_fail(t, 400, "TagLimitExceeded",
 					"The maximum number of Tags for a resource has been reached.");
 	}
+	if (dry_run_stop(t))
+		return -1;
 	for (int i = 0; i < n; i++)
 		for (int k = 0; k < nt; k++)
 			if (nb_store_tag_put(t->ctl->st, t->account_id, ids[i], types[i], tags[k].key,
@@ -1702,6 +1798,8 @@ static int act_delete_tags(struct ec2_ctx *t)
 	for (int i = 0; i < n; i++)
 		if (!resource_type(t, ids[i]))
 			return -1;
+	if (dry_run_stop(t))
+		return -1;
 	nidx = nb_query_indexes(t->q, "Tag", idx, 64);
 	for (int i = 0; i < n; i++) {
 		if (nidx == 0) {
@@ -1777,17 +1875,27 @@ static bool keyname_ok(const char *s)
 	return true;
 }
 
-static int save_keypair(struct ec2_ctx *t, const char *name, struct nb_keypair *kp,
-			char id[32])
+/* The name is not one of the account's key pairs yet, or EC2's error. */
+static int keypair_free_name(struct ec2_ctx *t, const char *name)
 {
-	json_t *row, *old = NULL;
-	int r;
+	json_t *old = NULL;
 
 	if (nb_store_keypair_get(t->ctl->st, t->account_id, name, &old) == 0) {
 		json_decref(old);
 		return ec2_fail(t, 400, "InvalidKeyPair.Duplicate", "The keypair '%s' already exists.",
 				name);
 	}
+	return 0;
+}
+
+static int save_keypair(struct ec2_ctx *t, const char *name, struct nb_keypair *kp,
+			char id[32])
+{
+	json_t *row;
+	int r;
+
+	if (keypair_free_name(t, name) < 0)
+		return -1;
 	nb_id_new("key", id, 32);
 	row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "account_id", t->account_id,
 			"name", name, "fingerprint", kp->fingerprint, "public_key",
@@ -1813,6 +1921,8 @@ static int act_create_key_pair(struct ec2_ctx *t)
 	if (type && strcmp(type, "rsa") && strcmp(type, "ed25519"))
 		return ec2_fail(t, 400, "InvalidParameterValue",
 				"Value (%s) for parameter keyType is invalid.", type);
+	if (t->dry_run)
+		return keypair_free_name(t, name) < 0 || dry_run_stop(t) ? -1 : 0;
 	if (nb_keypair_create(type && !strcmp(type, "ed25519") ? NB_KEY_ED25519 : NB_KEY_RSA, &kp) <
 	    0)
 		return ec2_fail(t, 500, "InternalError", "key generation failed");
@@ -1835,7 +1945,7 @@ static int act_import_key_pair(struct ec2_ctx *t)
 	struct nb_keypair kp = {0};
 	unsigned char *raw;
 	char id[32], err[256] = "";
-	int n;
+	int n, r;
 
 	if (!mat)
 		return -1;
@@ -1860,6 +1970,11 @@ static int act_import_key_pair(struct ec2_ctx *t)
 				*err ? err : "Key is not in valid OpenSSH public key format");
 	}
 	free(raw);
+	if (t->dry_run) {
+		r = keypair_free_name(t, name) < 0 || dry_run_stop(t) ? -1 : 0;
+		nb_keypair_free(&kp);
+		return r;
+	}
 	if (save_keypair(t, name, &kp, id) < 0) {
 		nb_keypair_free(&kp);
 		return -1;
@@ -1881,6 +1996,8 @@ static int act_delete_key_pair(struct ec2_ctx *t)
 	if (!name && !kid)
 		return ec2_fail(t, 400, "MissingParameter",
 				"The request must contain the parameter KeyName or KeyPairId");
+	if (dry_run_stop(t))
+		return -1;
 	if (kid && nb_store_keypairs_list(t->ctl->st, t->account_id, &kps) == 0) {
 		json_array_foreach(kps, i, kp) if (!strcmp(nb_json_str_or(kp, "id"), kid))
 			nb_store_keypair_delete(t->ctl->st, t->account_id, nb_json_str_or(kp, "name"));
@@ -1938,7 +2055,7 @@ static int act_describe_key_pairs(struct ec2_ctx *t)
 		nb_xml_text(&t->x, "createTime", row_time(row, "created_at", buf, sizeof(buf)));
 		if (param_bool(t, "IncludePublicKey"))
 			nb_xml_text(&t->x, "publicKey", nb_json_str_or(row, "public_key"));
-		x_tags(t, nb_json_str_or(row, "id"));
+		x_tags(t, row);
 		nb_xml_close(&t->x);
 	}
 	nb_xml_close(&t->x);
@@ -2194,7 +2311,10 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 		ec2_fail(&t, 503, "RequestLimitExceeded", "Request limit exceeded.");
 		goto done;
 	}
-	if (param_bool(&t, "DryRun")) {
+	/* a changing action checks its parameters and ids, then stops short
+	 * (dry_run_stop); a Describe changes nothing and is allowed: done */
+	t.dry_run = param_bool(&t, "DryRun");
+	if (t.dry_run && !actions[idx].mutates) {
 		ec2_fail(&t, 412, "DryRunOperation",
 			 "Request would have succeeded, but DryRun flag is set.");
 		goto done;

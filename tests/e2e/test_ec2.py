@@ -497,6 +497,68 @@ def test_isolation_matrix(world):
     listing = globex.describe_instances()["Reservations"]
     assert iid not in [i["InstanceId"] for r in listing for i in r["Instances"]]
     assert all(t["ResourceId"] != iid for t in globex.describe_tags()["Tags"])
+    # key pairs: B deleting A's key (by name or id) deletes nothing of A's
+    akey = acme.describe_key_pairs(KeyNames=["isokey"])["KeyPairs"][0]
+    globex.delete_key_pair(KeyName="isokey")  # idempotent: nothing of B's to delete
+    globex.delete_key_pair(KeyPairId=akey["KeyPairId"])
+    assert acme.describe_key_pairs(KeyNames=["isokey"])["KeyPairs"] == [akey]
+    # the same name in both accounts: two independent key pairs
+    bkey = globex.create_key_pair(KeyName="isokey")
+    assert bkey["KeyPairId"] != akey["KeyPairId"]
+    assert bkey["KeyFingerprint"] != akey["KeyFingerprint"]
+    pem = world["tmp"] / "isokey.pem"
+    pem.write_text(bkey["KeyMaterial"])
+    pem.chmod(0o600)
+    pub = subprocess.run(["ssh-keygen", "-y", "-f", str(pem)], capture_output=True, text=True,
+                         check=True).stdout
+    both = acme.import_key_pair(KeyName="isoimport", PublicKeyMaterial=pub.encode())
+    again = globex.import_key_pair(KeyName="isoimport", PublicKeyMaterial=pub.encode())
+    assert both["KeyPairId"] != again["KeyPairId"]
+    globex.delete_key_pair(KeyName="isoimport")
+    assert [k["KeyPairId"] for k in acme.describe_key_pairs(KeyNames=["isoimport"])["KeyPairs"]] == [both["KeyPairId"]]
+    assert acme.describe_key_pairs(KeyNames=["isokey"])["KeyPairs"] == [akey]
+    acme.delete_key_pair(KeyName="isoimport")
+    globex.delete_key_pair(KeyName="isokey")
+    # RegisterImage: A's upload and A's image as the kernel are not B's to use;
+    # A's blob answers exactly as a never-uploaded one
+    blob = own_blob(world)
+    with pytest.raises(ClientError) as e:
+        globex.register_image(Name="stolen", ImageLocation="blob:" + blob)
+    stolen = e.value.response["Error"]
+    with pytest.raises(ClientError) as e:
+        globex.register_image(Name="stolen", ImageLocation="blob:" + "f" * 64)
+    nothing = e.value.response["Error"]
+    assert stolen["Code"] == nothing["Code"] == "InvalidManifest", (stolen, nothing)
+    assert stolen["Message"].replace(blob, "X") == nothing["Message"].replace("f" * 64, "X")
+    kimg = signed_native(world["acme"], "POST", "/v1/images",
+                         {"name": "isokernel", "disk_blob": blob, "kernel_blob": blob})["id"]
+    gblob = own_blob(world, "globex")
+    with pytest.raises(ClientError) as e:
+        globex.register_image(Name="with-a-kernel", ImageLocation="blob:" + gblob, KernelId=kimg)
+    assert code_of(e) == "InvalidAMIID.NotFound", e.value.response["Error"]
+    # tags on A's image and key pair ids are not B's to change
+    for rid, want in ((img, "InvalidAMIID.NotFound"), (akey["KeyPairId"], "InvalidKeyPair.NotFound")):
+        with pytest.raises(ClientError) as e:
+            globex.create_tags(Resources=[rid], Tags=[{"Key": "a", "Value": "b"}])
+        assert code_of(e) == want, (rid, e.value.response["Error"])
+        with pytest.raises(ClientError) as e:
+            globex.delete_tags(Resources=[rid])
+        assert code_of(e) == want, (rid, e.value.response["Error"])
+    # Owners=[A's account id]: A's private images stay hidden from B
+    assert kimg in [i["ImageId"] for i in acme.describe_images(Owners=[world["acme"].account_id])["Images"]]
+    shown = [i["ImageId"] for i in globex.describe_images(Owners=[world["acme"].account_id])["Images"]]
+    assert img not in shown and kimg not in shown
+    # a shared or public image shows its owner's tags to its owner only
+    acme.create_tags(Resources=[kimg], Tags=[{"Key": "secret", "Value": "acme-only"}])
+    acme.modify_image_attribute(ImageId=kimg, LaunchPermission={"Add": [{"Group": "all"}]})
+    seen = globex.describe_images(ImageIds=[kimg])["Images"][0]
+    assert not seen.get("Tags"), seen
+    assert not globex.describe_images(Filters=[{"Name": "tag:secret", "Values": ["*"]}])["Images"]
+    assert not globex.describe_images(Filters=[{"Name": "tag-key", "Values": ["secret"]}])["Images"]
+    assert all(t["ResourceId"] != kimg for t in globex.describe_tags()["Tags"])
+    mine = acme.describe_images(Filters=[{"Name": "tag:secret", "Values": ["acme-only"]}])["Images"]
+    assert [(i["ImageId"], i["Tags"]) for i in mine] == [(kimg, [{"Key": "secret", "Value": "acme-only"}])]
+    acme.deregister_image(ImageId=kimg)
     # read-only: every changing action is refused, reading works
     mutating = [
         lambda: ro.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1),
@@ -526,6 +588,24 @@ def test_isolation_matrix(world):
     with pytest.raises(Exception):
         signed_native(member_keys, "POST", "/v1/keys", {"account": "acme", "user": "eve"})
     acme.terminate_instances(InstanceIds=[iid])
+
+
+def own_blob(world, tenant="acme"):
+    """A small disk uploaded with tenant's key (signed, UNSIGNED-PAYLOAD); its sha256."""
+    disk = world["tmp"] / f"blob-{tenant}.qcow2"
+    if not disk.exists():
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    t = world[tenant]
+    data = disk.read_bytes() + tenant.encode()  # each tenant's blob is its own
+    req = botocore.awsrequest.AWSRequest(method="PUT", url=t.cloud.endpoint + "/v1/blobs", data=data,
+                                         headers={"Content-Type": "application/octet-stream",
+                                                  "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(t.key_id, t.secret),
+                            "nubo", REGION).add_auth(req)
+    p = req.prepare()
+    r = urllib.request.Request(p.url, data=data, method="PUT", headers=dict(p.headers))
+    with urllib.request.urlopen(r, timeout=30) as resp:
+        return json.loads(resp.read())["blob"]
 
 
 def own_image(world):
