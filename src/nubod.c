@@ -107,6 +107,7 @@ int main(int argc, char **argv)
 	struct MHD_Daemon *httpd = NULL;
 	static struct nb_s3http s3h;
 	char s3_dir[PATH_MAX];
+	struct nb_s3 *s3 = NULL;
 	bool created;
 	sigset_t sigs;
 
@@ -169,7 +170,7 @@ int main(int argc, char **argv)
 	}
 	r = nb_ctl_init(&ctl, st, state_dir);
 	if (r < 0) {
-		nb_error("cannot set up %s/library: %s", state_dir, strerror(-r));
+		nb_error("cannot set up %s/tmp: %s", state_dir, strerror(-r));
 		return 1;
 	}
 	ctl.cpu_overcommit = (int)nb_config_int(&cfg, "cpu_overcommit");
@@ -224,6 +225,27 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* the object store: the image library lives in it, so it opens even
+	 * when no S3 listener is configured */
+	if (*nb_config_str(&cfg, "s3_dir"))
+		nb_strlcpy(s3_dir, nb_config_str(&cfg, "s3_dir"), sizeof(s3_dir));
+	else
+		snprintf(s3_dir, sizeof(s3_dir), "%s/objects", state_dir);
+	r = nb_mkdir_p(s3_dir, 0700);
+	if (r == 0)
+		r = nb_s3_open(s3_dir, &s3);
+	if (r < 0) {
+		nb_error("cannot open the object store in %s: %s", s3_dir,
+			 r == -EBUSY ? "another process has it open"
+			 : r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+		return 1;
+	}
+	r = nb_core_library_open(&ctl, s3, err, sizeof(err));
+	if (r < 0) {
+		nb_error("%s", err);
+		return 1;
+	}
+
 	r = nb_http_start(nb_config_str(&cfg, "api_listen"), nb_v1_handler, &v1, &httpd);
 	if (r < 0) {
 		nb_error("cannot listen on %s", nb_config_str(&cfg, "api_listen"));
@@ -231,25 +253,22 @@ int main(int argc, char **argv)
 	}
 	nb_info("nubod %s listening on %s, state in %s (schema v%d)", NUBO_VERSION,
 		nb_config_str(&cfg, "api_listen"), state_dir, nb_store_schema_version(st));
-	if (*nb_config_str(&cfg, "s3_dir"))
-		nb_strlcpy(s3_dir, nb_config_str(&cfg, "s3_dir"), sizeof(s3_dir));
-	else
-		snprintf(s3_dir, sizeof(s3_dir), "%s/objects", state_dir);
 	struct nb_s3http_opts s3o = {
-		.listen = nb_config_str(&cfg, "s3_listen"), .dir = s3_dir, .region = ctl.region,
+		.listen = nb_config_str(&cfg, "s3_listen"), .s3 = s3, .region = ctl.region,
 		.domain = nb_config_str(&cfg, "s3_domain"), .st = st, .secrets = &secrets,
 		.quota_bytes = nb_config_size(&cfg, "s3_quota_bytes"),
 		.quota_objects = (uint64_t)nb_config_int(&cfg, "s3_quota_objects"),
 		.upload_expiry_ms = nb_config_int(&cfg, "s3_upload_expiry") * 1000};
-	if (*s3o.listen) {
-		r = nb_s3http_start(&s3h, &s3o);
-		if (r < 0) {
-			nb_error("cannot serve S3 on %s from %s: %s", s3o.listen, s3_dir,
-				 r > -4096 ? strerror(-r) : nb_s3_err_code(r));
-			return 1;
-		}
-		nb_info("S3 listening on %s, objects in %s", s3o.listen, s3_dir);
+	r = nb_s3http_start(&s3h, &s3o);
+	if (r < 0) {
+		nb_error("cannot serve S3 on %s: %s", s3o.listen,
+			 r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+		return 1;
 	}
+	if (*s3o.listen)
+		nb_info("S3 listening on %s, objects in %s", s3o.listen, s3_dir);
+	else
+		nb_info("no S3 listener (s3_listen is empty); objects in %s", s3_dir);
 	for (;;) {
 		struct timespec ts = {.tv_sec = 10};
 		int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -274,6 +293,7 @@ int main(int argc, char **argv)
 	nb_s3http_stop(&s3h);
 	nb_ec2_fini(&ec2);
 	nb_ctl_fini(&ctl);
+	nb_s3_close(s3);
 	nb_store_close(st);
 	nb_config_free(&cfg);
 	return 0;

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -99,7 +98,6 @@ struct nb_http_req *nb_http_req_new(void)
 	if (!r)
 		return NULL;
 	nb_buf_init(&r->body, NB_HTTP_MAX_JSON_BODY);
-	r->upload_fd = -1;
 	return r;
 }
 
@@ -114,12 +112,8 @@ void nb_http_req_done(void *cls, struct MHD_Connection *c, void **req_cls,
 	if (!r)
 		return;
 	nb_buf_free(&r->body);
-	if (r->upload_fd >= 0) {
-		close(r->upload_fd);
-		unlink(r->upload_path); /* an upload not committed leaves nothing */
-	}
-	if (r->sha)
-		EVP_MD_CTX_free(r->sha);
+	if (r->upload && r->upload_abort)
+		r->upload_abort(r->upload); /* an upload not committed leaves nothing */
 	json_decref(r->early_error);
 	json_decref(r->auth);
 	free(r);
@@ -192,6 +186,19 @@ enum MHD_Result nb_http_file(struct MHD_Connection *c, const char *path, const c
 		return nb_http_error(c, -errno, "stat failed");
 	}
 	resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd); /* takes fd */
+	if (!resp) {
+		close(fd);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", type);
+	return queue(c, MHD_HTTP_OK, resp);
+}
+
+enum MHD_Result nb_http_fd(struct MHD_Connection *c, int fd, uint64_t offset, uint64_t length,
+			   const char *type)
+{
+	struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(length, fd, offset);
+
 	if (!resp) {
 		close(fd);
 		return MHD_NO;

@@ -9,6 +9,7 @@
 #include <microhttpd.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/buf.h"
 
@@ -18,10 +19,8 @@
 struct nb_http_req {
 	struct nb_buf body;    /* JSON bodies, capped at NB_HTTP_MAX_JSON_BODY */
 	bool too_large;
-	int upload_fd;         /* streamed uploads (blobs), -1 otherwise */
-	char upload_path[700];
-	void *sha;             /* EVP_MD_CTX * of the upload */
-	unsigned long long upload_len;
+	void *upload;          /* a streamed upload (blobs) in progress, or NULL */
+	void (*upload_abort)(void *upload); /* drops it when the request ends unfinished */
 	int early_status;      /* an error decided before the body arrived */
 	json_t *early_error;
 	void *auth;            /* json_t * of the authenticated principal */
@@ -52,6 +51,10 @@ enum MHD_Result nb_http_error(struct MHD_Connection *c, int err, const char *msg
 enum MHD_Result nb_http_text(struct MHD_Connection *c, unsigned status, const char *type,
 			     const char *data, size_t len);
 enum MHD_Result nb_http_file(struct MHD_Connection *c, const char *path, const char *type);
+/* 200 with length bytes of fd from offset (sendfile); takes fd, closing it
+ * on failure too. */
+enum MHD_Result nb_http_fd(struct MHD_Connection *c, int fd, uint64_t offset, uint64_t length,
+			   const char *type);
 enum MHD_Result nb_http_empty(struct MHD_Connection *c, unsigned status);
 
 /* The bearer token of the request or NULL. */

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "s3/engine.h"
 
 #define MAX_SEGS 6
 
@@ -154,52 +154,42 @@ static bool is_admin(struct nb_http_req *rq)
 
 /* ---- blobs ---- */
 
-static int upload_begin(struct nb_v1 *v, struct nb_http_req *rq)
+static void upload_abort(void *u)
 {
-	nb_core_blob_tmp(v->ctl, rq->upload_path, sizeof(rq->upload_path));
-	rq->upload_fd = open(rq->upload_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (rq->upload_fd < 0)
-		return -errno;
-	rq->sha = EVP_MD_CTX_new();
-	if (!rq->sha)
-		return -ENOMEM;
-	EVP_DigestInit_ex(rq->sha, EVP_sha256(), NULL);
-	return 0;
+	nb_core_upload_abort(u);
 }
 
-static int upload_chunk(struct nb_v1 *v, struct nb_http_req *rq, const char *data, size_t len)
+static int upload_begin(struct nb_v1 *v, struct MHD_Connection *c, struct nb_http_req *rq)
 {
-	if (rq->upload_len + len > v->ctl->max_blob)
-		return -E2BIG;
-	rq->upload_len += len;
-	EVP_DigestUpdate(rq->sha, data, len);
-	return nb_write_all(rq->upload_fd, data, len);
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+	int64_t length = -1;
+	char *end;
+
+	if (cl && *cl) {
+		errno = 0;
+		unsigned long long n = strtoull(cl, &end, 10);
+		if (!*end && !errno && n <= INT64_MAX)
+			length = (int64_t)n;
+	}
+	int r = nb_core_upload_begin(v->ctl, length, (struct nb_core_upload **)&rq->upload);
+	if (r == 0)
+		rq->upload_abort = upload_abort;
+	return r;
 }
 
-static enum MHD_Result upload_finish(struct nb_v1 *v, struct MHD_Connection *c,
-				     struct nb_http_req *rq)
+static enum MHD_Result upload_finish(struct MHD_Connection *c, struct nb_http_req *rq)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned n = 0;
+	struct nb_core_upload *u = rq->upload;
+	uint64_t size = 0;
 	char hex[65];
 	int r;
 
-	EVP_DigestFinal_ex(rq->sha, md, &n);
-	for (unsigned i = 0; i < n; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	r = fsync(rq->upload_fd) < 0 ? -errno : 0;
-	close(rq->upload_fd);
-	rq->upload_fd = -1;
-	if (r == 0)
-		r = nb_core_blob_commit(v->ctl, rq->upload_path, hex);
-	if (r == 0)
-		r = nb_store_blob_owner_add(v->ctl->st, hex, account_of(rq));
-	if (r < 0) {
-		unlink(rq->upload_path);
-		return nb_http_error(c, r, "storing the upload failed");
-	}
-	return nb_http_json(c, 201, json_pack("{s:s, s:I}", "blob", hex, "size",
-					      (json_int_t)rq->upload_len));
+	rq->upload = NULL; /* commit consumes it */
+	r = nb_core_upload_commit(u, account_of(rq), hex, &size);
+	if (r < 0)
+		return nb_http_error(c, r > -4096 ? r : -NB_E_INTERNAL,
+				     "storing the upload failed");
+	return nb_http_json(c, 201, json_pack("{s:s, s:I}", "blob", hex, "size", (json_int_t)size));
 }
 
 /* ---- console ---- */
@@ -299,11 +289,20 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 			return reply(c, r, json_pack("{s:b}", "ok", 1), "report failed", 200);
 		}
 		if (n == 4 && is(seg[2], "blobs") && get) {
-			char path[PATH_MAX];
+			struct nb_s3_reader rd;
 			if (strlen(seg[3]) != 64 || strspn(seg[3], "0123456789abcdef") != 64)
 				return nb_http_error(c, -NB_E_INVALID, "bad blob id");
-			nb_core_blob_path(ctl, seg[3], path, sizeof(path));
-			return nb_http_file(c, path, "application/octet-stream");
+			r = nb_core_blob_open(ctl, seg[3], &rd);
+			if (r < 0) {
+				nb_s3_reader_close(&rd);
+				return nb_http_error(c, r == -NB_E_NOT_FOUND ? r : -NB_E_INTERNAL,
+						     "no such blob");
+			}
+			int fd = rd.fd;
+			uint64_t off = rd.offset, len = rd.length;
+			rd.fd = -1; /* the response owns it */
+			nb_s3_reader_close(&rd);
+			return nb_http_fd(c, fd, off, len, "application/octet-stream");
 		}
 		return nb_http_error(c, -NB_E_NOT_FOUND, "no such agent call");
 	}
@@ -382,7 +381,7 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 		}
 	}
 	if (n == 2 && is(seg[1], "blobs") && put)
-		return upload_finish(v, c, rq);
+		return upload_finish(c, rq);
 	if (n >= 2 && is(seg[1], "types")) {
 		if (n == 2 && get) {
 			r = nb_store_types_list(ctl->st, &out);
@@ -529,15 +528,15 @@ enum MHD_Result nb_v1_handler(void *cls, struct MHD_Connection *c, const char *u
 				;
 			else if (!can_write(rq))
 				rq->early_status = -NB_E_FORBIDDEN;
-			else if ((r = upload_begin(v, rq)) < 0)
-				rq->early_status = r;
+			else if ((r = upload_begin(v, c, rq)) < 0)
+				rq->early_status = r == -E2BIG ? -NB_E_INVALID : r;
 		}
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
 		if (!rq->early_status) {
-			if (rq->upload_fd >= 0) {
-				r = upload_chunk(v, rq, upload_data, *upload_data_size);
+			if (rq->upload) {
+				r = nb_core_upload_write(rq->upload, upload_data, *upload_data_size);
 				if (r < 0)
 					rq->early_status = r == -E2BIG ? -NB_E_INVALID : r;
 			} else if (nb_buf_append(&rq->body, upload_data, *upload_data_size) < 0) {

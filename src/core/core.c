@@ -1,6 +1,9 @@
 #include "core/core.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -13,10 +16,12 @@
 #include "common/err.h"
 #include "common/httpc.h"
 #include "common/json.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "core/place.h"
 #include "core/state.h"
 #include "net/net.h"
+#include "s3/engine.h"
 
 #define NB_MAX_USER_DATA (16 * 1024 * 4 / 3 + 4) /* EC2: 16 KiB before base64 */
 
@@ -29,10 +34,20 @@ int nb_ctl_init(struct nb_ctl *c, struct nb_store *st, const char *state_dir)
 	c->st = st;
 	nb_strlcpy(c->state_dir, state_dir, sizeof(c->state_dir));
 	snprintf(c->blob_dir, sizeof(c->blob_dir), "%s/library", state_dir);
-	snprintf(tmp, sizeof(tmp), "%s/tmp", c->blob_dir);
-	r = nb_mkdir_p(tmp, 0700);
+	snprintf(c->tmp_dir, sizeof(c->tmp_dir), "%s/tmp", state_dir);
+	r = nb_mkdir_p(c->tmp_dir, 0700);
 	if (r < 0)
 		return r;
+	/* what a conversion or download a crash interrupted left */
+	DIR *d = opendir(c->tmp_dir);
+	for (struct dirent *de; d && (de = readdir(d));) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(tmp, sizeof(tmp), "%s/%s", c->tmp_dir, de->d_name);
+		unlink(tmp);
+	}
+	if (d)
+		closedir(d);
 	c->cpu_overcommit = 8;
 	c->reserved_memory_mb = 512;
 	c->host_dead_after_s = 30;
@@ -935,32 +950,7 @@ int nb_core_image(struct nb_ctl *c, const char *account_id, const char *ref, jso
 	return r;
 }
 
-void nb_core_blob_path(struct nb_ctl *c, const char *sha256, char *path, size_t pathsz)
-{
-	snprintf(path, pathsz, "%s/%s", c->blob_dir, sha256);
-}
-
-int nb_core_blob_tmp(struct nb_ctl *c, char *path, size_t pathsz)
-{
-	char rnd[17];
-
-	nb_random_hex(rnd, 16);
-	snprintf(path, pathsz, "%s/tmp/upload-%s", c->blob_dir, rnd);
-	return 0;
-}
-
-int nb_core_blob_commit(struct nb_ctl *c, const char *tmp_path, const char *sha256)
-{
-	char path[PATH_MAX];
-
-	nb_core_blob_path(c, sha256, path, sizeof(path));
-	if (rename(tmp_path, path) < 0) {
-		int r = -errno;
-		unlink(tmp_path);
-		return r;
-	}
-	return 0;
-}
+/* ---- the image library: objects blobs/<sha256> of the system bucket ---- */
 
 static bool sha_ok(const char *s)
 {
@@ -972,15 +962,544 @@ static bool sha_ok(const char *s)
 	return true;
 }
 
+static void blob_key(const char *sha, char *key, size_t keysz)
+{
+	snprintf(key, keysz, "blobs/%s", sha);
+}
+
+/* A write into the library bucket: one put up to NB_S3_PUT_MAX bytes, else
+ * (or when the length is not known) a multipart upload whose parts rotate
+ * every NB_LIBRARY_PART_SIZE bytes. */
+struct lib_put {
+	struct nb_ctl *c;
+	char key[NB_S3_KEY_MAX + 1];
+	struct nb_s3_put *put; /* the put, or the part being written */
+	bool multipart;
+	char upload_id[NB_S3_UPLOAD_ID_SIZE];
+	struct nb_s3_complete_part *parts;
+	char (*etags)[NB_S3_ETAG_SIZE];
+	uint32_t n_parts;
+	uint64_t part_written, written;
+	EVP_MD_CTX *sha; /* multipart only: one put has the engine's own */
+};
+
+static int lib_part_next(struct lib_put *w)
+{
+	struct nb_s3_part_opts po = {.bucket = NB_LIBRARY_BUCKET, .key = w->key,
+				     .upload_id = w->upload_id, .actor = NB_LIBRARY_OWNER,
+				     .content_length = -1, .part_number = w->n_parts + 1};
+
+	if (w->n_parts >= NB_S3_PARTS_MAX)
+		return -E2BIG;
+	w->part_written = 0;
+	return nb_s3_part_begin(w->c->s3, &po, &w->put);
+}
+
+static int lib_part_end(struct lib_put *w)
+{
+	struct nb_s3_put_result res;
+	void *p;
+	int r = nb_s3_put_commit(w->put, NULL, &res);
+
+	w->put = NULL;
+	if (r < 0)
+		return r;
+	p = realloc(w->etags, (w->n_parts + 1) * sizeof(*w->etags));
+	if (!p)
+		return -ENOMEM;
+	w->etags = p;
+	nb_strlcpy(w->etags[w->n_parts], res.etag, NB_S3_ETAG_SIZE);
+	w->n_parts++;
+	return 0;
+}
+
+static void lib_put_abort(struct lib_put *w)
+{
+	if (!w)
+		return;
+	nb_s3_put_abort(w->put);
+	if (w->multipart && w->upload_id[0])
+		nb_s3_mpu_abort(w->c->s3, NB_LIBRARY_BUCKET, w->key, w->upload_id, NB_LIBRARY_OWNER);
+	if (w->sha)
+		EVP_MD_CTX_free(w->sha);
+	free(w->parts);
+	free(w->etags);
+	free(w);
+}
+
+static int lib_put_begin(struct nb_ctl *c, const char *key, int64_t length, struct lib_put **out)
+{
+	struct lib_put *w = calloc(1, sizeof(*w));
+	struct nb_s3_put_opts o = {.bucket = NB_LIBRARY_BUCKET, .actor = NB_LIBRARY_OWNER,
+				   .meta.content_type = "application/octet-stream",
+				   .content_length = length, .checksums = NB_S3_CK_SHA256};
+	int r;
+
+	*out = NULL;
+	if (!w)
+		return -ENOMEM;
+	w->c = c;
+	nb_strlcpy(w->key, key, sizeof(w->key));
+	o.key = w->key;
+	w->multipart = length < 0 || (uint64_t)length > NB_S3_PUT_MAX;
+	if (!w->multipart) {
+		r = nb_s3_put_begin(c->s3, &o, &w->put);
+	} else {
+		w->sha = EVP_MD_CTX_new();
+		r = w->sha && EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+		if (r == 0)
+			r = nb_s3_mpu_create(c->s3, &o, w->upload_id);
+		if (r == 0)
+			r = lib_part_next(w);
+	}
+	if (r < 0) {
+		lib_put_abort(w);
+		return r;
+	}
+	*out = w;
+	return 0;
+}
+
+static int lib_put_write(struct lib_put *w, const void *data, size_t len)
+{
+	const char *p = data;
+	int r;
+
+	if (!w->multipart) {
+		r = nb_s3_put_write(w->put, data, len);
+		w->written += r == 0 ? len : 0;
+		return r;
+	}
+	if (EVP_DigestUpdate(w->sha, data, len) != 1)
+		return -ENOMEM;
+	while (len) {
+		size_t n = len;
+		if (w->part_written + n > NB_LIBRARY_PART_SIZE)
+			n = (size_t)(NB_LIBRARY_PART_SIZE - w->part_written);
+		r = nb_s3_put_write(w->put, p, n);
+		if (r < 0)
+			return r;
+		w->part_written += n;
+		w->written += n;
+		p += n;
+		len -= n;
+		if (len && ((r = lib_part_end(w)) < 0 || (r = lib_part_next(w)) < 0))
+			return r;
+	}
+	return 0;
+}
+
+/* The sha256 of what was written (before lib_put_commit). */
+static int lib_put_sha256(struct lib_put *w, char hex[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	EVP_MD_CTX *copy;
+	int r;
+
+	if (!w->multipart)
+		return nb_s3_put_sha256_hex(w->put, hex);
+	copy = EVP_MD_CTX_new();
+	if (!copy)
+		return -ENOMEM;
+	r = EVP_MD_CTX_copy_ex(copy, w->sha) == 1 && EVP_DigestFinal_ex(copy, md, &n) == 1 &&
+		    n == 32
+		? 0
+		: -ENOMEM;
+	EVP_MD_CTX_free(copy);
+	for (unsigned i = 0; r == 0 && i < n; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return r;
+}
+
+/* Makes w durable under its key; sha256 (may be NULL) is what the bytes
+ * must hash to, checked by the engine. Consumes w. */
+static int lib_put_commit(struct lib_put *w, const char *sha256)
+{
+	struct nb_s3_expect ex = {.content_sha256 = sha256};
+	char hex[65];
+	int r;
+
+	if (!w->multipart) {
+		r = nb_s3_put_commit(w->put, sha256 ? &ex : NULL, NULL);
+		w->put = NULL;
+		lib_put_abort(w);
+		return r == -NB_S3_E_SHA256_MISMATCH ? -EBADMSG : r;
+	}
+	r = lib_part_end(w);
+	if (r == 0 && sha256)
+		r = lib_put_sha256(w, hex) < 0 ? -ENOMEM : strcmp(hex, sha256) ? -EBADMSG : 0;
+	if (r == 0) {
+		w->parts = calloc(w->n_parts, sizeof(*w->parts));
+		r = w->parts ? 0 : -ENOMEM;
+	}
+	for (uint32_t i = 0; r == 0 && i < w->n_parts; i++) {
+		w->parts[i].number = i + 1;
+		w->parts[i].etag = w->etags[i];
+	}
+	if (r == 0)
+		r = nb_s3_mpu_complete(w->c->s3, NB_LIBRARY_BUCKET, w->key, w->upload_id,
+				       NB_LIBRARY_OWNER, w->parts, w->n_parts, NULL, NULL, NULL);
+	if (r == 0)
+		w->upload_id[0] = '\0'; /* completed: nothing to abort */
+	lib_put_abort(w);
+	return r;
+}
+
+static bool blob_exists(struct nb_ctl *c, const char *sha)
+{
+	struct nb_s3_object o = {0};
+	char key[80];
+	int r;
+
+	blob_key(sha, key, sizeof(key));
+	r = nb_s3_object_head(c->s3, NB_LIBRARY_BUCKET, key, NULL, NB_LIBRARY_OWNER, &o);
+	nb_s3_object_clear(&o);
+	return r == 0;
+}
+
+/* Stores the file at path as blobs/<sha> (sha: its sha256, computed here
+ * when NULL and returned in out_sha). A blob already there is kept: the
+ * name is the content. */
+static int blob_put_file(struct nb_ctl *c, const char *path, const char *sha, char out_sha[65])
+{
+	char key[80], hex[65];
+	struct lib_put *w = NULL;
+	struct stat stbuf;
+	char *buf = NULL;
+	int fd, r;
+
+	if (!sha) {
+		r = nb_sha256_file(path, hex);
+		if (r < 0)
+			return r;
+		sha = hex;
+	}
+	if (out_sha)
+		nb_strlcpy(out_sha, sha, 65);
+	if (blob_exists(c, sha))
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	blob_key(sha, key, sizeof(key));
+	r = fstat(fd, &stbuf) < 0 ? -errno : 0;
+	if (r == 0)
+		r = (buf = malloc(1 << 20)) ? 0 : -ENOMEM;
+	if (r == 0)
+		r = lib_put_begin(c, key, (int64_t)stbuf.st_size, &w);
+	while (r == 0) {
+		ssize_t n = read(fd, buf, 1 << 20);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = -errno;
+		if (n <= 0)
+			break;
+		r = lib_put_write(w, buf, (size_t)n);
+	}
+	if (r == 0) {
+		r = lib_put_commit(w, sha);
+		w = NULL;
+	}
+	lib_put_abort(w);
+	free(buf);
+	close(fd);
+	return r;
+}
+
+int nb_core_blob_open(struct nb_ctl *c, const char *sha256, struct nb_s3_reader *out)
+{
+	char key[80];
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	out->fd = -1;
+	if (!sha_ok(sha256))
+		return -NB_E_NOT_FOUND;
+	blob_key(sha256, key, sizeof(key));
+	r = nb_s3_object_open(c->s3, NB_LIBRARY_BUCKET, key, NULL, NB_LIBRARY_OWNER, NULL, NULL,
+			      out);
+	return r == -NB_S3_E_NO_SUCH_KEY ? -NB_E_NOT_FOUND : r;
+}
+
 static void blob_release(struct nb_ctl *c, const char *sha)
 {
-	char path[PATH_MAX];
+	char key[80];
 	int64_t n = 1;
+	int r;
 
 	if (nb_store_blob_in_use(c->st, sha, &n) == 0 && n == 0) {
-		nb_core_blob_path(c, sha, path, sizeof(path));
-		unlink(path);
+		blob_key(sha, key, sizeof(key));
+		r = nb_s3_object_delete(c->s3, NB_LIBRARY_BUCKET, key, NULL, NB_LIBRARY_OWNER, NULL);
+		if (r < 0)
+			nb_warn("could not delete blob %s from the library: %s", sha,
+				nb_s3_err_code(r));
 	}
+}
+
+struct nb_core_upload {
+	struct lib_put *w;
+	uint64_t max;
+};
+
+int nb_core_upload_begin(struct nb_ctl *c, int64_t length, struct nb_core_upload **out)
+{
+	struct nb_core_upload *u;
+	char key[64], rnd[33];
+	int r;
+
+	*out = NULL;
+	if (length >= 0 && (uint64_t)length > c->max_blob)
+		return -E2BIG;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->max = c->max_blob;
+	nb_random_hex(rnd, 32);
+	snprintf(key, sizeof(key), "uploads/%s", rnd);
+	r = lib_put_begin(c, key, length, &u->w);
+	if (r < 0) {
+		free(u);
+		return r;
+	}
+	*out = u;
+	return 0;
+}
+
+int nb_core_upload_write(struct nb_core_upload *u, const void *data, size_t len)
+{
+	if (u->w->written + len > u->max)
+		return -E2BIG;
+	return lib_put_write(u->w, data, len);
+}
+
+void nb_core_upload_abort(struct nb_core_upload *u)
+{
+	if (!u)
+		return;
+	lib_put_abort(u->w);
+	free(u);
+}
+
+int nb_core_upload_commit(struct nb_core_upload *u, const char *account_id, char sha256[65],
+			  uint64_t *size)
+{
+	struct nb_ctl *c = u->w->c;
+	struct nb_s3_copy_opts co = {.src_bucket = NB_LIBRARY_BUCKET, .bucket = NB_LIBRARY_BUCKET,
+				     .actor = NB_LIBRARY_OWNER};
+	char src[NB_S3_KEY_MAX + 1], dst[80];
+	int r;
+
+	nb_strlcpy(src, u->w->key, sizeof(src));
+	if (size)
+		*size = u->w->written;
+	r = lib_put_sha256(u->w, sha256);
+	if (r < 0) {
+		nb_core_upload_abort(u);
+		return r;
+	}
+	r = lib_put_commit(u->w, sha256);
+	free(u);
+	if (r < 0)
+		return r;
+	/* named by its content now: a hard link in the store, then the
+	 * upload's own name goes */
+	blob_key(sha256, dst, sizeof(dst));
+	co.src_key = src;
+	co.key = dst;
+	if (!blob_exists(c, sha256))
+		r = nb_s3_object_copy(c->s3, &co, NULL, NULL);
+	nb_s3_object_delete(c->s3, NB_LIBRARY_BUCKET, src, NULL, NB_LIBRARY_OWNER, NULL);
+	if (r == 0)
+		r = nb_store_blob_owner_add(c->st, sha256, account_id);
+	return r;
+}
+
+/* Removes every object under prefix of the library bucket. */
+static int library_drop_prefix(struct nb_ctl *c, const char *prefix, size_t *n)
+{
+	struct nb_s3_list l = {0};
+	struct nb_s3_list_opts lo = {.prefix = prefix, .max_keys = NB_S3_LIST_MAX};
+	int r;
+
+	for (;;) {
+		r = nb_s3_list_objects(c->s3, NB_LIBRARY_BUCKET, NB_LIBRARY_OWNER, &lo, &l);
+		for (size_t i = 0; r == 0 && i < l.n_items; i++) {
+			r = nb_s3_object_delete(c->s3, NB_LIBRARY_BUCKET, l.items[i].key, NULL,
+						NB_LIBRARY_OWNER, NULL);
+			*n += r == 0;
+		}
+		if (r < 0 || !l.truncated || l.n_items == 0)
+			break;
+		nb_s3_list_clear(&l); /* deleted: the next page starts at the first left */
+	}
+	nb_s3_list_clear(&l);
+	return r;
+}
+
+/* Files of the old library (<state_dir>/library/<sha256>) into the bucket:
+ * each is hashed, stored with the engine checking the hash, and only then
+ * unlinked, so a crash half way leaves at worst a file moved twice. */
+static int library_migrate(struct nb_ctl *c, size_t *moved, size_t *bad)
+{
+	char path[PATH_MAX], hex[65];
+	struct dirent *de;
+	DIR *d = opendir(c->blob_dir);
+	int r = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (!sha_ok(de->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", c->blob_dir, de->d_name);
+		r = nb_sha256_file(path, hex);
+		if (r == 0 && strcmp(hex, de->d_name)) {
+			nb_warn("library file %s does not hash to its name: left in place", path);
+			(*bad)++;
+			continue;
+		}
+		if (r == 0)
+			r = blob_put_file(c, path, hex, NULL);
+		if (r < 0)
+			break;
+		unlink(path);
+		(*moved)++;
+	}
+	closedir(d);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/tmp", c->blob_dir);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		char f[PATH_MAX + 300];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+		unlink(f);
+	}
+	if (d)
+		closedir(d);
+	rmdir(path);
+	rmdir(c->blob_dir); /* stays when something was left in it */
+	return 0;
+}
+
+int nb_core_library_open(struct nb_ctl *c, struct nb_s3 *s3, char *err, size_t errsz)
+{
+	size_t moved = 0, bad = 0, dropped = 0;
+	struct nb_s3_bucket b;
+	int r;
+
+	c->s3 = s3;
+	r = nb_s3_bucket_create(s3, NB_LIBRARY_BUCKET, NB_LIBRARY_OWNER, c->region, NULL);
+	if (r == -NB_S3_E_BUCKET_OWNED)
+		r = 0;
+	if (r == -NB_S3_E_BUCKET_EXISTS && nb_s3_bucket_get(s3, NB_LIBRARY_BUCKET, &b) == 0)
+		return fail(r, err, errsz,
+			    "bucket %s, the image library's, belongs to account %s: rename it",
+			    NB_LIBRARY_BUCKET, b.owner);
+	if (r < 0)
+		return fail(r, err, errsz, "cannot create the library bucket %s: %s",
+			    NB_LIBRARY_BUCKET, nb_s3_err_code(r));
+	/* an upload or conversion a crash interrupted */
+	r = library_drop_prefix(c, "uploads/", &dropped);
+	if (r == 0) {
+		struct nb_s3_uploads u = {0};
+		struct nb_s3_list_opts lo = {.max_keys = NB_S3_LIST_MAX};
+		r = nb_s3_mpu_list(s3, NB_LIBRARY_BUCKET, NB_LIBRARY_OWNER, &lo, &u);
+		for (size_t i = 0; r == 0 && i < u.n; i++, dropped++)
+			nb_s3_mpu_abort(s3, NB_LIBRARY_BUCKET, u.uploads[i].key,
+					u.uploads[i].upload_id, NB_LIBRARY_OWNER);
+		nb_s3_uploads_clear(&u);
+	}
+	if (r < 0)
+		return fail(r, err, errsz, "cannot clean the library bucket: %s",
+			    r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+	r = library_migrate(c, &moved, &bad);
+	if (r < 0)
+		return fail(r, err, errsz, "cannot move %s into the object store: %s", c->blob_dir,
+			    r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+	if (moved || bad || dropped)
+		nb_info("library: %zu files moved from %s into bucket %s, %zu left (bad hash), "
+			"%zu unfinished uploads dropped",
+			moved, c->blob_dir, NB_LIBRARY_BUCKET, bad, dropped);
+	return 0;
+}
+
+/* "s3://bucket/key" or "bucket/key" into its parts. */
+static int parse_location(const char *loc, char bucket[NB_S3_BUCKET_NAME_MAX + 1],
+			  const char **key)
+{
+	const char *slash;
+
+	if (!strncmp(loc, "s3://", 5))
+		loc += 5;
+	slash = strchr(loc, '/');
+	if (!slash || slash == loc || (size_t)(slash - loc) > NB_S3_BUCKET_NAME_MAX || !slash[1])
+		return -NB_E_INVALID;
+	memcpy(bucket, loc, (size_t)(slash - loc));
+	bucket[slash - loc] = '\0';
+	*key = slash + 1;
+	if (nb_s3_bucket_name_check(bucket, NULL) < 0 || nb_s3_key_check(*key, strlen(*key)) < 0)
+		return -NB_E_INVALID;
+	return 0;
+}
+
+/* Opens s3://bucket/key with account_id's rights: its own bucket, or any
+ * public-read one. */
+static int source_open(struct nb_ctl *c, const char *account_id, const char *loc,
+		       struct nb_s3_reader *rd, char *err, size_t errsz)
+{
+	char bucket[NB_S3_BUCKET_NAME_MAX + 1];
+	const char *key;
+	struct nb_s3_bucket b;
+	int r;
+
+	if (parse_location(loc, bucket, &key) < 0)
+		return fail(-NB_E_INVALID, err, errsz,
+			    "'%.200s' is not an object location (s3://bucket/key)", loc);
+	r = nb_s3_bucket_get(c->s3, bucket, &b);
+	if (r == 0)
+		r = nb_s3_object_open(c->s3, bucket, key, NULL,
+				      b.public_read && strcmp(b.owner, account_id) ? NULL
+										   : account_id,
+				      NULL, NULL, rd);
+	switch (r) {
+	case 0:
+		return 0;
+	case -NB_S3_E_NO_SUCH_BUCKET:
+		return fail(-NB_E_NOT_FOUND, err, errsz, "NoSuchBucket: s3://%s does not exist",
+			    bucket);
+	case -NB_S3_E_NO_SUCH_KEY:
+		return fail(-NB_E_NOT_FOUND, err, errsz, "NoSuchKey: s3://%s/%.200s does not exist",
+			    bucket, key);
+	case -NB_S3_E_ACCESS_DENIED:
+		return fail(-NB_E_FORBIDDEN, err, errsz,
+			    "AccessDenied: s3://%s/%.200s is not readable by this account", bucket,
+			    key);
+	default:
+		return fail(r > -4096 ? r : -NB_E_INTERNAL, err, errsz, "reading s3://%s/%.200s: %s",
+			    bucket, key, r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+	}
+}
+
+/* A disk qemu-img may read: no file of the host beyond itself (a backing
+ * file, a qcow2 external data file, a vmdk extent elsewhere). */
+static bool disk_self_contained(const json_t *info, const char *path)
+{
+	const json_t *spec = json_object_get(json_object_get(info, "format-specific"), "data");
+	const json_t *ext = json_object_get(spec, "extents"), *e;
+	size_t i;
+
+	if (json_object_get(info, "backing-filename") ||
+	    json_object_get(info, "full-backing-filename") || json_object_get(spec, "data-file"))
+		return false;
+	json_array_foreach(ext, i, e)
+		if (strcmp(nb_json_str_or(e, "filename"), path))
+			return false;
+	return true;
 }
 
 int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t *req,
@@ -989,8 +1508,9 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 	static const char *const formats[] = {"qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"};
 	const char *name = nb_json_str_or(req, "name"), *disk = nb_json_str(req, "disk_blob");
 	const char *kernel = nb_json_str(req, "kernel_blob"), *initrd = nb_json_str(req, "initrd_blob");
-	const char *cmdline = nb_json_str(req, "cmdline");
-	char src[PATH_MAX], tmp[PATH_MAX], sha[65], id[32];
+	const char *cmdline = nb_json_str(req, "cmdline"), *source = nb_json_str(req, "source");
+	char src[PATH_MAX], tmp[PATH_MAX], sha[65], id[32], rnd[17];
+	struct nb_s3_reader rd = {.fd = -1};
 	struct nb_buf o;
 	json_t *info = NULL, *image = NULL, *existing = NULL;
 	const char *fmt;
@@ -1018,8 +1538,11 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 		json_decref(existing);
 		return fail(-NB_E_CONFLICT, err, errsz, "an image named '%s' exists already", name);
 	}
-	if (!sha_ok(disk))
-		return fail(-NB_E_MISSING, err, errsz, "'disk_blob' must be the sha256 of an upload");
+	if (source && disk)
+		return fail(-NB_E_INVALID, err, errsz, "give 'disk_blob' or 'source', not both");
+	if (!source && !sha_ok(disk))
+		return fail(-NB_E_MISSING, err, errsz,
+			    "'disk_blob' must be the sha256 of an upload, or 'source' an s3://bucket/key");
 	if ((kernel && !sha_ok(kernel)) || (initrd && !sha_ok(initrd)) || (initrd && !kernel))
 		return fail(-NB_E_INVALID, err, errsz,
 			    "'kernel_blob'/'initrd_blob' must be uploads' sha256 (initrd needs a kernel)");
@@ -1030,14 +1553,27 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 		if (!blobs[i])
 			continue;
 		int allowed = 0;
-		nb_core_blob_path(c, blobs[i], src, sizeof(src));
 		if (nb_store_blob_allowed(c->st, blobs[i], account_id, &allowed) < 0 || !allowed ||
-		    !nb_path_exists(src))
+		    !blob_exists(c, blobs[i]))
 			return fail(-NB_E_NOT_FOUND, err, errsz, "blob %s was not uploaded", blobs[i]);
 	}
-	nb_core_blob_path(c, disk, src, sizeof(src));
+	if (source)
+		r = source_open(c, account_id, source, &rd, err, errsz);
+	else if ((r = nb_core_blob_open(c, disk, &rd)) < 0)
+		fail(r == -NB_E_NOT_FOUND ? r : -NB_E_INTERNAL, err, errsz,
+		     "blob %s cannot be read", disk);
+	if (r < 0) {
+		nb_s3_reader_close(&rd);
+		return r == -NB_E_NOT_FOUND || r == -NB_E_FORBIDDEN || r == -NB_E_INVALID
+			   ? r
+			   : -NB_E_INTERNAL;
+	}
+	/* qemu-img reads the object's own data file, through the descriptor
+	 * the store handed out: no copy, and read-only */
+	snprintf(src, sizeof(src), "/proc/%d/fd/%d", (int)getpid(), rd.fd);
 
 	nb_buf_init(&o, 1 << 20);
+	tmp[0] = '\0';
 	const char *info_argv[] = {"qemu-img", "info", "--output=json", src, NULL};
 	r = nb_run(info_argv, 60000, &o);
 	info = r == 0 ? json_loads(o.data, 0, NULL) : NULL;
@@ -1052,8 +1588,9 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 		r = fail(-NB_E_INVALID, err, errsz, "disk format '%s' is not supported", fmt);
 		goto out;
 	}
-	if (json_object_get(info, "backing-filename") || json_object_get(info, "full-backing-filename")) {
-		r = fail(-NB_E_INVALID, err, errsz, "a disk with a backing file cannot be imported");
+	if (!disk_self_contained(info, src)) {
+		r = fail(-NB_E_INVALID, err, errsz,
+			 "a disk with a backing file, data file or extents elsewhere cannot be imported");
 		goto out;
 	}
 	vsize = nb_json_int(info, "virtual-size", 0);
@@ -1061,24 +1598,25 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 		r = fail(-NB_E_INVALID, err, errsz, "the disk has no size");
 		goto out;
 	}
-	nb_core_blob_tmp(c, tmp, sizeof(tmp));
+	nb_random_hex(rnd, 16);
+	snprintf(tmp, sizeof(tmp), "%s/convert-%s.qcow2", c->tmp_dir, rnd);
 	const char *conv_argv[] = {"qemu-img", "convert", "-q", "-f", fmt, "-O", "qcow2", src, tmp, NULL};
 	nb_buf_reset(&o);
 	r = nb_run(conv_argv, 3600 * 1000, &o);
 	if (r != 0) {
-		unlink(tmp);
 		r = fail(-NB_E_INVALID, err, errsz, "converting the %s disk failed: %.120s", fmt,
 			 o.data ? o.data : "");
 		goto out;
 	}
-	r = nb_sha256_file(tmp, sha);
+	nb_s3_reader_close(&rd); /* the source is read */
+	r = stat(tmp, &stbuf) < 0 ? -errno : 0;
 	if (r == 0)
-		r = stat(tmp, &stbuf) < 0 ? -errno : 0;
-	if (r == 0)
-		r = nb_core_blob_commit(c, tmp, sha);
+		r = blob_put_file(c, tmp, NULL, sha);
 	if (r < 0) {
-		unlink(tmp);
-		fail(r, err, errsz, "storing the converted disk failed");
+		fail(r > -4096 ? r : -NB_E_INTERNAL, err, errsz,
+		     "storing the converted disk failed: %s",
+		     r > -4096 ? strerror(-r) : nb_s3_err_code(r));
+		r = r > -4096 ? r : -NB_E_INTERNAL;
 		goto out;
 	}
 	nb_id_new("ami", id, sizeof(id));
@@ -1098,10 +1636,13 @@ int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t 
 		fail(r, err, errsz, "recording image '%s' failed", name);
 		goto out;
 	}
-	if (strcmp(sha, disk) && !json_is_true(json_object_get(req, "keep_source")))
+	if (disk && strcmp(sha, disk) && !json_is_true(json_object_get(req, "keep_source")))
 		blob_release(c, disk); /* the upload was converted */
 	r = nb_core_image(c, account_id, id, out, err, errsz);
 out:
+	if (tmp[0])
+		unlink(tmp);
+	nb_s3_reader_close(&rd);
 	nb_buf_free(&o);
 	json_decref(info);
 	json_decref(image);
@@ -1149,7 +1690,7 @@ struct snap_job {
 static void *snap_thread(void *p)
 {
 	struct snap_job *j = p;
-	char url[700], tmp[PATH_MAX], sha[65];
+	char url[700], tmp[PATH_MAX], sha[65], rnd[17];
 	struct nb_buf out;
 	long status = 0;
 	struct stat stbuf;
@@ -1162,16 +1703,15 @@ static void *snap_thread(void *p)
 	if (r == 0 && status == 200) {
 		snprintf(url, sizeof(url), "%s/v1/instances/%s/snapshot/%s", j->address,
 			 j->instance_id, j->image_id);
-		nb_core_blob_tmp(j->c, tmp, sizeof(tmp));
+		nb_random_hex(rnd, 16);
+		snprintf(tmp, sizeof(tmp), "%s/snapshot-%s.qcow2", j->c->tmp_dir, rnd);
 		r = nb_httpc_download(url, j->token, tmp, &status);
-		if (r == 0 && status == 200)
-			r = nb_sha256_file(tmp, sha);
-		else if (r == 0)
+		if (r == 0 && status != 200)
 			r = -EIO;
 		if (r == 0)
 			r = stat(tmp, &stbuf) < 0 ? -errno : 0;
 		if (r == 0)
-			r = nb_core_blob_commit(j->c, tmp, sha);
+			r = blob_put_file(j->c, tmp, NULL, sha);
 		unlink(tmp);
 		nb_httpc("DELETE", url, j->token, NULL, 30000, &status, NULL);
 	} else if (r == 0) {

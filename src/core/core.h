@@ -14,10 +14,24 @@
 #include "core/secrets.h"
 #include "store/store.h"
 
+struct nb_s3;
+struct nb_s3_reader;
+
+/* The image library lives in the object store: every blob (disk, kernel,
+ * initrd, upload) is the object blobs/<sha256> of this bucket. Its owner is
+ * no account (account ids are "acct-..."), so no access key reaches it: a
+ * tenant gets AccessDenied or BucketAlreadyExists as from any bucket of
+ * another account. */
+#define NB_LIBRARY_BUCKET "nubo-library"
+#define NB_LIBRARY_OWNER "nubo-system"
+#define NB_LIBRARY_PART_SIZE (1ULL << 30) /* blobs above 5 GiB go in parts of this */
+
 struct nb_ctl {
 	struct nb_store *st;
 	char state_dir[512];
-	char blob_dir[600];      /* <state_dir>/library: images' files by sha256 */
+	struct nb_s3 *s3;        /* the object store (borrowed): the image library */
+	char blob_dir[600];      /* <state_dir>/library: the old library, moved into s3 at start */
+	char tmp_dir[600];       /* <state_dir>/tmp: disks being converted or downloaded */
 	int cpu_overcommit;      /* vCPUs a host offers per core */
 	int64_t reserved_memory_mb; /* memory kept back for the host itself */
 	int host_dead_after_s;
@@ -66,6 +80,14 @@ int nb_core_instance_host(struct nb_ctl *c, const char *account_id, const char *
 int nb_core_images(struct nb_ctl *c, const char *account_id, json_t **out);
 int nb_core_image(struct nb_ctl *c, const char *account_id, const char *ref, json_t **out,
 		  char *err, size_t errsz);
+/* Imports a disk into a new image: converted to qcow2 and stored in the
+ * library under its sha256. req: "name", "os", "release", "arch",
+ * "description", and the disk: "disk_blob" (an upload's sha256, with
+ * optional "kernel_blob", "initrd_blob", "cmdline") or "source"
+ * ("s3://bucket/key" or "bucket/key": an object read with account_id's
+ * rights: its own bucket or a public-read one; another account's private
+ * bucket is -NB_E_FORBIDDEN, a missing bucket or key -NB_E_NOT_FOUND).
+ * *out is the caller's. */
 int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t *req,
 			 json_t **out, char *err, size_t errsz);
 /* CreateImage: snapshots an instance's disk (running: a QMP backup job on
@@ -76,11 +98,30 @@ int nb_core_image_snapshot(struct nb_ctl *c, const char *account_id, const json_
 			   json_t **out, char *err, size_t errsz);
 int nb_core_image_delete(struct nb_ctl *c, const char *account_id, const char *ref, char *err,
 			 size_t errsz);
-/* Blob upload: a temp file under blob_dir, filled by the caller, then moved
- * into place under its sha256. */
-int nb_core_blob_tmp(struct nb_ctl *c, char *path, size_t pathsz);
-int nb_core_blob_commit(struct nb_ctl *c, const char *tmp_path, const char *sha256);
-void nb_core_blob_path(struct nb_ctl *c, const char *sha256, char *path, size_t pathsz);
+/* Hands c the object store (borrowed: it must outlive c) and readies the
+ * library in it: creates the system bucket on first start, moves every file
+ * of the old <state_dir>/library into it (verified, idempotent) and drops
+ * what an interrupted upload or conversion left. Before any request. */
+int nb_core_library_open(struct nb_ctl *c, struct nb_s3 *s3, char *err, size_t errsz);
+
+/* Blob upload (PUT /v1/blobs): streamed into the library as it arrives and
+ * named by its sha256 at the end. length: declared bytes, or -1. begin gives
+ * *out to the caller, who ends it with commit (which consumes it, on error
+ * too) or abort. */
+struct nb_core_upload;
+int nb_core_upload_begin(struct nb_ctl *c, int64_t length, struct nb_core_upload **out);
+/* -E2BIG past max_blob; other errors of the store. */
+int nb_core_upload_write(struct nb_core_upload *u, const void *data, size_t len);
+/* Makes the upload durable as blobs/<sha256>, records account_id as one of
+ * its owners and gives its sha256 in hex; *size (may be NULL) its bytes. */
+int nb_core_upload_commit(struct nb_core_upload *u, const char *account_id, char sha256[65],
+			  uint64_t *size);
+/* Accepts NULL. */
+void nb_core_upload_abort(struct nb_core_upload *u);
+/* Opens blob sha256 of the library (no ownership check: agents' fetches).
+ * out as from nb_s3_object_open: the caller closes it with
+ * nb_s3_reader_close, on error too. -NB_E_NOT_FOUND when there is none. */
+int nb_core_blob_open(struct nb_ctl *c, const char *sha256, struct nb_s3_reader *out);
 
 /* Types. */
 int nb_core_type_put(struct nb_ctl *c, const char *name, const json_t *req, json_t **out,

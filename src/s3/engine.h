@@ -312,6 +312,10 @@ int nb_s3_put_write(struct nb_s3_put *p, const void *data, size_t len);
  * error too (nothing is left behind). res may be NULL. */
 int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
                      struct nb_s3_put_result *res);
+/* The SHA-256 of the bytes written so far as 64 lowercase hex digits (a
+ * handle begun with NB_S3_CK_SHA256, else -EINVAL); the handle goes on, so
+ * a caller that names content by its hash can learn it before the commit. */
+int nb_s3_put_sha256_hex(struct nb_s3_put *p, char hex[65]);
 /* Drops the upload and its temp file; consumes p. Accepts NULL. */
 void nb_s3_put_abort(struct nb_s3_put *p);
 

@@ -3563,7 +3563,7 @@ int nb_s3http_start(struct nb_s3http *h, const struct nb_s3http_opts *o)
 	int r;
 
 	memset(h, 0, sizeof(*h));
-	if (!o || !o->listen || !o->dir || !o->region || !o->st || !o->secrets)
+	if (!o || !o->listen || !o->s3 || !o->region || !o->st || !o->secrets)
 		return -EINVAL;
 	if (strlen(o->region) > NB_S3_REGION_MAX ||
 	    (o->domain && strlen(o->domain) > NB_S3HTTP_DOMAIN_MAX))
@@ -3576,17 +3576,11 @@ int nb_s3http_start(struct nb_s3http *h, const struct nb_s3http_opts *o)
 	h->quota.max_objects = o->quota_objects;
 	h->upload_expiry_ms = o->upload_expiry_ms;
 	h->next_sweep_ms = nb_now_ms() + SWEEP_EVERY_MS; /* open sweeps once */
-	r = nb_mkdir_p(o->dir, 0700);
-	if (r < 0)
-		return r;
-	r = nb_s3_open(o->dir, &h->s3);
-	if (r < 0) {
-		h->s3 = NULL;
-		return r;
-	}
+	h->s3 = o->s3;
+	if (!*o->listen)
+		return 0;
 	r = nb_http_start_raw(o->listen, handler, h, request_done, h, &h->daemon);
 	if (r < 0) {
-		nb_s3_close(h->s3);
 		h->s3 = NULL;
 		h->daemon = NULL;
 		return r;
@@ -3607,7 +3601,6 @@ void nb_s3http_stop(struct nb_s3http *h)
 	if (h->daemon)
 		MHD_stop_daemon(h->daemon);
 	h->daemon = NULL;
-	nb_s3_close(h->s3);
 	h->s3 = NULL;
 }
 

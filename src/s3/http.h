@@ -29,8 +29,8 @@ struct nb_secrets;
 #define NB_S3HTTP_DOMAIN_MAX 253
 
 struct nb_s3http_opts {
-	const char *listen;               /* "127.0.0.1:8789" */
-	const char *dir;                  /* the engine's root */
+	const char *listen;               /* "127.0.0.1:8789"; "" serves nothing (housekeeping only) */
+	struct nb_s3 *s3;                 /* the engine, opened by the caller (borrowed) */
 	const char *region;               /* the region clients sign for, buckets live in */
 	const char *domain;               /* virtual-hosted base: Host bucket.<domain>; "" none */
 	uint64_t quota_bytes;             /* per account; 0 unlimited */
@@ -52,14 +52,13 @@ struct nb_s3http {
 	int64_t next_sweep_ms; /* monotonic */
 };
 
-/* Opens the engine at o->dir and starts the listener. h is the caller's and
- * must stay put until nb_s3http_stop. -errno or an engine error (-EBUSY: the
- * directory is in use by another process; -EADDRINUSE: cannot listen). */
+/* Starts the listener over the engine o->s3 (which stays the caller's: it
+ * closes it after nb_s3http_stop). h is the caller's and must stay put until
+ * nb_s3http_stop. -errno (-EADDRINUSE: cannot listen). */
 int nb_s3http_start(struct nb_s3http *h, const struct nb_s3http_opts *o);
 /* Stops accepting connections (before the rest of the daemon stops). */
 void nb_s3http_quiesce(struct nb_s3http *h);
-/* Stops the listener (waiting for requests in flight) and closes the engine.
- * Accepts a zeroed h. */
+/* Stops the listener (waiting for requests in flight). Accepts a zeroed h. */
 void nb_s3http_stop(struct nb_s3http *h);
 
 struct nb_s3http_tick_stats {

@@ -844,6 +844,27 @@ out:
 	return r;
 }
 
+int nb_s3_put_sha256_hex(struct nb_s3_put *p, char hex[65])
+{
+	unsigned char md[32];
+	unsigned n = 0;
+	EVP_MD_CTX *c;
+	int r;
+
+	if (!p || !p->sha256 || p->state != PUT_TMP)
+		return -EINVAL;
+	c = EVP_MD_CTX_new();
+	if (!c)
+		return -ENOMEM;
+	r = EVP_MD_CTX_copy_ex(c, p->sha256) == 1 ? md_final(c, md, &n) : -NB_S3_E_INTERNAL;
+	EVP_MD_CTX_free(c);
+	if (r == 0 && n != sizeof(md))
+		r = -NB_S3_E_INTERNAL;
+	if (r == 0)
+		s3_hex(md, sizeof(md), hex);
+	return r;
+}
+
 void nb_s3_put_abort(struct nb_s3_put *p)
 {
 	s3_put_free(p);

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,9 @@ class Cloud:
         self.port = tinyimage.free_port()
         self.agent_port = tinyimage.free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        # each cloud its own S3 port: several may run at once in one session
+        self.s3_port = tinyimage.free_port()
+        self.s3_endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.name, self.cidr, self.bridge, self.accel = name, cidr, bridge, accel
         self.agent_extra = list(agent_extra)
         self.nubod_extra = list(nubod_extra)
@@ -128,7 +132,8 @@ class Cloud:
         self.nubod = Daemon("nubod", [str(BUILD / "src/nubod"), "-s", f"state_dir={self.state}",
                                       "-s", f"api_listen=127.0.0.1:{self.port}",
                                       # tests run many tiny guests on 2 cores
-                                      "-s", "cpu_overcommit=64"]
+                                      "-s", "cpu_overcommit=64",
+                                      "-s", f"s3_listen=127.0.0.1:{self.s3_port}"]
                             + self.nubod_extra,
                             self.root / "nubod.log")
         self.daemons.append(self.nubod)
@@ -216,6 +221,23 @@ class Cloud:
 
     def sanitizer_errors(self):
         return [f"{d.name}: {l}" for d in self.daemons for l in d.sanitizer_errors()]
+
+    # -- the object store's layout (docs/s3.md, "On disk") --
+    def object_file(self, bucket, key):
+        """The data file of bucket/key's latest version, or None."""
+        db = sqlite3.connect(f"file:{self.state}/objects/meta.db?mode=ro", uri=True)
+        try:
+            row = db.execute(
+                "SELECT v.data_id FROM versions v JOIN buckets b ON b.id = v.bucket_id"
+                " WHERE b.name = ? AND v.key = ? AND v.is_latest = 1 AND v.delete_marker = 0",
+                (bucket, key.encode())).fetchone()
+        finally:
+            db.close()
+        return self.state / "objects" / "data" / row[0][:2] / row[0] if row else None
+
+    def library_file(self, sha):
+        """Where the image library keeps blob sha: an object of its bucket."""
+        return self.object_file("nubo-library", f"blobs/{sha}")
 
     # -- API --
     def api(self, method, path, body=None, token=None, raw=None, ctype=None):

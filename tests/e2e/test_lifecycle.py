@@ -230,7 +230,7 @@ def test_corrupt_image_launch_leaves_nothing(cloud, tiny_image, tmp_path):
         "name": "rotten", "disk_blob": cloud.upload(disk),
         "kernel_blob": cloud.upload(tiny_image.vmlinuz),
         "initrd_blob": cloud.upload(tiny_image.initrd), "cmdline": tiny_image.cmdline})
-    lib = cloud.state / "library" / img["sha256"]
+    lib = cloud.library_file(img["sha256"])  # the object's data file in the store
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0xFF
     lib.write_bytes(bytes(data))
