@@ -761,3 +761,208 @@ def test_request_rate_limits(tiny_image, tmp_path):
 
 def code_of_resp(e):
     return e.response["Error"]["Code"]
+
+
+def instance_ids(resp):
+    return sorted(i["InstanceId"] for r in resp["Reservations"] for i in r["Instances"])
+
+
+def test_instance_status_placement_and_filters(world):
+    ec2 = world["acme"].boto()
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1,
+                          Placement={"AvailabilityZone": "nubo-1z"})
+    assert code_of(e) == "InvalidParameterValue" and "nubo-1z" in e.value.response["Error"]["Message"]
+    a = ec2.run_instances(ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1,
+                          Placement={"AvailabilityZone": "nubo-1a"})["Instances"][0]
+    b = ec2.run_instances(ImageId=world["idle"], InstanceType="t1.micro", MinCount=1,
+                          MaxCount=1)["Instances"][0]
+    ia, ib = a["InstanceId"], b["InstanceId"]
+    try:
+        assert a["Placement"]["AvailabilityZone"] == "nubo-1a"
+        ec2.get_waiter("instance_status_ok").wait(InstanceIds=[ia], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        st = ec2.describe_instance_status(InstanceIds=[ia])["InstanceStatuses"]
+        assert len(st) == 1 and st[0]["InstanceId"] == ia
+        assert st[0]["InstanceState"] == {"Code": 16, "Name": "running"}
+        assert st[0]["InstanceStatus"]["Status"] == "ok" and st[0]["SystemStatus"]["Status"] == "ok"
+        assert st[0]["AvailabilityZone"] == "nubo-1a"
+        ec2.get_waiter("instance_running").wait(InstanceIds=[ib], WaiterConfig={"Delay": 1})
+        ec2.stop_instances(InstanceIds=[ib], Force=True)
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[ib], WaiterConfig={"Delay": 1})
+        # a stopped instance has a status only with IncludeAllInstances
+        assert ec2.describe_instance_status(Filters=[{"Name": "instance-id", "Values": [ib]}])["InstanceStatuses"] == []
+        st = ec2.describe_instance_status(InstanceIds=[ib], IncludeAllInstances=True)["InstanceStatuses"]
+        assert [s["InstanceState"]["Name"] for s in st] == ["stopped"]
+        # filters by id, type, image and zone
+        f = lambda name, *v: instance_ids(ec2.describe_instances(Filters=[{"Name": name, "Values": list(v)}]))
+        assert f("instance-id", ia) == [ia]
+        assert f("instance-id", ia, ib) == sorted([ia, ib])
+        both = f("instance-id", ia, ib)
+        assert ia in f("instance-type", "t1.nano") and ib not in f("instance-type", "t1.nano")
+        assert ib in f("instance-type", "t1.micro") and ia not in f("instance-type", "t1.micro")
+        assert ia in f("image-id", world["tiny"]) and ib not in f("image-id", world["tiny"])
+        assert ib in f("image-id", world["idle"]) and ia not in f("image-id", world["idle"])
+        assert set(both) <= set(f("availability-zone", "nubo-1a"))
+        assert f("availability-zone", "nubo-1z") == []
+        assert instance_ids(ec2.describe_instances(Filters=[
+            {"Name": "instance-type", "Values": ["t1.micro"]},
+            {"Name": "image-id", "Values": [world["idle"]]},
+            {"Name": "instance-id", "Values": [ia, ib]}])) == [ib]
+    finally:
+        ec2.terminate_instances(InstanceIds=[ia, ib])
+
+
+def test_register_and_deregister_image(world):
+    ec2 = world["acme"].boto()
+    blob = own_blob(world)
+    with pytest.raises(ClientError) as e:  # checked, not made
+        ec2.register_image(Name="registered", ImageLocation="blob:" + blob, KernelId=world["tiny"],
+                           Description="from a blob", DryRun=True)
+    assert code_of(e) == "DryRunOperation"
+    assert not ec2.describe_images(Filters=[{"Name": "name", "Values": ["registered"]}])["Images"]
+    img = ec2.register_image(Name="registered", ImageLocation="blob:" + blob,
+                             KernelId=world["tiny"], Description="from a blob")["ImageId"]
+    d = ec2.describe_images(ImageIds=[img])["Images"][0]
+    assert d["Name"] == "registered" and d["Description"] == "from a blob"
+    assert d["State"] == "available" and d["OwnerId"] == world["acme"].account_id
+    assert d["KernelId"], "KernelId gives the new image the kernel image's kernel"
+    with pytest.raises(ClientError) as e:
+        ec2.register_image(Name="registered", ImageLocation="blob:" + blob)
+    assert code_of(e) == "InvalidAMIName.Duplicate"
+    with pytest.raises(ClientError) as e:
+        ec2.deregister_image(ImageId=img, DryRun=True)
+    assert code_of(e) == "DryRunOperation"
+    assert ec2.describe_images(ImageIds=[img])["Images"]
+    ec2.deregister_image(ImageId=img)
+    with pytest.raises(ClientError) as e:
+        ec2.describe_images(ImageIds=[img])
+    assert code_of(e) == "InvalidAMIID.NotFound"
+    with pytest.raises(ClientError) as e:
+        ec2.deregister_image(ImageId=img)
+    assert code_of(e) == "InvalidAMIID.NotFound"
+
+
+def test_create_image_of_a_stopped_instance(world):
+    ec2 = world["acme"].boto()
+    iid = ec2.run_instances(ImageId=world["idle"], InstanceType="t1.nano", MinCount=1,
+                            MaxCount=1)["Instances"][0]["InstanceId"]
+    try:
+        ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        ec2.stop_instances(InstanceIds=[iid], Force=True)
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        img = ec2.create_image(InstanceId=iid, Name="from-stopped")["ImageId"]
+        ec2.get_waiter("image_available").wait(ImageIds=[img], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        d = ec2.describe_images(ImageIds=[img])["Images"][0]
+        assert d["Name"] == "from-stopped" and d["State"] == "available"
+        # the new image launches
+        new = ec2.run_instances(ImageId=img, InstanceType="t1.nano", MinCount=1,
+                                MaxCount=1)["Instances"][0]["InstanceId"]
+        ec2.get_waiter("instance_running").wait(InstanceIds=[new], WaiterConfig={"Delay": 1})
+        ec2.terminate_instances(InstanceIds=[new])
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=[new], WaiterConfig={"Delay": 1})
+        ec2.deregister_image(ImageId=img)
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_make_public_then_private(world):
+    acme, globex = world["acme"].boto(), world["globex"].boto()
+    blob = own_blob(world)
+    img = acme.register_image(Name="public-then-not", ImageLocation="blob:" + blob)["ImageId"]
+    try:
+        acme.modify_image_attribute(ImageId=img, LaunchPermission={"Add": [{"Group": "all"}]})
+        assert globex.describe_images(ImageIds=[img])["Images"][0]["Public"] is True
+        # a bad grantee among good ones changes nothing
+        with pytest.raises(ClientError) as e:
+            acme.modify_image_attribute(ImageId=img, LaunchPermission={
+                "Remove": [{"Group": "all"}], "Add": [{"UserId": "acct-nobody"}]})
+        assert code_of(e) == "InvalidUserID.Malformed"
+        assert globex.describe_images(ImageIds=[img])["Images"][0]["Public"] is True
+        acme.modify_image_attribute(ImageId=img, LaunchPermission={"Remove": [{"Group": "all"}]})
+        attr = acme.describe_image_attribute(ImageId=img, Attribute="launchPermission")
+        assert attr["LaunchPermissions"] == []
+        assert acme.describe_images(ImageIds=[img])["Images"][0]["Public"] is False
+        with pytest.raises(ClientError) as e:
+            globex.describe_images(ImageIds=[img])
+        assert code_of(e) == "InvalidAMIID.NotFound"
+        with pytest.raises(ClientError) as e:
+            globex.run_instances(ImageId=img, InstanceType="t1.nano", MinCount=1, MaxCount=1)
+        assert code_of(e) == "InvalidAMIID.NotFound"
+    finally:
+        acme.deregister_image(ImageId=img)
+
+
+def test_dry_run_checks_parameters_and_ids(world):
+    acme, globex, ro = world["acme"].boto(), world["globex"].boto(), world["acme_ro"].boto()
+    iid = acme.run_instances(ImageId=world["idle"], InstanceType="t1.nano", MinCount=1,
+                             MaxCount=1)["Instances"][0]["InstanceId"]
+    ghost = "i-00000000000000000"
+    try:
+        acme.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        before = len(instance_ids(acme.describe_instances()))
+
+        def dry(call, **kw):
+            with pytest.raises(ClientError) as e:
+                call(DryRun=True, **kw)
+            return e.value.response["Error"]["Code"]
+        # allowed: DryRunOperation, and nothing changes
+        assert dry(acme.run_instances, ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1) == "DryRunOperation"
+        assert dry(acme.stop_instances, InstanceIds=[iid]) == "DryRunOperation"
+        assert dry(acme.reboot_instances, InstanceIds=[iid]) == "DryRunOperation"
+        assert dry(acme.terminate_instances, InstanceIds=[iid]) == "DryRunOperation"
+        assert dry(acme.create_tags, Resources=[iid], Tags=[{"Key": "dry", "Value": "1"}]) == "DryRunOperation"
+        assert dry(acme.create_key_pair, KeyName="dry") == "DryRunOperation"
+        assert dry(acme.describe_instances) == "DryRunOperation"
+        assert len(instance_ids(acme.describe_instances())) == before
+        inst = acme.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert inst["State"]["Name"] == "running" and not inst.get("Tags")
+        assert "dry" not in [k["KeyName"] for k in acme.describe_key_pairs()["KeyPairs"]]
+        # the parameters and ids are checked first, as EC2 does
+        assert dry(acme.stop_instances, InstanceIds=[ghost]) == "InvalidInstanceID.NotFound"
+        assert dry(acme.stop_instances, InstanceIds=[iid, ghost]) == "InvalidInstanceID.NotFound"
+        assert dry(globex.stop_instances, InstanceIds=[iid]) == "InvalidInstanceID.NotFound"
+        assert dry(globex.terminate_instances, InstanceIds=[iid]) == "InvalidInstanceID.NotFound"
+        assert dry(globex.create_tags, Resources=[iid], Tags=[{"Key": "a", "Value": "b"}]) == "InvalidInstanceID.NotFound"
+        assert dry(acme.run_instances, ImageId="ami-00000000000000000", InstanceType="t1.nano", MinCount=1, MaxCount=1) == "InvalidAMIID.NotFound"
+        assert dry(acme.run_instances, ImageId=world["tiny"], InstanceType="t9.none", MinCount=1, MaxCount=1) == "InvalidParameterValue"
+        assert dry(acme.modify_instance_attribute, InstanceId=iid, InstanceType={"Value": "t1.micro"}) == "IncorrectInstanceState"
+        assert dry(globex.create_image, InstanceId=iid, Name="dry") == "InvalidInstanceID.NotFound"
+        assert dry(globex.deregister_image, ImageId=world["tiny"]) == "InvalidAMIID.NotFound"
+        acme.create_key_pair(KeyName="drydup")
+        assert dry(acme.create_key_pair, KeyName="drydup") == "InvalidKeyPair.Duplicate"
+        acme.delete_key_pair(KeyName="drydup")
+        # a read-only user is not authorized, dry or not
+        assert dry(ro.stop_instances, InstanceIds=[iid]) == "UnauthorizedOperation"
+        assert dry(ro.run_instances, ImageId=world["tiny"], InstanceType="t1.nano", MinCount=1, MaxCount=1) == "UnauthorizedOperation"
+        assert dry(ro.describe_instances) == "DryRunOperation"
+    finally:
+        acme.terminate_instances(InstanceIds=[iid])
+
+
+def test_reboot_checks_every_id_before_acting(world):
+    ec2 = world["acme"].boto()
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=world["idle"], InstanceType="t1.nano",
+                                                       MinCount=2, MaxCount=2)["Instances"]]
+    up, down = ids
+    try:
+        ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
+        ec2.stop_instances(InstanceIds=[down], Force=True)
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[down], WaiterConfig={"Delay": 1})
+        seq = signed_native(world["acme"], "GET", f"/v1/instances/{up}")["reboot_seq"]
+        for order in ([up, down], [down, up]):
+            with pytest.raises(ClientError) as e:
+                ec2.reboot_instances(InstanceIds=order)
+            assert code_of(e) == "IncorrectInstanceState" and down in e.value.response["Error"]["Message"]
+            assert "rebooted" in e.value.response["Error"]["Message"]
+        with pytest.raises(ClientError) as e:
+            ec2.reboot_instances(InstanceIds=[up, "i-00000000000000000"])
+        assert code_of(e) == "InvalidInstanceID.NotFound"
+        assert signed_native(world["acme"], "GET", f"/v1/instances/{up}")["reboot_seq"] == seq, \
+            "a refused RebootInstances rebooted nothing"
+        ec2.reboot_instances(InstanceIds=[up])
+        assert signed_native(world["acme"], "GET", f"/v1/instances/{up}")["reboot_seq"] == seq + 1
+        # terminating says so when refused
+        ec2.terminate_instances(InstanceIds=[down])
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=[down], WaiterConfig={"Delay": 1})
+    finally:
+        ec2.terminate_instances(InstanceIds=ids)
