@@ -45,6 +45,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,15 @@ class Nubo(ec2.Nubo):
             "-s", f"api_listen=127.0.0.1:{self.port}",
             "-s", f"s3_listen=127.0.0.1:{self.s3_port}", "-s", "log_level=warn"], self.log)
         ec2.wait_until(self._health, 20, "nubod health")
+        ec2.wait_until(self._s3_up, 20, "nubod's S3 listener")
         self.token = (self.state / "admin.token").read_text().strip()
+
+    def _s3_up(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.s3_port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def setup(self):
         self.api("POST", "/v1/accounts", {"name": "bench"})
@@ -378,7 +387,30 @@ def small(args, build, work, procs, nubo, deadline, results):
                 raise RuntimeError(f"{srv.name} warm-up {op}: {x['errors']} errors: "
                                    f"{x['first_error']}")
         log(f"[small] {srv.name}: warm-up {w['rps']:.0f} PUT/s, {w2['rps']:.0f} GET/s")
+    nginx = None
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        # the load generator's own ceiling: nginx serving 4 KiB files at the
+        # same paths (it ignores the signature)
+        nginx = ec2.Nginx(procs, work)
+        d = nginx.prefix / "www/bench4k/c"
+        d.mkdir(parents=True, exist_ok=True)
+        body = bytes((ord("a") + (i * 7 + i // 64) % 26) for i in range(4096))
+        for i in range(1000):
+            (d / f"{i:08d}").write_bytes(body)
+        nginx.start("auto")
+        ng = S3Server("nginx", nginx.port, nubo.key, REGION, nginx.proc.pid)
     for rep in range(args.small_reps):
+        if nginx:
+            r = run_load(build, ng, "get", args, "c/", 1000, args.count)
+            r.update(section="small", op="GET", server="nginx", rep=rep)
+            results["runs"].append(r)
+            check_load(r)
+            log(f"[small] nginx GET (the client's ceiling): {r['rps']:,.0f} ops/s, "
+                f"p99 {r['p99_us'] / 1000:.2f} ms")
+        r = fsync_ceiling(work / f"fsync{rep}", args)
+        r.update(section="small", op="PUT", server="fsync", rep=rep)
+        results["runs"].append(r)
+        log(f"[small] durable-write ceiling: {r['rps']:,.0f} ops/s, p99 {r['p99_us'] / 1000:.2f} ms")
         for srv in servers:
             if time.monotonic() > deadline:
                 raise Aborted("budget spent")
@@ -396,7 +428,58 @@ def small(args, build, work, procs, nubo, deadline, results):
             check_load(r)
             log(f"[small] {srv.name} GET: {r['rps']:,.0f} ops/s, p99 {r['p99_us'] / 1000:.2f} ms"
                 f" ({r['requests']} in {r['duration_s']:.1f} s)")
+    if nginx:
+        nginx.stop()
     return [s.name for s in servers]
+
+
+def fsync_ceiling(d, args):
+    """What durable small writes cost on this disk: --conns threads each writing
+    4 KiB to a new file, fsync, rename, fsync of the directory (what nubod does
+    per object, without its SQLite commit)."""
+    import threading
+    d.mkdir(parents=True)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    body = b"x" * 4096
+    lat, lock = [], threading.Lock()
+    t_end = time.monotonic() + min(args.duration, 5)
+    n = [0]
+
+    def worker(k):
+        i = 0
+        while time.monotonic() < t_end:
+            with lock:
+                if n[0] >= args.count:
+                    return
+                n[0] += 1
+            t0 = time.monotonic()
+            tmp, dst = d / f"t{k}-{i}", d / f"o{k}-{i}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, body)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, dst)
+            os.fsync(dfd)
+            lat.append(time.monotonic() - t0)
+            i += 1
+
+    cpu = Cpu(0)
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(args.conns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    secs = time.monotonic() - t0
+    os.close(dfd)
+    shutil.rmtree(d, ignore_errors=True)
+    lat.sort()
+
+    def pct(p):
+        return lat[min(len(lat) - 1, max(0, int(p / 100 * len(lat) + 0.999999) - 1))] * 1e6
+    r = {"requests": len(lat), "errors": 0, "duration_s": secs, "rps": len(lat) / secs,
+         "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99), "max_us": lat[-1] * 1e6}
+    return cpu.done(r)
 
 
 def check_load(r):
@@ -471,6 +554,18 @@ def report(args, results, peers):
                     goals.append((f"4 KiB {op} >= {GOAL_SMALL:.0f}x s3rver", x >= GOAL_SMALL,
                                   f"{x:.3g}x"))
             print(line)
+        print()
+        ng = median_run(results, "small", "GET", "nginx", "rps")
+        fs = median_run(results, "small", "PUT", "fsync", "rps")
+        nbg = median_run(results, "small", "GET", "nubo", "rps")
+        nbp = median_run(results, "small", "PUT", "nubo", "rps")
+        if ng and nbg:
+            print(f"ceilings: s3load against nginx serving 4 KiB files: {ng['rps']:,.0f} GET/s, "
+                  f"p99 {ng['p99_us'] / 1000:.3g} ms (nubo at {nbg['rps'] / ng['rps']:.0%});")
+        if fs and nbp:
+            print(f"durable 4 KiB writes on this disk ({args.conns} threads: write, fsync, rename, "
+                  f"fsync dir): {fs['rps']:,.0f}/s, p99 {fs['p99_us'] / 1000:.3g} ms "
+                  f"(nubo PUT at {nbp['rps'] / fs['rps']:.0%})")
         print()
     for what, ok, val in goals:
         print(f"goal {what}: {'met' if ok else 'NOT met'} ({val})")
