@@ -257,6 +257,54 @@ static enum MHD_Result console_output(struct nb_v1 *v, struct MHD_Connection *c,
 	return ret;
 }
 
+/* ---- users of an account ---- */
+
+/* /v1/accounts/{account}/users[/{user}]: the cloud's admins for any account,
+ * an account's admins for their own (another account is NotFound to them);
+ * members and read-only users for none. */
+static enum MHD_Result users_route(struct nb_v1 *v, struct MHD_Connection *c,
+				   const char *method, char **seg, int n, struct nb_http_req *rq)
+{
+	const char *acct = seg[2];
+	char err[NB_ERRSZ] = "";
+	json_t *out = NULL, *body;
+	int r;
+
+	if (!is_admin(rq)) {
+		if (!is(nb_json_str_or(rq->auth, "role"), "admin"))
+			return nb_http_error(c, -NB_E_FORBIDDEN,
+					     "only the account's admins manage its users");
+		if (!is(acct, account_of(rq)) && !is(acct, nb_json_str_or(rq->auth, "account"))) {
+			snprintf(err, sizeof(err), "account '%s' not found", acct);
+			return nb_http_error(c, -NB_E_NOT_FOUND, err);
+		}
+	}
+	if (n == 4 && is(method, "GET")) {
+		r = nb_core_users(v->ctl, acct, &out, err, sizeof(err));
+		return reply(c, r, out, err, 200);
+	}
+	if (n == 5 && is(method, "DELETE")) {
+		r = nb_core_user_delete(v->ctl, acct, seg[4], err, sizeof(err));
+		return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
+	}
+	if ((n == 4 && is(method, "POST")) || (n == 5 && is(method, "PUT"))) {
+		body = nb_http_body_json(rq, err, sizeof(err));
+		if (!body)
+			return nb_http_error(c, -NB_E_INVALID, err);
+		if (n == 4)
+			r = nb_core_user_create(v->ctl, acct, nb_json_str(body, "name"),
+						nb_json_str(body, "role") ? nb_json_str(body, "role")
+									  : "member",
+						&out, err, sizeof(err));
+		else
+			r = nb_core_user_set_role(v->ctl, acct, seg[4], nb_json_str(body, "role"), &out,
+						  err, sizeof(err));
+		json_decref(body);
+		return reply(c, r, out, err, n == 4 ? 201 : 200);
+	}
+	return nb_http_error(c, -NB_E_NOT_FOUND, "no such API call");
+}
+
 /* ---- dispatch ---- */
 
 static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const char *method,
@@ -403,6 +451,8 @@ static enum MHD_Result dispatch(struct nb_v1 *v, struct MHD_Connection *c, const
 			return r < 0 ? nb_http_error(c, r, err) : nb_http_empty(c, 204);
 		}
 	}
+	if ((n == 4 || n == 5) && is(seg[1], "accounts") && is(seg[3], "users"))
+		return users_route(v, c, method, seg, n, rq);
 	if (n >= 2 && is(seg[1], "accounts")) {
 		if (!is_admin(rq))
 			return nb_http_error(c, -NB_E_FORBIDDEN, "only the cloud's admins manage accounts");

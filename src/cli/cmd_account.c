@@ -1,5 +1,5 @@
-/* Accounts, their quotas, and access keys: account create/ls/quota,
- * key create/ls/disable/enable/rm. */
+/* Accounts, their quotas, users and access keys: account create/ls/quota,
+ * account users/user-create/user-role/user-rm, key create/ls/disable/enable/rm. */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -210,6 +210,179 @@ out:
 	return ex;
 }
 
+/* ---- users of an account ---- */
+
+static const struct nb_cli_opt users_opts[] = {
+    {"account", 0, "NAME", "the account; required"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const struct nb_cli_opt user_create_opts[] = {
+    {"account", 0, "NAME", "the account; required"},
+    {"role", 0, "ROLE", "admin, member or read-only (default member)"},
+    {NULL, 0, NULL, NULL},
+};
+
+static bool role_valid(const char *role)
+{
+	return !strcmp(role, "admin") || !strcmp(role, "member") || !strcmp(role, "read-only");
+}
+
+/* "/v1/accounts/ACCOUNT/users[/USER]" into path; a usage error's exit code
+ * or 0. */
+static int users_path(struct nb_cli *c, struct nb_cli_args *a, const char *user,
+                      struct nb_buf *path)
+{
+	const char *account = nb_cli_args_get(a, "account");
+
+	if (!account || !*account)
+		return nb_cli_usage(c, "--account is required");
+	if (nb_cli_path(path, "accounts", account, "users") < 0 ||
+	    (user && (nb_buf_append(path, "/", 1) < 0 || nb_cli_url_escape(user, path) < 0)))
+		return nb_cli_usage(c, "argument too long");
+	return 0;
+}
+
+static int print_users(const json_t *list, const char *account)
+{
+	static const char *const head[] = {"USER", "ACCOUNT", "ROLE", "KEYS", "AGE", NULL};
+	struct nb_cli_table t;
+	int64_t now = nb_wall_ms();
+	size_t i;
+	json_t *u;
+	int r = nb_cli_table_init(&t, head);
+
+	json_array_foreach(list, i, u)
+	{
+		char age[32], keys[24];
+		const char *cells[5];
+
+		nb_cli_fmt_since_json(json_object_get(u, "created_at"), now, age, sizeof(age));
+		snprintf(keys, sizeof(keys), "%lld", (long long)nb_json_int(u, "keys", 0));
+		cells[0] = nb_json_str(u, "name");
+		cells[1] = nb_json_str(u, "account") ? nb_json_str(u, "account") : account;
+		cells[2] = nb_json_str(u, "role");
+		cells[3] = keys;
+		cells[4] = age;
+		if (r >= 0)
+			r = nb_cli_table_add(&t, cells);
+	}
+	return finish_table(&t, r);
+}
+
+/* One user's answer (create, role) as a table of one or as JSON. */
+static int print_one_user(struct nb_cli *c, json_t *ans)
+{
+	json_t *one;
+	int ex;
+
+	if (c->json) {
+		nb_cli_print_json(ans);
+		return NB_CLI_OK;
+	}
+	one = json_pack("[O]", ans);
+	ex = one ? print_users(one, NULL) : NB_CLI_EAPI;
+	json_decref(one);
+	return ex;
+}
+
+static int cmd_account_users(struct nb_cli *c, struct nb_cli_args *a)
+{
+	struct nb_buf path;
+	json_t *ans = NULL;
+	int ex;
+
+	nb_buf_init(&path, 4096);
+	ex = users_path(c, a, NULL, &path);
+	if (!ex)
+		ex = nb_cli_call(c, "GET", path.data, NULL, CALL_TIMEOUT_S, &ans);
+	if (!ex) {
+		if (c->json)
+			nb_cli_print_json(ans);
+		else
+			ex = print_users(json_object_get(ans, "users"), nb_json_str(ans, "account"));
+	}
+	nb_buf_free(&path);
+	json_decref(ans);
+	return ex;
+}
+
+static int cmd_account_user_create(struct nb_cli *c, struct nb_cli_args *a)
+{
+	const char *role = nb_cli_args_get(a, "role");
+	struct nb_buf path;
+	json_t *body = NULL, *ans = NULL;
+	int ex;
+
+	if (role && !role_valid(role))
+		return nb_cli_usage(c, "--role is admin, member or read-only, not '%.40s'", role);
+	nb_buf_init(&path, 4096);
+	ex = users_path(c, a, NULL, &path);
+	if (!ex) {
+		body = json_pack("{s:s, s:s?}", "name", a->pos[0], "role", role);
+		if (!body)
+			ex = nb_cli_usage(c, "an argument is not valid UTF-8");
+	}
+	if (!ex)
+		ex = nb_cli_call(c, "POST", path.data, body, CALL_TIMEOUT_S, &ans);
+	if (!ex)
+		ex = print_one_user(c, ans);
+	nb_buf_free(&path);
+	json_decref(body);
+	json_decref(ans);
+	return ex;
+}
+
+static int cmd_account_user_role(struct nb_cli *c, struct nb_cli_args *a)
+{
+	struct nb_buf path;
+	json_t *body = NULL, *ans = NULL;
+	int ex;
+
+	if (!role_valid(a->pos[1]))
+		return nb_cli_usage(c, "the role is admin, member or read-only, not '%.40s'",
+		                    a->pos[1]);
+	nb_buf_init(&path, 4096);
+	ex = users_path(c, a, a->pos[0], &path);
+	if (!ex) {
+		body = json_pack("{s:s}", "role", a->pos[1]);
+		if (!body)
+			ex = NB_CLI_EAPI;
+	}
+	if (!ex)
+		ex = nb_cli_call(c, "PUT", path.data, body, CALL_TIMEOUT_S, &ans);
+	if (!ex)
+		ex = print_one_user(c, ans);
+	nb_buf_free(&path);
+	json_decref(body);
+	json_decref(ans);
+	return ex;
+}
+
+/* Each user given: "USER  deleted"; the first failure's exit code wins. */
+static int cmd_account_user_rm(struct nb_cli *c, struct nb_cli_args *a)
+{
+	int ex = NB_CLI_OK;
+
+	for (int i = 0; i < a->npos; i++) {
+		struct nb_buf path;
+		int e;
+
+		nb_buf_init(&path, 4096);
+		e = users_path(c, a, a->pos[i], &path);
+		if (!e)
+			e = nb_cli_call(c, "DELETE", path.data, NULL, CALL_TIMEOUT_S, NULL);
+		nb_buf_free(&path);
+		if (!e && !c->json)
+			printf("%s  deleted\n", a->pos[i]);
+		if (e && !ex)
+			ex = e;
+		if (e == NB_CLI_EUNREACH || e == NB_CLI_EUSAGE)
+			break;
+	}
+	return ex;
+}
+
 /* ---- access keys ---- */
 
 static const struct nb_cli_opt key_create_opts[] = {
@@ -353,6 +526,21 @@ const struct nb_cli_cmd nb_cli_account_cmds[] = {
     {"account", "quota", "NAME [--instances N] [--vcpus N] [--memory MB] [--images N]",
      "show an account's quotas and usage, or set some of its limits (cloud admins)", quota_opts, 1,
      1, cmd_account_quota},
+    {"account", "users", "--account NAME",
+     "list an account's users, their roles and how many keys each holds (the account's "
+     "admins, cloud admins)",
+     users_opts, 0, 0, cmd_account_users},
+    {"account", "user-create", "USER --account NAME [--role admin|member|read-only]",
+     "create a user of an account (the account's admins, cloud admins); keys for it with "
+     "'nubo key create --user USER'",
+     user_create_opts, 1, 1, cmd_account_user_create},
+    {"account", "user-role", "USER ROLE --account NAME",
+     "change a user's role to admin, member or read-only (the account's admins, cloud admins)",
+     users_opts, 2, 2, cmd_account_user_role},
+    {"account", "user-rm", "USER... --account NAME",
+     "delete users of an account and every access key they hold (the account's admins, cloud "
+     "admins)",
+     users_opts, 1, -1, cmd_account_user_rm},
     {"key", "create", "--account NAME [--user USER] [--role admin|member|read-only]",
      "create an access key; its secret is shown only this once", key_create_opts, 0, 0,
      cmd_key_create},

@@ -1485,6 +1485,16 @@ static int source_open(struct nb_ctl *c, const char *account_id, const char *loc
 	}
 }
 
+int nb_core_image_source_check(struct nb_ctl *c, const char *account_id, const char *loc,
+			       char *err, size_t errsz)
+{
+	struct nb_s3_reader rd = {.fd = -1};
+	int r = source_open(c, account_id, loc, &rd, err, errsz);
+
+	nb_s3_reader_close(&rd);
+	return r;
+}
+
 /* A disk qemu-img may read: no file of the host beyond itself (a backing
  * file, a qcow2 external data file, a vmdk extent elsewhere). */
 static bool disk_self_contained(const json_t *info, const char *path)
@@ -1871,6 +1881,8 @@ int nb_core_key_create(struct nb_ctl *c, const struct nb_secrets *secrets, const
 	char kid[21], secret[41], uid[32], *sealed = NULL;
 	int r;
 
+	bool role_given = role != NULL;
+
 	if (!user)
 		user = "admin";
 	if (!role)
@@ -1886,6 +1898,8 @@ int nb_core_key_create(struct nb_ctl *c, const struct nb_secrets *secrets, const
 			    account ? account : "");
 	if (nb_store_user_get(c->st, nb_json_str_or(acct, "id"), user, &u) == 0) {
 		nb_strlcpy(uid, nb_json_str_or(u, "id"), sizeof(uid));
+		if (!role_given) /* a key of an existing user has the user's role */
+			role = nb_json_str_or(u, "role");
 		if (strcmp(nb_json_str_or(u, "role"), role)) {
 			r = fail(-NB_E_CONFLICT, err, errsz, "user '%s' exists with role %s", user,
 				 nb_json_str_or(u, "role"));
@@ -1915,6 +1929,143 @@ out:
 	free(sealed);
 	json_decref(acct);
 	json_decref(u);
+	return r;
+}
+
+/* ---- users of an account ---- */
+
+static bool role_ok(const char *role)
+{
+	return role && (!strcmp(role, "admin") || !strcmp(role, "member") ||
+			!strcmp(role, "read-only"));
+}
+
+/* The account (id or name) as a row, or -NB_E_NOT_FOUND with err. */
+static int account_row(struct nb_ctl *c, const char *account, json_t **acct, char *err,
+		       size_t errsz)
+{
+	if (!account || nb_store_account_get(c->st, account, acct) < 0)
+		return fail(-NB_E_NOT_FOUND, err, errsz, "account '%s' not found",
+			    account ? account : "");
+	return 0;
+}
+
+/* One user as the API shows it: the store's row with ISO times and its account. */
+static int user_answer(struct nb_ctl *c, json_t *acct, const char *name, json_t **out, char *err,
+		       size_t errsz)
+{
+	json_t *rows = NULL, *u;
+	size_t i;
+	int r = nb_store_users_list(c->st, nb_json_str_or(acct, "id"), &rows);
+
+	if (r < 0)
+		return fail(r, err, errsz, "listing the users failed");
+	r = fail(-NB_E_NOT_FOUND, err, errsz, "user '%s' not found", name);
+	json_array_foreach(rows, i, u) if (!strcmp(nb_json_str_or(u, "name"), name))
+	{
+		*out = json_incref(u);
+		iso_member(*out, "created_at");
+		json_object_set_new(*out, "account", json_string(nb_json_str_or(acct, "name")));
+		json_object_set_new(*out, "account_id", json_string(nb_json_str_or(acct, "id")));
+		r = 0;
+		break;
+	}
+	json_decref(rows);
+	return r;
+}
+
+int nb_core_users(struct nb_ctl *c, const char *account, json_t **out, char *err, size_t errsz)
+{
+	json_t *acct = NULL, *rows = NULL, *u;
+	size_t i;
+	int r = account_row(c, account, &acct, err, errsz);
+
+	if (r < 0)
+		return r;
+	r = nb_store_users_list(c->st, nb_json_str_or(acct, "id"), &rows);
+	if (r < 0) {
+		fail(r, err, errsz, "listing the users failed");
+		goto out;
+	}
+	json_array_foreach(rows, i, u) iso_member(u, "created_at");
+	*out = json_pack("{s:s, s:s, s:o}", "account", nb_json_str_or(acct, "name"), "account_id",
+			 nb_json_str_or(acct, "id"), "users", rows);
+out:
+	json_decref(acct);
+	return r;
+}
+
+int nb_core_user_create(struct nb_ctl *c, const char *account, const char *name,
+			const char *role, json_t **out, char *err, size_t errsz)
+{
+	json_t *acct = NULL, *old = NULL;
+	char uid[32];
+	int r;
+
+	if (!name || !name_ok(name, 63))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "user 'name' must be 1 to 63 letters, digits, '.', '_' or '-'");
+	if (!role_ok(role))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "'role' must be admin, member or read-only, not '%s'", role ? role : "");
+	r = account_row(c, account, &acct, err, errsz);
+	if (r < 0)
+		return r;
+	if (nb_store_user_get(c->st, nb_json_str_or(acct, "id"), name, &old) == 0) {
+		r = fail(-NB_E_CONFLICT, err, errsz, "user '%s' exists already (role %s)", name,
+			 nb_json_str_or(old, "role"));
+		goto out;
+	}
+	r = nb_store_user_add(c->st, nb_json_str_or(acct, "id"), name, role, uid);
+	if (r == -NB_E_CONFLICT)
+		fail(r, err, errsz, "user '%s' exists already", name);
+	else if (r < 0)
+		fail(r, err, errsz, "creating user '%s' failed", name);
+	if (r == 0)
+		r = user_answer(c, acct, name, out, err, errsz);
+out:
+	json_decref(acct);
+	json_decref(old);
+	return r;
+}
+
+int nb_core_user_set_role(struct nb_ctl *c, const char *account, const char *name,
+			  const char *role, json_t **out, char *err, size_t errsz)
+{
+	json_t *acct = NULL;
+	int r;
+
+	if (!role_ok(role))
+		return fail(-NB_E_INVALID, err, errsz,
+			    "'role' must be admin, member or read-only, not '%s'", role ? role : "");
+	r = account_row(c, account, &acct, err, errsz);
+	if (r < 0)
+		return r;
+	r = nb_store_user_set_role(c->st, nb_json_str_or(acct, "id"), name, role);
+	if (r == -NB_E_NOT_FOUND)
+		fail(r, err, errsz, "user '%s' not found", name);
+	else if (r < 0)
+		fail(r, err, errsz, "changing the role of '%s' failed", name);
+	if (r == 0)
+		r = user_answer(c, acct, name, out, err, errsz);
+	json_decref(acct);
+	return r;
+}
+
+int nb_core_user_delete(struct nb_ctl *c, const char *account, const char *name, char *err,
+			size_t errsz)
+{
+	json_t *acct = NULL;
+	int r = account_row(c, account, &acct, err, errsz);
+
+	if (r < 0)
+		return r;
+	r = nb_store_user_delete(c->st, nb_json_str_or(acct, "id"), name);
+	if (r == -NB_E_NOT_FOUND)
+		fail(r, err, errsz, "user '%s' not found", name);
+	else if (r < 0)
+		fail(r, err, errsz, "deleting user '%s' failed", name);
+	json_decref(acct);
 	return r;
 }
 

@@ -90,6 +90,10 @@ int nb_core_image(struct nb_ctl *c, const char *account_id, const char *ref, jso
  * *out is the caller's. */
 int nb_core_image_create(struct nb_ctl *c, const char *account_id, const json_t *req,
 			 json_t **out, char *err, size_t errsz);
+/* Whether account_id may import from loc ("s3://bucket/key" or
+ * "bucket/key"): 0, or the error nb_core_image_create would give. */
+int nb_core_image_source_check(struct nb_ctl *c, const char *account_id, const char *loc,
+			       char *err, size_t errsz);
 /* CreateImage: snapshots an instance's disk (running: a QMP backup job on
  * its host; stopped: a flattened copy) into a new image, "pending" until the
  * copy is in the library; -NB_E_LIMIT beyond the account's images quota.
@@ -135,6 +139,17 @@ int nb_core_account_create(struct nb_ctl *c, const char *name, json_t **out, cha
  * the only time it is shown. */
 int nb_core_key_create(struct nb_ctl *c, const struct nb_secrets *secrets, const char *account,
 		       const char *user, const char *role, json_t **out, char *err, size_t errsz);
+/* Users of an account (id or name); role is admin, member or read-only.
+ * *out is the caller's: nb_core_users {"account", "account_id", "users":
+ * [{"id", "name", "role", "created_at", "keys"}]}, the others one user
+ * (with "account", "account_id"). Deleting a user deletes its keys. */
+int nb_core_users(struct nb_ctl *c, const char *account, json_t **out, char *err, size_t errsz);
+int nb_core_user_create(struct nb_ctl *c, const char *account, const char *name,
+			const char *role, json_t **out, char *err, size_t errsz);
+int nb_core_user_set_role(struct nb_ctl *c, const char *account, const char *name,
+			  const char *role, json_t **out, char *err, size_t errsz);
+int nb_core_user_delete(struct nb_ctl *c, const char *account, const char *name, char *err,
+			size_t errsz);
 int nb_core_quotas_set(struct nb_ctl *c, const char *account, const json_t *req, json_t **out,
 		       char *err, size_t errsz);
 int nb_core_quotas_get(struct nb_ctl *c, const char *account, json_t **out, char *err,

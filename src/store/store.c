@@ -782,6 +782,33 @@ int nb_store_user_get(struct nb_store *st, const char *account_id, const char *n
 		     account_id, name);
 }
 
+int nb_store_users_list(struct nb_store *st, const char *account_id, json_t **out)
+{
+	return q_rows(st, out,
+		      "SELECT u.id, u.name, u.role, u.created_at,"
+		      " (SELECT count(*) FROM access_keys k WHERE k.user_id = u.id) AS keys"
+		      " FROM users u WHERE u.account_id = ? ORDER BY u.name",
+		      "s", account_id);
+}
+
+int nb_store_user_set_role(struct nb_store *st, const char *account_id, const char *name,
+			   const char *role)
+{
+	int r = q_exec(st, "UPDATE users SET role = ? WHERE account_id = ? AND name = ?", "sss",
+		       role, account_id, name);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
+int nb_store_user_delete(struct nb_store *st, const char *account_id, const char *name)
+{
+	/* access_keys.user_id is ON DELETE CASCADE: the user's keys go too */
+	int r = q_exec(st, "DELETE FROM users WHERE account_id = ? AND name = ?", "ss", account_id,
+		       name);
+
+	return r < 0 ? r : r == 0 ? -NB_E_NOT_FOUND : 0;
+}
+
 int nb_store_key_add(struct nb_store *st, const char *key_id, const char *user_id,
 		     const char *secret_enc)
 {

@@ -103,6 +103,14 @@ int nb_store_user_add(struct nb_store *st, const char *account_id, const char *n
 		      const char *role, char id_out[32]);
 int nb_store_user_get(struct nb_store *st, const char *account_id, const char *name,
 		      json_t **out);
+/* An account's users: [{"id", "name", "role", "created_at", "keys"}] by name
+ * (keys: how many access keys the user holds). *out is the caller's. */
+int nb_store_users_list(struct nb_store *st, const char *account_id, json_t **out);
+/* -NB_E_NOT_FOUND when the account has no such user. */
+int nb_store_user_set_role(struct nb_store *st, const char *account_id, const char *name,
+			   const char *role);
+/* Deletes the user and every access key of it; -NB_E_NOT_FOUND when none. */
+int nb_store_user_delete(struct nb_store *st, const char *account_id, const char *name);
 /* secret_enc: the encrypted secret, base64 (see core/secrets.h). */
 int nb_store_key_add(struct nb_store *st, const char *key_id, const char *user_id,
 		     const char *secret_enc);

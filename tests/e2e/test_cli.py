@@ -483,3 +483,82 @@ def test_key_sources(cloud, tmp_path):
     # the flag's region wins over the environment's
     p = nubo(key_env(cloud, kid, secret, NUBO_REGION="elsewhere-1"), "--region", "nubo-1", "ls")
     assert p.returncode == 0
+
+
+def test_users_within_accounts(cloud):
+    """An account's admins list, create, re-role and delete its users (and
+    with a user, its keys); members and read-only users cannot; another
+    account is NotFound to them."""
+    cloud.cli("account", "create", "cliusers")
+    cloud.cli("account", "create", "cliother")
+    p = cloud.cli("account", "user-create", "alice", "--account", "cliusers", "--role", "admin")
+    rows = table(p.stdout)
+    assert [(r["USER"], r["ACCOUNT"], r["ROLE"], r["KEYS"]) for r in rows] == [("alice", "cliusers", "admin", "0")]
+    aid, asecret = create_key(cloud, "cliusers", "alice", "admin")
+    alice = key_env(cloud, aid, asecret)
+
+    # the account's admin makes the others, with keys
+    nubo(alice, "account", "user-create", "bob", "--account", "cliusers")  # member by default
+    nubo(alice, "account", "user-create", "carol", "--account", "cliusers", "--role", "read-only")
+    nubo(alice, "key", "create", "--account", "cliusers", "--user", "bob")  # bob holds two keys
+    kv = object_lines(nubo(alice, "key", "create", "--account", "cliusers", "--user", "bob").stdout)
+    bid, bsecret = kv["access_key_id"], kv["secret_access_key"]
+    kv = object_lines(nubo(alice, "key", "create", "--account", "cliusers", "--user", "carol").stdout)
+    assert kv["role"] == "read-only"
+    bob, carol = key_env(cloud, bid, bsecret), key_env(cloud, kv["access_key_id"], kv["secret_access_key"])
+    users = {r["USER"]: r for r in table(nubo(alice, "account", "users", "--account", "cliusers").stdout)}
+    assert {u: (r["ROLE"], r["KEYS"]) for u, r in users.items()} == {
+        "alice": ("admin", "1"), "bob": ("member", "2"), "carol": ("read-only", "1")}
+    js = json.loads(cloud.cli("--json", "account", "users", "--account", "cliusers").stdout)
+    assert js["account"] == "cliusers" and sorted(u["name"] for u in js["users"]) == ["alice", "bob", "carol"]
+
+    # members and read-only users manage no users, not even in their account
+    for env in (bob, carol):
+        for args in (("account", "users", "--account", "cliusers"),
+                     ("account", "user-create", "eve", "--account", "cliusers"),
+                     ("account", "user-role", "alice", "read-only", "--account", "cliusers"),
+                     ("account", "user-rm", "alice", "--account", "cliusers")):
+            p = nubo(env, *args, check=False)
+            assert p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr, (args, p.stderr)
+    # another account is not there for an account's admin
+    p = nubo(alice, "account", "users", "--account", "cliother", check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+    p = nubo(alice, "account", "user-create", "mole", "--account", "cliother", check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+    assert "mole" not in cloud.cli("account", "users", "--account", "cliother").stdout
+
+    # a new role takes effect at once: bob, read-only, cannot change anything
+    p = nubo(bob, "image", "rm", "no-such-image", check=False)
+    assert p.returncode == 4, p.stderr  # a member gets as far as looking
+    rows = table(nubo(alice, "account", "user-role", "bob", "read-only", "--account", "cliusers").stdout)
+    assert [(r["USER"], r["ROLE"]) for r in rows] == [("bob", "read-only")]
+    p = nubo(bob, "image", "rm", "no-such-image", check=False)
+    assert p.returncode == 1 and "error: UnauthorizedOperation:" in p.stderr
+    assert {r["ID"]: r["ROLE"] for r in table(cloud.cli("key", "ls").stdout)}[bid] == "read-only"
+
+    # deleting a user deletes its keys
+    assert nubo(alice, "account", "user-rm", "bob", "--account", "cliusers").stdout == "bob  deleted\n"
+    p = nubo(bob, "ls", check=False)
+    assert p.returncode == 1 and "InvalidClientTokenId" in p.stderr
+    assert bid not in cloud.cli("key", "ls").stdout
+    assert "bob" not in [r["USER"] for r in table(nubo(alice, "account", "users", "--account", "cliusers").stdout)]
+    p = nubo(alice, "account", "user-rm", "bob", "--account", "cliusers", check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+
+    # bad input
+    p = nubo(alice, "account", "user-create", "alice", "--account", "cliusers", check=False)
+    assert p.returncode == 1 and "error: Conflict:" in p.stderr
+    p = nubo(alice, "account", "user-create", "bad name!", "--account", "cliusers", check=False)
+    assert p.returncode == 1 and "error: InvalidParameterValue:" in p.stderr
+    p = nubo(alice, "account", "user-create", "dave", "--account", "cliusers", "--role", "boss", check=False)
+    assert p.returncode == 2 and "admin, member or read-only" in p.stderr
+    p = nubo(alice, "account", "user-role", "carol", "boss", "--account", "cliusers", check=False)
+    assert p.returncode == 2 and "admin, member or read-only" in p.stderr
+    p = nubo(alice, "account", "users", check=False)
+    assert p.returncode == 2 and "--account is required" in p.stderr
+    p = cloud.cli("account", "user-create", "x", "--account", "no-such-account", check=False)
+    assert p.returncode == 4 and "error: NotFound:" in p.stderr
+    for sub in ("users", "user-create", "user-role", "user-rm"):
+        p = cloud.cli("account", sub, "--help")
+        assert p.stdout.startswith(f"usage: nubo account {sub}")
+    assert "--role ROLE" in cloud.cli("account", "user-create", "--help").stdout
