@@ -296,7 +296,6 @@ int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets
 	e->ctl = ctl;
 	e->secrets = secrets;
 	e->limits = (struct nb_ec2_limits){100, 200, 20, 50};
-	e->max_skew_s = NB_SIGV4_MAX_SKEW_S;
 	pthread_mutex_init(&e->lock, NULL);
 	return 0;
 }

@@ -42,7 +42,6 @@ struct nb_ec2 {
 	struct nb_ec2_limits limits;
 	pthread_mutex_t lock; /* the buckets */
 	struct nb_ec2_rate *rates;
-	int max_skew_s;
 	pthread_mutex_t cache_lock;
 	struct nb_ec2_cached cache[NB_EC2_CACHE_ENTRIES];
 	size_t cache_bytes;

@@ -961,7 +961,6 @@ def test_reboot_checks_every_id_before_acting(world):
             "a refused RebootInstances rebooted nothing"
         ec2.reboot_instances(InstanceIds=[up])
         assert signed_native(world["acme"], "GET", f"/v1/instances/{up}")["reboot_seq"] == seq + 1
-        # terminating says so when refused
         ec2.terminate_instances(InstanceIds=[down])
         ec2.get_waiter("instance_terminated").wait(InstanceIds=[down], WaiterConfig={"Delay": 1})
     finally:
