@@ -1468,9 +1468,12 @@ static int act_deregister_image(struct ec2_ctx *t)
 	return 0;
 }
 
-/* RegisterImage: the disk is a blob already uploaded to nubo's image
- * library (ImageLocation "blob:<sha256>" or the bare sha256); KernelId and
- * RamdiskId name an image whose kernel and initrd the new one boots. */
+/* RegisterImage: the disk is an object in the caller's (or a public-read)
+ * bucket (ImageLocation "bucket/key" as EC2 takes it, or "s3://bucket/key"),
+ * or a blob already uploaded to nubo's image library ("blob:<sha256>" or the
+ * bare sha256); KernelId and RamdiskId name an image whose kernel and initrd
+ * the new one boots. A location the caller cannot read is InvalidManifest,
+ * EC2's code for it. */
 static int act_register_image(struct ec2_ctx *t)
 {
 	const char *name = need(t, "Name"), *loc = param(t, "ImageLocation");
@@ -1487,11 +1490,12 @@ static int act_register_image(struct ec2_ctx *t)
 				"The request must contain the parameter ImageLocation");
 	if (!strncmp(loc, "blob:", 5))
 		loc += 5;
+	bool in_s3 = strchr(loc, '/') != NULL; /* bucket/key; a blob is 64 hex digits */
 	if (arch && strcmp(arch, "x86_64"))
 		return ec2_fail(t, 400, "InvalidParameterValue",
 				"Value (%s) for parameter architecture is invalid.", arch);
-	req = json_pack("{s:s, s:s, s:s, s:s}", "name", name, "disk_blob", loc, "arch", "x86_64",
-			"os", "linux");
+	req = json_pack("{s:s, s:s, s:s, s:s}", "name", name, in_s3 ? "source" : "disk_blob", loc,
+			"arch", "x86_64", "os", "linux");
 	if (kernel_img) {
 		kimg = own_image(t, kernel_img);
 		if (!kimg && nb_store_image_visible(t->ctl->st, t->account_id, kernel_img, &kimg) == 0)
@@ -1512,6 +1516,18 @@ static int act_register_image(struct ec2_ctx *t)
 	}
 	if (desc)
 		json_object_set_new(req, "description", json_string(desc));
+	if (t->dry_run && in_s3) {
+		json_decref(req);
+		json_decref(kimg);
+		r = nb_core_image_source_check(t->ctl, t->account_id, loc, err, sizeof(err));
+		if (r == -NB_E_INVALID)
+			return ec2_fail(t, 400, "InvalidParameterValue", "%s", err);
+		if (r < 0)
+			return ec2_fail(t, 400, "InvalidManifest",
+					"The image location '%s' cannot be read (%s)",
+					param(t, "ImageLocation"), err);
+		return dry_run_stop(t) ? -1 : 0;
+	}
 	if (t->dry_run) {
 		int allowed = 0;
 		json_decref(req);
@@ -1530,6 +1546,9 @@ static int act_register_image(struct ec2_ctx *t)
 		return ec2_fail(t, 400, "InvalidAMIName.Duplicate", "%s", err);
 	if (r == -NB_E_LIMIT)
 		return ec2_fail(t, 400, "ResourceLimitExceeded", "%s", err);
+	if (in_s3 && (r == -NB_E_NOT_FOUND || r == -NB_E_FORBIDDEN))
+		return ec2_fail(t, 400, "InvalidManifest", "The image location '%s' cannot be read (%s)",
+				param(t, "ImageLocation"), err);
 	if (r == -NB_E_NOT_FOUND) /* EC2's code for a location it cannot read; the
 				   * same for another account's upload as for none */
 		return ec2_fail(t, 400, "InvalidManifest",

@@ -196,23 +196,25 @@ static int do_import(struct nb_cli *c, const struct import_req *q)
 {
 	char disk[65], kernel[65], initrd[65];
 	json_t *body = NULL, *ans = NULL;
+	/* s3://bucket/key: nubod reads the object itself, with the caller's rights */
+	bool in_s3 = !strncmp(q->disk, "s3://", 5);
 	int ex;
 
-	if ((ex = check_file(c, "disk", q->disk)) ||
+	if ((!in_s3 && (ex = check_file(c, "disk", q->disk))) ||
 	    (q->kernel && (ex = check_file(c, "kernel", q->kernel))) ||
 	    (q->initrd && (ex = check_file(c, "initrd", q->initrd))))
 		return ex;
 	ex = name_free(c, q->name);
 	if (ex)
 		return ex;
-	if ((ex = nb_cli_upload_file(c, q->disk, disk)) ||
+	if ((!in_s3 && (ex = nb_cli_upload_file(c, q->disk, disk))) ||
 	    (q->kernel && (ex = nb_cli_upload_file(c, q->kernel, kernel))) ||
 	    (q->initrd && (ex = nb_cli_upload_file(c, q->initrd, initrd))))
 		return ex;
 	body = json_object();
 	if (!body || set_str(body, "name", q->name) || set_str(body, "os", q->os) ||
 	    set_str(body, "release", q->release) || set_str(body, "arch", q->arch) ||
-	    set_str(body, "disk_blob", disk) ||
+	    (in_s3 ? set_str(body, "source", q->disk) : set_str(body, "disk_blob", disk)) ||
 	    (q->kernel && set_str(body, "kernel_blob", kernel)) ||
 	    (q->initrd && set_str(body, "initrd_blob", initrd)) ||
 	    set_str(body, "cmdline", q->cmdline)) {
@@ -600,9 +602,10 @@ const struct nb_cli_cmd nb_cli_image_cmds[] = {
     {"image", "show", "NAME|ID", "show one image", no_opts, 1, 1, cmd_image_show},
     {"image", "rm", "NAME|ID...", "delete images", no_opts, 1, -1, cmd_image_rm},
     {"image", "import",
-     "FILE --name NAME [--os OS] [--release R] [--arch x86_64] "
+     "FILE|s3://BUCKET/KEY --name NAME [--os OS] [--release R] [--arch x86_64] "
      "[--kernel F --initrd F [--cmdline S]]",
-     "upload a disk image (qcow2, raw, vmdk, vdi, vhdx) and register it", import_opts, 1, 1,
+     "register a disk image (qcow2, raw, vmdk, vdi, vhdx): a file, uploaded, or an object "
+     "of a bucket the account may read", import_opts, 1, 1,
      cmd_image_import},
     {"image", "build", "tiny [--name NAME] [--keep]",
      "build an image with its builder script and import it", build_opts, 1, 1, cmd_image_build},
