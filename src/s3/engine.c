@@ -35,14 +35,10 @@ int s3_sql_err(int rc)
 	}
 }
 
-static int s3_prepv(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt,
-                    va_list ap)
+static int s3_bindv(sqlite3_stmt *s, const char *fmt, va_list ap)
 {
-	sqlite3_stmt *s;
-	int rc = sqlite3_prepare_v2(s3->db, sql, -1, &s, NULL);
+	int rc = SQLITE_OK;
 
-	if (rc != SQLITE_OK)
-		return s3_sql_err(rc);
 	for (int i = 0; fmt && fmt[i]; i++) {
 		switch (fmt[i]) {
 		case 's': {
@@ -68,13 +64,76 @@ static int s3_prepv(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const
 		default:
 			rc = SQLITE_MISUSE;
 		}
-		if (rc != SQLITE_OK) {
-			sqlite3_finalize(s);
+		if (rc != SQLITE_OK)
 			return s3_sql_err(rc);
-		}
+	}
+	return 0;
+}
+
+static int s3_prepv(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt,
+                    va_list ap)
+{
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(s3->db, sql, -1, &s, NULL), r;
+
+	if (rc != SQLITE_OK)
+		return s3_sql_err(rc);
+	r = s3_bindv(s, fmt, ap);
+	if (r < 0) {
+		sqlite3_finalize(s);
+		return r;
 	}
 	*out = s;
 	return 0;
+}
+
+int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...)
+{
+	struct s3_stmt_slot *slot = NULL;
+	sqlite3_stmt *s = NULL;
+	va_list ap;
+	int r, rc;
+
+	for (int i = 0; i < S3_STMT_CACHE && !slot; i++)
+		if (s3->stmts[i].sql == sql && !s3->stmts[i].busy)
+			slot = &s3->stmts[i];
+	for (int i = 0; i < S3_STMT_CACHE && !slot; i++)
+		if (!s3->stmts[i].sql)
+			slot = &s3->stmts[i];
+	if (slot && slot->s) {
+		s = slot->s;
+	} else {
+		rc = sqlite3_prepare_v3(s3->db, sql, -1, slot ? SQLITE_PREPARE_PERSISTENT : 0, &s,
+		                        NULL);
+		if (rc != SQLITE_OK)
+			return s3_sql_err(rc);
+		if (slot) /* a free slot; when all hold others, s is used once */
+			*slot = (struct s3_stmt_slot){.sql = sql, .s = s};
+	}
+	if (slot)
+		slot->busy = true;
+	va_start(ap, fmt);
+	r = s3_bindv(s, fmt, ap);
+	va_end(ap);
+	if (r < 0) {
+		s3_done(s3, s);
+		return r;
+	}
+	*out = s;
+	return 0;
+}
+
+void s3_done(struct nb_s3 *s3, sqlite3_stmt *s)
+{
+	for (int i = 0; i < S3_STMT_CACHE; i++) {
+		if (s3->stmts[i].s == s) {
+			sqlite3_reset(s);
+			sqlite3_clear_bindings(s);
+			s3->stmts[i].busy = false;
+			return;
+		}
+	}
+	sqlite3_finalize(s);
 }
 
 int s3_prep(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...)
@@ -372,6 +431,8 @@ void nb_s3_close(struct nb_s3 *s3)
 {
 	if (!s3)
 		return;
+	for (int i = 0; i < S3_STMT_CACHE; i++)
+		sqlite3_finalize(s3->stmts[i].s);
 	sqlite3_close(s3->db);
 	if (s3->lock_fd >= 0)
 		close(s3->lock_fd); /* drops the flock */
@@ -477,9 +538,9 @@ static int bucket_query(struct nb_s3 *s3, const char *sql, const char *fmt, cons
 	int r, rc;
 
 	if (fmt[0] == 'i')
-		r = s3_prep(s3, &s, sql, fmt, *(const int64_t *)arg);
+		r = s3_prep_cached(s3, &s, sql, fmt, *(const int64_t *)arg);
 	else
-		r = s3_prep(s3, &s, sql, fmt, (const char *)arg);
+		r = s3_prep_cached(s3, &s, sql, fmt, (const char *)arg);
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(s);
@@ -487,7 +548,7 @@ static int bucket_query(struct nb_s3 *s3, const char *sql, const char *fmt, cons
 		bucket_from_row(s, out);
 	else
 		r = rc == SQLITE_DONE ? -NB_S3_E_NO_SUCH_BUCKET : s3_sql_err(rc);
-	sqlite3_finalize(s);
+	s3_done(s3, s);
 	return r;
 }
 

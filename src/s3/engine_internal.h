@@ -25,6 +25,8 @@ struct s3_live {
 	struct s3_live *prev, *next;
 };
 
+#define S3_STMT_CACHE 8
+
 struct nb_s3 {
 	char root[S3_ROOT_MAX + 1];
 	int lock_fd;
@@ -32,6 +34,11 @@ struct nb_s3 {
 	pthread_mutex_t lock; /* every use of db */
 	pthread_mutex_t live_lock;
 	struct s3_live live; /* list head */
+	struct s3_stmt_slot {
+		const char *sql; /* the caller's string constant, compared by address */
+		sqlite3_stmt *s;
+		bool busy;
+	} stmts[S3_STMT_CACHE]; /* s3_prep_cached's statements, kept compiled */
 };
 
 /* A byte string with a length (keys as BLOBs, bounds). */
@@ -63,6 +70,12 @@ int s3_sql_err(int rc);
 /* fmt: one char a parameter: s text (NULL binds NULL), k key (C string bound
  * as BLOB), b blob (const void *, size_t), i int64. Caller holds s3->lock. */
 int s3_prep(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...);
+/* As s3_prep for the hot lookups, with sql a string constant: the statement
+ * stays compiled (in s3->stmts) and is handed back with s3_done, not
+ * sqlite3_finalize. Under s3->lock, as every use of the db. */
+int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...);
+/* Ends a statement of s3_prep_cached (reset for the next use). */
+void s3_done(struct nb_s3 *s3, sqlite3_stmt *s);
 /* Runs a statement that returns no row. Caller holds s3->lock. */
 int s3_exec(struct nb_s3 *s3, const char *sql, const char *fmt, ...);
 int s3_tx_begin(struct nb_s3 *s3);  /* takes s3->lock */

@@ -14,6 +14,7 @@
 #define NB_S3_HTTP_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,8 @@ struct nb_s3http {
 	struct nb_s3_quota quota;
 	int64_t upload_expiry_ms;
 	int64_t next_sweep_ms; /* monotonic */
+	pthread_mutex_t keys_lock;
+	struct nb_s3http_key *keys; /* access keys seen lately (see key_lookup in http.c) */
 };
 
 /* Starts the listener over the engine o->s3 (which stays the caller's: it

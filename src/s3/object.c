@@ -93,12 +93,12 @@ static int version_lookup(struct nb_s3 *s3, int64_t bucket_id, const char *key,
 	if (version_id && !s3_version_id_valid(version_id))
 		return -NB_S3_E_INVALID_ARGUMENT;
 	if (version_id)
-		r = s3_prep(s3, &s,
+		r = s3_prep_cached(s3, &s,
 		            "SELECT " S3_VERSION_COLS " FROM versions v"
 		            " WHERE bucket_id = ? AND key = ? AND version_id = ?",
 		            "iks", bucket_id, key, version_id);
 	else
-		r = s3_prep(s3, &s,
+		r = s3_prep_cached(s3, &s,
 		            "SELECT " S3_VERSION_COLS " FROM versions v"
 		            " WHERE bucket_id = ? AND key = ? AND is_latest = 1",
 		            "ik", bucket_id, key);
@@ -120,7 +120,7 @@ static int version_lookup(struct nb_s3 *s3, int64_t bucket_id, const char *key,
 	} else {
 		r = s3_sql_err(rc);
 	}
-	sqlite3_finalize(s);
+	s3_done(s3, s);
 	return r;
 }
 

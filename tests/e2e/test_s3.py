@@ -579,6 +579,35 @@ def test_signatures_and_anonymous(users, bucket, s3cloud):
         assert code_of(e) == "AccessDenied"
 
 
+def test_key_changes_apply_at_once(s3cloud):
+    """nubod keeps recently used keys in memory: disabling or deleting a key,
+    or making its user read-only, must still apply to the very next request."""
+    carol = S3User(s3cloud, make_tenant(s3cloud, "carol"))
+    s3 = carol.boto()
+    name = "carol-" + os.urandom(3).hex()
+    s3.create_bucket(Bucket=name)
+    for _ in range(3):  # used, so remembered
+        s3.put_object(Bucket=name, Key="k", Body=b"v")
+    s3cloud.api("POST", f"/v1/keys/{carol.key_id}/disable")
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=name, Key="k")
+    assert code_of(e) == "InvalidAccessKeyId"
+    s3cloud.api("POST", f"/v1/keys/{carol.key_id}/enable")
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"v"
+    s3cloud.api("PUT", "/v1/accounts/carol/users/admin", {"role": "read-only"})
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=name, Key="k2", Body=b"v")
+    assert code_of(e) == "AccessDenied"
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"v"
+    s3cloud.api("PUT", "/v1/accounts/carol/users/admin", {"role": "admin"})
+    s3.delete_object(Bucket=name, Key="k")
+    s3.delete_bucket(Bucket=name)
+    s3cloud.api("DELETE", f"/v1/keys/{carol.key_id}")
+    with pytest.raises(ClientError) as e:
+        s3.list_buckets()
+    assert code_of(e) == "InvalidAccessKeyId"
+
+
 def test_other_account_sees_nothing(users, bucket, s3cloud):
     alice, bob = users["alice"].boto(), users["bob"].boto()
     alice.put_object(Bucket=bucket, Key="private.txt", Body=b"alice's data")
