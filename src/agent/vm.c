@@ -17,6 +17,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "agent/disk/qcow2.h"
 #include "net/net.h"
 
 /* How long a new QEMU gets to answer on its QMP socket. */
@@ -254,13 +255,16 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 		}
 		json_decref(info);
 	} else {
-		const char *cargv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-				       "-b", base, disk, sizearg, NULL};
-		r = nb_run(cargv, 60000, &out);
-		if (r != 0) {
-			snprintf(why, whysz, "creating the disk failed: %.160s",
-				 out.data ? out.data : "");
-			r = -EIO;
+		/* the overlay is written directly (qcow2.c): no qemu-img exec. The
+		 * backing name must be absolute (a relative one would be read
+		 * against the overlay's directory). */
+		char abs_base[PATH_MAX];
+		if (base[0] != '/' && realpath(base, abs_base))
+			nb_strlcpy(base, abs_base, sizeof(base));
+		r = nb_qcow2_overlay_create(disk, base, "qcow2",
+					    (uint64_t)nb_json_int(d, "disk_gb", 1) << 30);
+		if (r < 0) {
+			snprintf(why, whysz, "creating the disk failed: %s", strerror(-r));
 			goto fail;
 		}
 	}

@@ -34,4 +34,15 @@ void nb_net_fmt_addr(uint32_t addr, char out[16]);
  * dnsmasq has stopped). */
 int nb_net_dnsmasq_forget(const char *dir);
 
+/* rtnetlink (net_nl.c); each returns 0 or the kernel's -errno. */
+/* Sets dev up and, unless master is NULL, makes it a port of master. */
+int nb_net_nl_link_master_up(const char *dev, const char *master);
+/* Deletes the interface dev. */
+int nb_net_nl_link_delete(const char *dev);
+/* Replaces dev's root qdisc with a token bucket: bytes_per_s, burst bytes,
+ * a queue of latency_ms at that rate. */
+int nb_net_nl_tbf(const char *dev, uint64_t bytes_per_s, uint32_t burst, uint32_t latency_ms);
+/* Deletes dev's root qdisc; none there is fine. */
+int nb_net_nl_root_qdisc_delete(const char *dev);
+
 #endif

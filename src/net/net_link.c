@@ -7,6 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <limits.h>
+#include <linux/sockios.h>
+#include <nftables/libnftables.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -49,20 +54,38 @@ static int is_bridge(const char *name)
 	return r;
 }
 
-static bool nft_table_exists(const char *family, const char *table)
+/* Runs an nft script in this process through libnftables, as one
+ * transaction (the nft command would cost a fork and exec each time). */
+static int nft_run(const char *script, char *err, size_t errsz)
 {
-	const char *argv[] = {"nft", "list", "table", family, table, NULL};
+	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	int r;
 
-	return nb_net_status(argv) == 0;
+	if (!ctx) {
+		nb_net_errf(err, errsz, "nft: cannot create a libnftables context");
+		return -ENOMEM;
+	}
+	nft_ctx_buffer_output(ctx);
+	nft_ctx_buffer_error(ctx);
+	r = nft_run_cmd_from_buffer(ctx, script);
+	if (r != 0) {
+		const char *e = nft_ctx_get_error_buffer(ctx);
+		nb_net_errf(err, errsz, "nft '%.200s' failed: %.300s", script, e ? e : "");
+		r = -EIO;
+	}
+	nft_ctx_free(ctx);
+	return r;
 }
 
+/* Deletes the table if it is there (adding it first makes the delete
+ * succeed either way, in one transaction). */
 static int nft_table_delete(const char *family, const char *table, char *err, size_t errsz)
 {
-	const char *argv[] = {"nft", "delete", "table", family, table, NULL};
+	char script[128];
 
-	if (!nft_table_exists(family, table))
-		return 0;
-	return nb_net_run(argv, err, errsz);
+	snprintf(script, sizeof(script), "add table %s %s; delete table %s %s", family, table,
+	         family, table);
+	return nft_run(script, err, errsz);
 }
 
 /* Replaces the whole table in one nft transaction (add, delete, define). */
@@ -75,10 +98,8 @@ static int nft_table_replace(const char *family, const char *table, const char *
 	nb_buf_init(&script, 8192);
 	r = nb_buf_printf(&script, "add table %s %s; delete table %s %s; table %s %s { %s }",
 	                  family, table, family, table, family, table, body);
-	if (r == 0) {
-		const char *argv[] = {"nft", script.data, NULL};
-		r = nb_net_run(argv, err, errsz);
-	}
+	if (r == 0)
+		r = nft_run(script.data, err, errsz);
 	nb_buf_free(&script);
 	return r;
 }
@@ -167,9 +188,20 @@ static int tap_open_persist(const char *tap, char *err, size_t errsz)
 	return r;
 }
 
+/* Makes tap a port of bridge and sets it up, in one rtnetlink request (no
+ * exec of ip); a tap already on that bridge stays as it is. */
+static int tap_join_up(const char *tap, const char *bridge, char *err, size_t errsz)
+{
+	int r = nb_net_nl_link_master_up(tap, bridge);
+
+	if (r < 0)
+		nb_net_errf(err, errsz, "adding %s to bridge %s: %s", tap, bridge, strerror(-r));
+	return r;
+}
+
 static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errsz)
 {
-	char rate[32], burst[32], body[512];
+	char body[512];
 	uint64_t bytes_per_s = rate_mbps * 125000u; /* 1 Mbit/s = 125000 bytes/s */
 	uint64_t burst_bytes = bytes_per_s / 100;   /* 10 ms at full rate */
 	int r;
@@ -178,15 +210,12 @@ static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errs
 		burst_bytes = 32768;
 	if (burst_bytes > (16u << 20))
 		burst_bytes = 16u << 20;
-	snprintf(rate, sizeof(rate), "%" PRIu64 "mbit", rate_mbps);
-	snprintf(burst, sizeof(burst), "%" PRIu64, burst_bytes);
-	/* To the guest: the tap's egress, shaped by a token bucket. */
-	{
-		const char *argv[] = {"tc",   "qdisc", "replace", "dev", tap,       "root", "tbf",
-		                      "rate", rate,    "burst",   burst, "latency", "50ms", NULL};
-		r = nb_net_run(argv, err, errsz);
-		if (r < 0)
-			return r;
+	/* To the guest: the tap's egress, shaped by a token bucket (50 ms of
+	 * queue), set over rtnetlink as `tc qdisc replace ... tbf` would. */
+	r = nb_net_nl_tbf(tap, bytes_per_s, (uint32_t)burst_bytes, 50);
+	if (r < 0) {
+		nb_net_errf(err, errsz, "tbf qdisc on %s: %s", tap, strerror(-r));
+		return r;
 	}
 	/* From the guest: policed at the tap's ingress. tc's police action is
 	 * a module many kernels lack; nftables' netdev ingress hook does the
@@ -201,20 +230,11 @@ static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errs
 
 static int tap_unlimit(const char *tap, char *err, size_t errsz)
 {
-	const char *show[] = {"tc", "qdisc", "show", "dev", tap, "root", NULL};
-	const char *del[] = {"tc", "qdisc", "del", "dev", tap, "root", NULL};
-	struct nb_buf out;
-	bool shaped;
-	int r;
+	int r = nb_net_nl_root_qdisc_delete(tap);
 
-	nb_buf_init(&out, 4096);
-	r = nb_net_output(show, &out);
-	shaped = r == 0 && out.data && strstr(out.data, "tbf") != NULL;
-	nb_buf_free(&out);
-	if (shaped) {
-		r = nb_net_run(del, err, errsz);
-		if (r < 0)
-			return r;
+	if (r < 0) {
+		nb_net_errf(err, errsz, "removing the qdisc of %s: %s", tap, strerror(-r));
+		return r;
 	}
 	return nft_table_delete("netdev", tap, err, errsz);
 }
@@ -243,15 +263,9 @@ int nb_net_tap_create(const char *tap, const char *bridge, uint64_t rate_mbps, c
 		if (r < 0)
 			return r;
 	}
-	{
-		const char *master[] = {"ip", "link", "set", "dev", tap, "master", bridge, NULL};
-		const char *up[] = {"ip", "link", "set", "dev", tap, "up", NULL};
-		r = nb_net_run(master, err, errsz);
-		if (r == 0)
-			r = nb_net_run(up, err, errsz);
-		if (r < 0)
-			return r;
-	}
+	r = tap_join_up(tap, bridge, err, errsz);
+	if (r < 0)
+		return r;
 	if (rate_mbps)
 		return tap_limit(tap, rate_mbps, err, errsz);
 	return tap_unlimit(tap, err, errsz);
@@ -259,13 +273,15 @@ int nb_net_tap_create(const char *tap, const char *bridge, uint64_t rate_mbps, c
 
 int nb_net_tap_delete(const char *tap)
 {
-	const char *del[] = {"ip", "link", "del", "dev", tap, NULL};
 	int r = 0, e;
 
 	if (!nb_net_ifname_valid(tap))
 		return -EINVAL;
-	if (nb_net_link_exists(tap))
-		r = nb_net_run(del, NULL, 0);
+	if (nb_net_link_exists(tap)) {
+		r = nb_net_nl_link_delete(tap);
+		if (r == -ENODEV)
+			r = 0; /* gone meanwhile */
+	}
 	/* The ingress table outlives the device it was bound to. */
 	e = nft_table_delete("netdev", tap, NULL, 0);
 	return r < 0 ? r : e;

@@ -326,7 +326,7 @@ static void test_tap(void **state)
 	free(out);
 	/* To the guest: 100 Mbit/s token bucket; from it: policed. */
 	assert_output_has(qdisc, "tbf");
-	assert_output_has(qdisc, "rate 100Mbit");
+	assert_output_has(qdisc, "rate 100Mbit burst 125000b lat 50ms");
 	assert_output_has(nft, "hook ingress device \"");
 	assert_output_has(nft, "limit rate over 12500000 bytes/second");
 	/* No cap: both limits go. */
