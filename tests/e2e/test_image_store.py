@@ -5,8 +5,10 @@ s3://bucket/key` and EC2 RegisterImage --image-location bucket/key, uploaded
 there with the real awscli, boot."""
 
 import hashlib
+import http.client
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -88,6 +90,36 @@ def test_an_images_disk_is_an_object_of_the_system_bucket(cloud, tiny_image):
         buckets = json.loads(s3(t, "s3api", "list-buckets").stdout)["Buckets"]
         assert LIBRARY not in {b["Name"] for b in buckets}
     assert sha256(f) == img["sha256"], "the put was refused, the blob is intact"
+
+
+def test_an_upload_of_unknown_length_is_stored_whole(cloud, tiny_image):
+    """A chunked PUT /v1/blobs (no Content-Length) goes into the library as
+    a multipart upload; the blob is the same bytes, named by their sha256."""
+    data = Path(tiny_image.disk).read_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=120)
+    conn.request("PUT", "/v1/blobs", body=iter([data[:1 << 20], data[1 << 20:]]),
+                 headers={"Authorization": f"Bearer {cloud.token}",
+                          "Content-Type": "application/octet-stream"},
+                 encode_chunked=True)
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    assert r.status == 201, body
+    want = hashlib.sha256(data).hexdigest()
+    assert body == {"blob": want, "size": len(data)}
+    f = cloud.library_file(want)
+    assert f is not None and f.read_bytes() == data
+    # and nothing of the upload itself is left under its temporary name
+    db = sqlite3.connect(f"file:{cloud.state}/objects/meta.db?mode=ro", uri=True)
+    try:
+        left = db.execute("SELECT count(*) FROM versions v JOIN buckets b ON b.id = v.bucket_id"
+                          " WHERE b.name = ? AND substr(v.key, 1, 8) = CAST('uploads/' AS BLOB)",
+                          (LIBRARY,)).fetchone()[0]
+        pending = db.execute("SELECT count(*) FROM uploads u JOIN buckets b ON b.id = u.bucket_id"
+                             " WHERE b.name = ?", (LIBRARY,)).fetchone()[0]
+    finally:
+        db.close()
+    assert left == 0 and pending == 0
 
 
 def test_import_from_a_bucket_with_the_cli_boots(cloud, tiny_image, disks):
