@@ -163,17 +163,15 @@ static int q_row(struct nb_store *st, json_t **out, const char *sql, const char 
 	return r;
 }
 
-/* Number of rows changed, or a negative error. */
-static int q_exec(struct nb_store *st, const char *sql, const char *fmt, ...)
+/* Number of rows changed, or a negative error. A change bumps the epoch
+ * (after the commit, inside a transaction) when bump is set. */
+static int q_exec_ap(struct nb_store *st, bool bump, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *s;
-	va_list ap;
 	int r, rc;
 
 	pthread_mutex_lock(&st->lock);
-	va_start(ap, fmt);
 	r = stmt_prepare(st, &s, sql, fmt, ap);
-	va_end(ap);
 	if (r < 0) {
 		pthread_mutex_unlock(&st->lock);
 		return r;
@@ -183,13 +181,36 @@ static int q_exec(struct nb_store *st, const char *sql, const char *fmt, ...)
 	if (r == 0)
 		r = sqlite3_changes(st->db);
 	sqlite3_finalize(s);
-	if (r > 0) {
+	if (r > 0 && bump) {
 		if (st->depth)
 			st->wrote = true;
 		else
 			atomic_fetch_add(&st->epoch, 1);
 	}
 	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static int q_exec(struct nb_store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_exec_ap(st, true, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* As q_exec, for a change no cached answer shows (the epoch stays). */
+static int q_exec_unseen(struct nb_store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_exec_ap(st, false, sql, fmt, ap);
+	va_end(ap);
 	return r;
 }
 
@@ -498,7 +519,9 @@ int nb_store_hosts_list(struct nb_store *st, json_t **out)
 
 int nb_store_host_seen(struct nb_store *st, const char *id, int64_t wall_ms)
 {
-	int r = q_exec(st, "UPDATE hosts SET last_seen = ? WHERE id = ?", "is", wall_ms, id);
+	/* Every agent posts this twice in 5 s. No EC2 answer shows a host's
+	 * last_seen, so it leaves the epoch (and the Describe cache) alone. */
+	int r = q_exec_unseen(st, "UPDATE hosts SET last_seen = ? WHERE id = ?", "is", wall_ms, id);
 
 	return r < 0 ? r : 0;
 }

@@ -17,6 +17,8 @@ int nb_store_open(const char *path, struct nb_store **out);
 void nb_store_close(struct nb_store *st);
 /* A counter bumped after every committed change to any row: what was read
  * under one value is current as long as the value stays. */
+/* (A host's last_seen is the one change that does not bump it: no cached
+ * answer shows it.) */
 uint64_t nb_store_epoch(struct nb_store *st);
 /* Newest schema version applied. */
 int nb_store_schema_version(struct nb_store *st);

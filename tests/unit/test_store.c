@@ -317,6 +317,22 @@ static void epoch_follows_commits(void **state)
 	assert_int_equal(nb_store_type_put(f->st, "e3", 1, 1, 1, 1, 1), 0);
 	nb_store_rollback(f->st);
 	assert_true(nb_store_epoch(f->st) == e1); /* rolled back: nothing changed */
+
+	/* a host's heartbeat (last_seen) is stored but leaves the epoch: no
+	 * cached answer shows it; its other changes move it */
+	{
+		char hid[32];
+		json_t *h = NULL;
+		add_host(f, "beat", hid);
+		e1 = nb_store_epoch(f->st);
+		assert_int_equal(nb_store_host_seen(f->st, hid, 123456789), 0);
+		assert_true(nb_store_epoch(f->st) == e1);
+		assert_int_equal(nb_store_host_get(f->st, hid, &h), 0);
+		assert_int_equal(json_integer_value(json_object_get(h, "last_seen")), 123456789);
+		json_decref(h);
+		assert_int_equal(nb_store_host_bump(f->st, hid, NULL), 0);
+		assert_true(nb_store_epoch(f->st) > e1);
+	}
 }
 
 int main(void)
