@@ -44,6 +44,34 @@ def _enter_private_netns():
 
 _enter_private_netns()
 
+OWN_NETNS = "NUBO_E2E_OWN_NETNS"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "own_netns: run the test in a child pytest in a network namespace of its "
+        "own, for a cloud with a bridge of its own (the agent's `inet nubo` NAT table is one "
+        "per namespace: a second agent in the session's would replace, then delete, the "
+        "module cloud's)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A test marked own_netns runs again in a child pytest, which enters a
+    namespace of its own at import (its pid is not NUBO_E2E_NETNS)."""
+    if pyfuncitem.get_closest_marker("own_netns") is None or \
+            os.environ.get(OWN_NETNS) == pyfuncitem.nodeid:
+        return None
+    env = dict(os.environ, **{OWN_NETNS: pyfuncitem.nodeid})
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--rootdir", str(REPO), pyfuncitem.nodeid], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0 or " passed" not in p.stdout:
+        pytest.fail(f"in its own network namespace ({p.returncode}):\n"
+                    f"{p.stdout[-8000:]}{p.stderr[-2000:]}", pytrace=False)
+    return True
+
+
 SAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:log_path=",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=0",
@@ -218,6 +246,12 @@ class Cloud:
             except (ValueError, ProcessLookupError):
                 pass
         shutil.rmtree(self.agent_state, ignore_errors=True)
+
+    def nat_intact(self):
+        """True while the namespace's `inet nubo` table is this cloud's: NAT
+        of its cidr out of anything but its bridge."""
+        p = subprocess.run(["nft", "list", "table", "inet", "nubo"], capture_output=True, text=True)
+        return p.returncode == 0 and f"ip saddr {self.cidr} oifname != \"{self.bridge}\" masquerade" in p.stdout
 
     def sanitizer_errors(self):
         return [f"{d.name}: {l}" for d in self.daemons for l in d.sanitizer_errors()]
