@@ -71,8 +71,9 @@ static int http_start(const char *listen, MHD_AccessHandlerCallback handler, voi
 			     MHD_OPTION_NOTIFY_COMPLETED, done, done_cls,
 			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
 			     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-			     MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY,
-			     raw_opts, MHD_OPTION_END);
+			     /* no MHD_OPTION_LISTENING_ADDRESS_REUSE: its SO_REUSEPORT
+			      * lets a second daemon share a busy port silently */
+			     MHD_OPTION_ARRAY, raw_opts, MHD_OPTION_END);
 	if (!d)
 		return -EADDRINUSE;
 	*out = d;

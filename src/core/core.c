@@ -899,7 +899,8 @@ int nb_core_type_put(struct nb_ctl *c, const char *name, const json_t *req, json
 		     char *err, size_t errsz)
 {
 	static const char *const keys[] = {"vcpus", "memory_mb", "disk_gb", "net_mbps"};
-	static const int64_t maxes[] = {64, 1 << 20, 1 << 16, 100000};
+	/* memory: QEMU refuses a guest of less than 16 MiB */
+	static const int64_t mins[] = {1, 16, 1, 0}, maxes[] = {64, 1 << 20, 1 << 16, 100000};
 	int64_t v[4];
 	json_t *price = json_object_get(req, "price_per_hour");
 	int r;
@@ -911,9 +912,11 @@ int nb_core_type_put(struct nb_ctl *c, const char *name, const json_t *req, json
 		if (!json_is_integer(x))
 			return fail(-NB_E_MISSING, err, errsz, "'%s' must be an integer", keys[i]);
 		v[i] = json_integer_value(x);
-		if (v[i] < (i == 3 ? 0 : 1) || v[i] > maxes[i])
-			return fail(-NB_E_INVALID, err, errsz, "'%s' out of range: %lld", keys[i],
-				    (long long)v[i]);
+		if (v[i] < mins[i] || v[i] > maxes[i])
+			return fail(-NB_E_INVALID, err, errsz,
+				    "'%s' out of range: %lld (%lld to %lld%s)", keys[i],
+				    (long long)v[i], (long long)mins[i], (long long)maxes[i],
+				    i == 1 ? " MiB; QEMU needs at least 16" : "");
 	}
 	if (!json_is_number(price) || json_number_value(price) < 0)
 		return fail(-NB_E_INVALID, err, errsz, "'price_per_hour' must be a number >= 0");

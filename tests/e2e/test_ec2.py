@@ -731,14 +731,17 @@ def test_quotas_bind_create_image_and_resize(cloud, world):
         ec2.terminate_instances(InstanceIds=[iid])
 
 
-def test_request_rate_limits(tiny_image, tmp_path):
+def test_request_rate_limits(cloud, tiny_image, tmp_path):
     c = Cloud(tmp_path, bridge="nbbr6", cidr="10.216.0.0/24",
               # buckets that never refill: exactly the burst gets through,
               # however slowly the calls come (no timing in the test)
               nubod_extra=["-s", "rate_describe=0", "-s", "rate_describe_burst=5",
                            "-s", "rate_mutate=0", "-s", "rate_mutate_burst=2"])
     try:
-        c.start()
+        # nubod alone: an agent would replace the namespace's `inet nubo`
+        # NAT table with its own, then delete it at teardown
+        c.root.mkdir(parents=True, exist_ok=True)
+        c.start_nubod()
         a, b = make_tenant(c, "a"), make_tenant(c, "b")
         ea, eb = a.boto(), b.boto()
         codes = []
@@ -757,6 +760,7 @@ def test_request_rate_limits(tiny_image, tmp_path):
         assert code_of(e) == "RequestLimitExceeded"
     finally:
         c.shutdown()
+    assert cloud.nat_intact(), "the module cloud's `inet nubo` table was replaced or deleted"
 
 
 def code_of_resp(e):

@@ -20,6 +20,7 @@ def sha256(path):
     return h.hexdigest()
 
 
+@pytest.mark.own_netns
 def test_accel_auto_picks_tcg_here(tiny_image, tmp_path):
     c = Cloud(tmp_path, name="autohost", bridge="nbbr7", cidr="10.217.0.0/24", accel="auto")
     try:
@@ -113,6 +114,36 @@ def test_instance_types_are_editable(cloud):
     assert "x1.test" not in {t["name"] for t in cloud.api("GET", "/v1/types")["types"]}
 
 
+def test_type_memory_below_qemus_minimum_is_refused(cloud):
+    spec = {"vcpus": 1, "disk_gb": 1, "net_mbps": 10, "price_per_hour": 0.01}
+    with pytest.raises(ApiError) as e:
+        cloud.api("PUT", "/v1/types/x1.tiny", dict(spec, memory_mb=15))
+    assert e.value.status == 400 and "memory_mb" in e.value.message and "16" in e.value.message
+    assert "x1.tiny" not in {t["name"] for t in cloud.api("GET", "/v1/types")["types"]}
+    p = cloud.cli("type", "set", "x1.tiny", "--vcpus", "1", "--memory", "8", "--disk", "1",
+                  "--net", "10", "--price", "0", check=False)
+    assert p.returncode == 2 and "--memory" in p.stderr and "from 16" in p.stderr
+    assert cloud.api("PUT", "/v1/types/x1.tiny", dict(spec, memory_mb=16))["memory_mb"] == 16
+    cloud.api("DELETE", "/v1/types/x1.tiny")
+
+
+def test_a_second_nubod_on_a_busy_port_fails(cloud, tmp_path):
+    import re
+    import tinyimage
+    from conftest import BUILD
+    s3 = re.search(r"S3 listening on (\S+)", cloud.nubod.log()).group(1)
+    for api, s3_listen, says in ((f"127.0.0.1:{cloud.port}", f"127.0.0.1:{tinyimage.free_port()}",
+                                  f"cannot listen on 127.0.0.1:{cloud.port}"),
+                                 (f"127.0.0.1:{tinyimage.free_port()}", s3,
+                                  f"cannot serve S3 on {s3}")):
+        state = tmp_path / f"second-{api.rsplit(':', 1)[1]}"
+        p = subprocess.run([str(BUILD / "src/nubod"), "-s", f"state_dir={state}",
+                            "-s", f"api_listen={api}", "-s", f"s3_listen={s3_listen}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and says in p.stderr, p.stderr
+    assert cloud.api("GET", "/v1/hosts")["hosts"], "the first nubod still answers"
+
+
 def test_bad_requests_get_clear_json_errors(cloud):
     def raw(method, path, token=None, data=None):
         req = urllib.request.Request(cloud.endpoint + path, data=data, method=method)
@@ -162,6 +193,7 @@ def test_agent_refuses_a_state_dir_too_long_for_sockets(tmp_path):
         c.shutdown()
 
 
+@pytest.mark.own_netns
 def test_agent_teardown_removes_what_it_made(tiny_image):
     import tempfile
     c = Cloud(tempfile.mkdtemp(prefix="nbt-", dir="/tmp"), name="tear", bridge="nbbr5",
@@ -189,6 +221,11 @@ def test_agent_teardown_removes_what_it_made(tiny_image):
     finally:
         c.shutdown()
         shutil.rmtree(c.root, ignore_errors=True)
+
+
+def test_other_clouds_left_the_module_clouds_nat_alone(cloud):
+    # the clouds above with agents of their own ran in their own namespaces
+    assert cloud.nat_intact(), "the module cloud's `inet nubo` table was replaced or deleted"
 
 
 def test_deleting_admin_token_rotates_it(tmp_path):
