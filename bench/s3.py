@@ -16,7 +16,10 @@ Two sections, every server started and stopped here, run back to back:
          flight per connection, every request SigV4-signed; built by meson).
          Each run stops after --count requests or --duration seconds; each
          server's PUT+GET pair runs --small-reps times, interleaved with the
-         others'; the table shows the run of median ops/s.
+         others'; the table shows the run of median ops/s. Each round also
+         runs two ceilings: s3load against nginx serving 4 KiB files (what
+         the client can drive) and --conns threads of write+fsync+rename+
+         directory fsync (what durable small writes cost on this disk).
 
 Goals (the issue): GET >= 80% of nginx, PUT >= 70% of dd, small objects
 (PUT and GET) >= 10x s3rver.
