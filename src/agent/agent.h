@@ -14,6 +14,7 @@
 #define NB_AGENT_MAX_VMS 512
 
 struct nb_agent;
+struct nb_imds;
 
 struct nb_vm {
 	char id[32];
@@ -69,6 +70,7 @@ struct nb_agent {
 	int wake_fd[2];        /* pipe: wakes the reconcile loop */
 	volatile int stopping;
 	bool teardown;         /* --teardown: clean the host and exit */
+	struct nb_imds *imds;  /* the instance metadata service (metadata.c) */
 };
 
 /* accel.c: "kvm" when /dev/kvm opens, the CPU has vmx/svm and a probe guest
@@ -97,5 +99,22 @@ int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char 
 void nb_vm_teardown(struct nb_agent *a, struct nb_vm *vm);
 /* The instances' network (bridge, dnsmasq, fixed leases). */
 int nb_vm_net_sync(struct nb_agent *a);
+
+/* metadata.c: the instance metadata service (net/imds.c) over this agent's
+ * instances. A request that arrives on the listener of VPC vpc_id from
+ * source address S is answered for the instance whose nics[] entry in that
+ * VPC has ip == S (its desired `metadata` and that NIC); anything else 404.
+ * start: at agent start, before any listen; its own threads, never the
+ * main loop's. stop: at exit, closes every listener. */
+int nb_agent_imds_start(struct nb_agent *a);
+void nb_agent_imds_stop(struct nb_agent *a);
+/* Serves the metadata service on fd, a TCP socket already bound (in the
+ * VPC's namespace) to 169.254.169.254:80; listen() is called here when it
+ * is not listening yet. Takes fd in every case (closed on error, and at
+ * unlisten/stop). A second listen for the same vpc_id replaces the first.
+ * Returns 0 or a negative errno. Callable with or without a->lock held. */
+int nb_agent_imds_listen(struct nb_agent *a, const char *vpc_id, int fd);
+/* Stops serving vpc_id and closes its socket; nothing when not serving. */
+void nb_agent_imds_unlisten(struct nb_agent *a, const char *vpc_id);
 
 #endif
