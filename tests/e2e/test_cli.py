@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, SAN_ENV, SAN_RE, wait_until
+from conftest import BUILD, SAN_ENV, SAN_RE, ConsoleSession, wait_until
 
 
 def table(text):
@@ -562,3 +562,156 @@ def test_users_within_accounts(cloud):
         p = cloud.cli("account", sub, "--help")
         assert p.stdout.startswith(f"usage: nubo account {sub}")
     assert "--role ROLE" in cloud.cli("account", "user-create", "--help").stdout
+
+
+# ---- every command's help, pause/resume/reboot, and a real terminal ----
+
+def commands(cloud):
+    """The commands `nubo --help` lists, groups expanded: ['run', ..., 'image ls', ...]."""
+    text = cloud.cli("--help").stdout
+    block = text.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    out = []
+    for line in block.splitlines():
+        words = line.split()
+        group = cloud.cli(words[0], "--help", check=False)
+        is_group = group.stdout.startswith(f"usage: nubo {words[0]} COMMAND")
+        out.append(" ".join(words[:2]) if is_group else words[0])
+    return out
+
+
+def test_help_on_every_command(cloud):
+    cmds = commands(cloud)
+    assert len(cmds) >= 30 and {"run", "pause", "image build", "key rm", "account quota"} <= set(cmds)
+    for group in sorted({c.split()[0] for c in cmds if " " in c}):
+        p = cloud.cli(group, "--help")
+        assert p.stdout.startswith(f"usage: nubo {group} COMMAND"), group
+    for cmd in cmds:
+        for flag in ("--help", "-h"):
+            p = cloud.cli(*cmd.split(), flag, check=False)
+            assert p.returncode == 0, f"nubo {cmd} {flag}: {p.returncode} {p.stderr}"
+            assert p.stdout.startswith(f"usage: nubo {cmd}"), f"nubo {cmd} {flag}: {p.stdout[:200]!r}"
+            assert not SAN_RE.search(p.stderr), p.stderr
+
+
+def _http(ip):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{ip}/", timeout=3) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def test_pause_resume_reboot(cloud):
+    iid = cloud.run(name="cliprr")["instances"][0]["id"]
+    try:
+        _, ip = cloud.wait_ready(iid)
+        assert iid in wait_until(lambda: _http(ip), 30, "HTTP from the guest")
+        p = cloud.cli("pause", iid)
+        assert p.stdout.split()[0] == iid
+        cloud.wait_state(iid, "paused", 20)
+        assert _http(ip) is None, "a paused guest answered HTTP"
+        assert table(cloud.cli("ls").stdout) and \
+            {r["ID"]: r for r in table(cloud.cli("ls").stdout)}[iid]["STATE"] == "paused"
+        p = cloud.cli("reboot", iid, check=False)
+        assert p.returncode == 1 and "IncorrectInstanceState" in p.stderr and "paused" in p.stderr
+        p = cloud.cli("--json", "resume", iid)
+        assert json.loads(p.stdout)["id"] == iid
+        cloud.wait_state(iid, "running", 20)
+        assert iid in wait_until(lambda: _http(ip), 30, "HTTP after resume")
+        ready = lambda: len(re.findall(f"NUBO-READY {iid}", cloud.console_output(iid)))
+        n = ready()
+        pid = cloud.qemu_pid(iid)
+        p = cloud.cli("reboot", iid)
+        assert p.stdout.split()[0] == iid
+        wait_until(lambda: ready() > n, 90, "a ready marker after nubo reboot", interval=0.3)
+        assert cloud.qemu_pid(iid) == pid, "a reboot keeps the QEMU process"
+    finally:
+        cloud.cli("rm", iid)
+
+
+def _pty_spawn(cloud, *args):
+    """nubo with stdin, stdout and stderr on a fresh pseudo-terminal."""
+    import pty
+    master, slave = pty.openpty()
+    env = dict(os.environ, NUBO_ENDPOINT=cloud.endpoint, NUBO_TOKEN=cloud.token, TERM="xterm",
+               COLUMNS="100", **SAN_ENV)
+    proc = subprocess.Popen([str(BUILD / "src/cli/nubo"), *args], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True, close_fds=True)
+    os.close(slave)
+    return proc, master
+
+
+def _pty_read_until(master, pattern, timeout, buf=b""):
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while not rx.search(buf):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{pattern!r} not seen on the terminal; got {buf[-400:]!r}"
+        r, _, _ = select.select([master], [], [], left)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer is gone
+                chunk = b""
+            assert chunk, f"the terminal closed before {pattern!r}; got {buf[-400:]!r}"
+            buf += chunk
+    return buf
+
+
+def test_console_detaches_with_ctrl_bracket_on_a_terminal(cloud):
+    iid = cloud.run(name="clipty")["instances"][0]["id"]
+    try:
+        cloud.wait_ready(iid)
+        pid = cloud.qemu_pid(iid)
+        proc, master = _pty_spawn(cloud, "console", iid)
+        try:
+            _pty_read_until(master, rb"Connected to " + iid.encode() + rb" \(Ctrl-\] to detach\)", 30)
+            # raw mode: each key goes through as typed; Enter is \r
+            os.write(master, b"echo PTY-$((6*7))\r")
+            _pty_read_until(master, rb"PTY-42", 60)
+            os.write(master, b"\x1d")  # Ctrl-]
+            assert proc.wait(15) == 0
+            _pty_read_until(master, rb"Detached from " + iid.encode(), 5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        # the guest did not notice: still running, same QEMU, its shell answers
+        assert cloud.instance(iid)["state"] == "running" and cloud.qemu_pid(iid) == pid
+        con = ConsoleSession(cloud, iid)
+        out, rc = con.run("echo AFTER-$((6*7))")
+        con.close()
+        assert "AFTER-42" in out
+    finally:
+        cloud.cli("rm", iid)
+
+
+def test_image_import_shows_progress_on_a_terminal(cloud, tmp_path):
+    raw = tmp_path / "bar.raw"
+    with open(raw, "wb") as f:
+        f.truncate(32 << 20)
+        f.write(os.urandom(1 << 20))
+    proc, master = _pty_spawn(cloud, "image", "import", str(raw), "--name", "cli-bar")
+    try:
+        out = _pty_read_until(master, rb"cli-bar", 120)
+        assert proc.wait(60) == 0
+        while True:  # the rest, until the terminal closes
+            r, _, _ = select.select([master], [], [], 5)
+            try:
+                chunk = os.read(master, 65536) if r else b""
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "\r" in text and re.search(r"bar\.raw .*\[#+\]\s*100%", text), text[-600:]
+    assert re.search(r"\b\d{1,3}%", text)
+    cloud.cli("image", "rm", "cli-bar")
