@@ -4,15 +4,24 @@
 # plus the tiny image in the library. `scripts/up.sh stop` takes it all down.
 #   NUBO_STATE_DIR   where everything lives (default /var/lib/nubo)
 #   NUBO_PORT        the API port (default 8787)
-#   NUBO_CIDR        the VMs' network (default 10.213.0.0/24, bridge nbbr0)
+#   NUBO_AGENT_PORT  the agent's own port, for consoles (default NUBO_PORT + 1)
+#   NUBO_S3_PORT     the S3 API's port (default 8789)
+#   NUBO_CIDR        the VMs' network (default 10.213.0.0/24)
+#   NUBO_BRIDGE      the host bridge of that network (default nbbr0)
+#   NUBO_CONFIG      the CLI config file written (default ~/.config/nubo/config)
+#   NUBO_BUILD       the build whose binaries run (default build)
+# `stop` needs the same NUBO_STATE_DIR, NUBO_CIDR and NUBO_BRIDGE.
 set -eu
 cd "$(dirname "$0")/.."
 SRC=$PWD
 B=${NUBO_BUILD:-$SRC/build}
 STATE=${NUBO_STATE_DIR:-/var/lib/nubo}
 PORT=${NUBO_PORT:-8787}
-APORT=$((PORT + 1))
+APORT=${NUBO_AGENT_PORT:-$((PORT + 1))}
+S3PORT=${NUBO_S3_PORT:-8789}
 CIDR=${NUBO_CIDR:-10.213.0.0/24}
+BRIDGE=${NUBO_BRIDGE:-nbbr0}
+CONF=${NUBO_CONFIG:-$HOME/.config/nubo/config}
 RUN=$STATE/run
 LOG=$STATE/log
 
@@ -29,7 +38,7 @@ stop() {
 	# the guests and everything the agent made on this host (taps, cgroups,
 	# nft tables, dnsmasq, the bridge); disks and images stay
 	"$B/src/nubo-agent" --teardown -s "state_dir=$STATE/agent" -s "cidr=$CIDR" \
-		-s "join_token=unused" >>"$LOG/agent.log" 2>&1 || true
+		-s "bridge=$BRIDGE" -s "join_token=unused" >>"$LOG/agent.log" 2>&1 || true
 	echo "nubo: stopped (state kept in $STATE)"
 }
 
@@ -39,7 +48,7 @@ mkdir -p "$RUN" "$LOG"
 chmod 700 "$STATE"
 if ! alive "$RUN/nubod.pid"; then
 	nohup "$B/src/nubod" -s "state_dir=$STATE" -s "api_listen=127.0.0.1:$PORT" \
-		>>"$LOG/nubod.log" 2>&1 &
+		-s "s3_listen=127.0.0.1:$S3PORT" >>"$LOG/nubod.log" 2>&1 &
 	echo $! >"$RUN/nubod.pid"
 fi
 i=0
@@ -51,14 +60,16 @@ done
 if ! alive "$RUN/nubo-agent.pid"; then
 	nohup "$B/src/nubo-agent" -s "controller=http://127.0.0.1:$PORT" \
 		-s "join_token_file=$STATE/join.token" -s "listen=127.0.0.1:$APORT" \
-		-s "state_dir=$STATE/agent" -s "cidr=$CIDR" -s "shim=$B/src/shim/nubo-shim" \
+		-s "state_dir=$STATE/agent" -s "cidr=$CIDR" -s "bridge=$BRIDGE" \
+		-s "shim=$B/src/shim/nubo-shim" \
 		>>"$LOG/agent.log" 2>&1 &
 	echo $! >"$RUN/nubo-agent.pid"
 fi
 TOKEN=$(cat "$STATE/admin.token")
-mkdir -p "$HOME/.config/nubo"
+mkdir -p "$(dirname "$CONF")"
 umask 077
-printf 'endpoint = http://127.0.0.1:%s\ntoken = %s\n' "$PORT" "$TOKEN" >"$HOME/.config/nubo/config"
+printf 'endpoint = http://127.0.0.1:%s\ntoken = %s\n' "$PORT" "$TOKEN" >"$CONF"
+export NUBO_CONFIG="$CONF"
 NUBO="$B/src/cli/nubo"
 i=0
 until "$NUBO" host ls 2>/dev/null | grep -q ' up '; do
@@ -71,8 +82,8 @@ if ! "$NUBO" image show tiny >/dev/null 2>&1; then
 fi
 cat <<MSG
 
-nubo is up: API http://127.0.0.1:$PORT, state in $STATE, logs in $LOG.
-The CLI is $NUBO (configured in ~/.config/nubo/config). Try:
+nubo is up: API http://127.0.0.1:$PORT, S3 http://127.0.0.1:$S3PORT, state in $STATE,
+logs in $LOG. The CLI is $NUBO (configured in $CONF). Try:
 
   $NUBO run tiny --type t1.nano --count 3 --wait
   $NUBO ls
