@@ -28,6 +28,7 @@ struct nb_vm {
 	char reason[256];
 	int64_t stop_deadline; /* monotonic ms: hard stop after this */
 	bool powerdown_sent;
+	bool stop_forced;      /* the stop asked skips ACPI */
 	bool gone;             /* terminated and cleaned: drop after reporting */
 	/* A start in flight: the shim runs QEMU, whose QMP socket is not up yet.
 	 * Nonzero: the monotonic ms by which QMP must answer. */

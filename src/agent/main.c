@@ -594,15 +594,18 @@ int main(int argc, char **argv)
 	if (pipe2(a->wake_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		return 1;
 	adopt_all(a);
-	while ((r = join(a)) < 0) {
-		if (r == -NB_E_AUTH)
-			return 1;
-		sleep(1); /* the controller is not up yet: retry */
-	}
+	/* Listen before joining: once nubod hears of this host it may relay a
+	 * console at once. Calls before the join carry no token we know and are
+	 * refused. */
 	r = nb_http_start(a->cfg.listen, agent_handler, a, &httpd);
 	if (r < 0) {
 		nb_error("cannot listen on %s", a->cfg.listen);
 		return 1;
+	}
+	while ((r = join(a)) < 0) {
+		if (r == -NB_E_AUTH)
+			return 1;
+		sleep(1); /* the controller is not up yet: retry */
 	}
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);

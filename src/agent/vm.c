@@ -446,7 +446,11 @@ void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm)
 	}
 	while ((ev = nb_qmp_next_event(vm->qmp))) {
 		const char *name = nb_json_str_or(ev, "event");
-		if (!strcmp(name, "STOP"))
+		/* a guest being stopped stays "stopping" whatever it does meanwhile
+		 * (the stop sends cont before the ACPI button: RESUME) */
+		if (vm->powerdown_sent)
+			;
+		else if (!strcmp(name, "STOP"))
 			set_actual(a, vm, "paused", NULL);
 		else if (!strcmp(name, "RESUME"))
 			set_actual(a, vm, "running", NULL);
@@ -516,6 +520,14 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 			bool force = json_is_true(json_object_get(vm->desired, "force_stop"));
 			vm->powerdown_sent = true;
 			vm->stop_deadline = nb_now_ms() + (int64_t)a->cfg.stop_timeout_s * 1000;
+			vm->stop_forced = force;
+			if (!vm->qmp && !force) {
+				/* the QMP connection went (or never came back after an
+				 * agent restart): the guest still gets its ACPI button */
+				char sock[PATH_MAX];
+				vm_path(vm, "qmp.sock", sock, sizeof(sock));
+				nb_qmp_connect(sock, 2000, &vm->qmp);
+			}
 			if (vm->qmp && !force) {
 				nb_qmp_cont(vm->qmp); /* a paused guest cannot see the button */
 				nb_qmp_system_powerdown(vm->qmp);
@@ -525,10 +537,16 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 			set_actual(a, vm, "stopping", NULL);
 		}
 		if (nb_now_ms() >= vm->stop_deadline) {
-			nb_info("%s: no ACPI shutdown in time, stopping hard", vm->id);
+			const char *why_stop = vm->stop_forced ? "forced stop"
+				: vm->qmp ? "hard stop after timeout"
+				: "hard stop: no QMP connection for the ACPI shutdown";
+			if (vm->stop_forced)
+				nb_info("%s: forced stop", vm->id);
+			else
+				nb_info("%s: %s", vm->id, why_stop);
 			vm_kill(vm);
 			undo_start(a, vm, false);
-			set_actual(a, vm, "stopped", "hard stop after timeout");
+			set_actual(a, vm, "stopped", why_stop);
 		}
 		return;
 	}

@@ -467,6 +467,8 @@ def test_forced_stop_skips_acpi(cloud):
     cloud.api("POST", f"/v1/instances/{iid}/stop", {"force": True})
     cloud.wait_state(iid, "stopped", 10)
     assert cloud.qemu_pid(iid) is None and not Path(f"/proc/{pid}").exists()
+    reason = cloud.instance(iid)["state_reason"]
+    assert reason == "forced stop", f"a forced stop says so, not {reason!r}"
     cloud.api("POST", f"/v1/instances/{iid}/start")
     cloud.wait_state(iid, "running", 60)
     # terminate of a paused instance: nothing is left of it either
