@@ -192,6 +192,128 @@ void s3_tx_rollback(struct nb_s3 *s3)
 	pthread_mutex_unlock(&s3->lock);
 }
 
+/* ---- group commit ---- */
+
+/* One batch, in the leader's thread: the directories' fsyncs (outside
+ * s3->lock, each directory once), then every member in a savepoint of one
+ * transaction, then one COMMIT. */
+static void gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
+{
+	struct s3_gc_member *m, *o;
+	int r, rc;
+
+	for (m = batch; m; m = m->next) {
+		m->result = 0;
+		if (!m->dir)
+			continue;
+		for (o = batch; o != m; o = o->next)
+			if (o->dir && !strcmp(o->dir, m->dir))
+				break;
+		/* a directory already fsynced in this batch: its result */
+		m->result = o != m ? o->result : s3_fsync_dir(m->dir);
+	}
+	pthread_mutex_lock(&s3->lock);
+	rc = sqlite3_exec(s3->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		r = s3_sql_err(rc);
+		for (m = batch; m; m = m->next)
+			if (m->result == 0)
+				m->result = r;
+		pthread_mutex_unlock(&s3->lock);
+		return;
+	}
+	for (m = batch; m; m = m->next) {
+		if (m->result < 0)
+			continue;
+		rc = sqlite3_exec(s3->db, "SAVEPOINT gc", NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			m->result = s3_sql_err(rc);
+			continue;
+		}
+		r = m->fn(s3, m->ctx);
+		if (r < 0)
+			sqlite3_exec(s3->db, "ROLLBACK TO gc", NULL, NULL, NULL);
+		sqlite3_exec(s3->db, "RELEASE gc", NULL, NULL, NULL);
+		m->result = r;
+		if (r < 0 && sqlite3_get_autocommit(s3->db)) {
+			/* SQLite rolled the whole transaction back (I/O error, disk
+			 * full): what the earlier members did is gone too. */
+			for (o = batch; o; o = o->next)
+				if (o->result == 0)
+					o->result = r;
+			pthread_mutex_unlock(&s3->lock);
+			return;
+		}
+	}
+	rc = sqlite3_exec(s3->db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		sqlite3_exec(s3->db, "ROLLBACK", NULL, NULL, NULL);
+		r = s3_sql_err(rc);
+		for (m = batch; m; m = m->next)
+			if (m->result == 0)
+				m->result = r < 0 ? r : -NB_S3_E_INTERNAL;
+	}
+	pthread_mutex_unlock(&s3->lock);
+}
+
+int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), void *ctx,
+                    const char *dir)
+{
+	struct s3_gc_member me = {.fn = fn, .ctx = ctx, .dir = dir};
+
+	pthread_mutex_lock(&s3->gc_lock);
+	*s3->gc_tail = &me;
+	s3->gc_tail = &me.next;
+	s3->gc_queued++;
+	while (!me.done) {
+		struct s3_gc_member *batch, *m, *next;
+		uint64_t n = 0, failed = 0;
+
+		/* Not done and no batch running: me is still queued, so lead. */
+		if (s3->gc_leader || s3->gc_hold) {
+			pthread_cond_wait(&s3->gc_cond, &s3->gc_lock);
+			continue;
+		}
+		batch = s3->gc_head;
+		s3->gc_head = NULL;
+		s3->gc_tail = &s3->gc_head;
+		s3->gc_queued = 0;
+		s3->gc_leader = true;
+		pthread_mutex_unlock(&s3->gc_lock);
+		gc_run(s3, batch);
+		pthread_mutex_lock(&s3->gc_lock);
+		for (m = batch; m; m = next) {
+			next = m->next; /* m is its writer's: gone once done is seen */
+			n++;
+			failed += m->result < 0;
+			m->done = true;
+		}
+		s3->gc_stats.batches++;
+		s3->gc_stats.members += n;
+		s3->gc_stats.failed += failed;
+		s3->gc_leader = false;
+		pthread_cond_broadcast(&s3->gc_cond);
+	}
+	pthread_mutex_unlock(&s3->gc_lock);
+	return me.result;
+}
+
+void nb_s3_commit_stats(struct nb_s3 *s3, struct nb_s3_commit_stats *out)
+{
+	pthread_mutex_lock(&s3->gc_lock);
+	*out = s3->gc_stats;
+	out->queued = s3->gc_queued;
+	pthread_mutex_unlock(&s3->gc_lock);
+}
+
+void nb_s3_commit_hold(struct nb_s3 *s3, bool hold)
+{
+	pthread_mutex_lock(&s3->gc_lock);
+	s3->gc_hold = hold;
+	pthread_cond_broadcast(&s3->gc_cond);
+	pthread_mutex_unlock(&s3->gc_lock);
+}
+
 char *s3_col_strdup(sqlite3_stmt *s, int col)
 {
 	const unsigned char *t;
@@ -381,6 +503,9 @@ int nb_s3_open(const char *root, struct nb_s3 **out)
 	s3->lock_fd = -1;
 	pthread_mutex_init(&s3->lock, NULL);
 	pthread_mutex_init(&s3->live_lock, NULL);
+	pthread_mutex_init(&s3->gc_lock, NULL);
+	pthread_cond_init(&s3->gc_cond, NULL);
+	s3->gc_tail = &s3->gc_head;
 	s3->live.next = s3->live.prev = &s3->live;
 	nb_strlcpy(s3->root, root, sizeof(s3->root));
 
@@ -438,6 +563,8 @@ void nb_s3_close(struct nb_s3 *s3)
 		close(s3->lock_fd); /* drops the flock */
 	pthread_mutex_destroy(&s3->lock);
 	pthread_mutex_destroy(&s3->live_lock);
+	pthread_mutex_destroy(&s3->gc_lock);
+	pthread_cond_destroy(&s3->gc_cond);
 	free(s3);
 }
 

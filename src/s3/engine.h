@@ -127,6 +127,21 @@ struct nb_s3_sweep_stats {
  * while uploads run; the daemon calls it periodically. stats may be NULL. */
 int nb_s3_sweep(struct nb_s3 *s3, struct nb_s3_sweep_stats *stats);
 
+/* Writes of rows that reference new data (PUT, UploadPart, CopyObject,
+ * CompleteMultipartUpload) are group-committed: writers arriving while a
+ * commit runs share the next one (one SQLite transaction, one WAL fsync),
+ * each acknowledged only once that commit is durable. */
+struct nb_s3_commit_stats {
+	uint64_t batches; /* transactions committed by the group commit */
+	uint64_t members; /* writers that went through it (failed ones too) */
+	uint64_t failed;  /* members that got an error */
+	uint64_t queued;  /* writers waiting for a batch right now */
+};
+void nb_s3_commit_stats(struct nb_s3 *s3, struct nb_s3_commit_stats *out);
+/* For tests: while held, no batch starts (writers queue up); releasing lets
+ * the next batch take every writer queued. */
+void nb_s3_commit_hold(struct nb_s3 *s3, bool hold);
+
 /* ---- names and keys (pure) ---- */
 /* 0 or -NB_S3_E_INVALID_BUCKET_NAME; *why (may be NULL) names the broken rule
  * (static string). */

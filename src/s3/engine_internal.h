@@ -27,6 +27,16 @@ struct s3_live {
 
 #define S3_STMT_CACHE 8
 
+/* One writer waiting in s3_group_commit. */
+struct s3_gc_member {
+	int (*fn)(struct nb_s3 *s3, void *ctx);
+	void *ctx;
+	const char *dir; /* to fsync before the commit, or NULL */
+	int result;
+	bool done;
+	struct s3_gc_member *next;
+};
+
 struct nb_s3 {
 	char root[S3_ROOT_MAX + 1];
 	int lock_fd;
@@ -39,6 +49,14 @@ struct nb_s3 {
 		sqlite3_stmt *s;
 		bool busy;
 	} stmts[S3_STMT_CACHE]; /* s3_prep_cached's statements, kept compiled */
+	/* group commit (s3_group_commit) */
+	pthread_mutex_t gc_lock; /* the fields below */
+	pthread_cond_t gc_cond;
+	struct s3_gc_member *gc_head, **gc_tail; /* writers waiting for a batch */
+	size_t gc_queued;
+	bool gc_leader; /* a batch is being committed */
+	bool gc_hold;   /* nb_s3_commit_hold: no batch starts */
+	struct nb_s3_commit_stats gc_stats;
 };
 
 /* A byte string with a length (keys as BLOBs, bounds). */
@@ -81,6 +99,17 @@ int s3_exec(struct nb_s3 *s3, const char *sql, const char *fmt, ...);
 int s3_tx_begin(struct nb_s3 *s3);  /* takes s3->lock */
 int s3_tx_commit(struct nb_s3 *s3); /* releases it; rolls back on failure */
 void s3_tx_rollback(struct nb_s3 *s3);
+/* Group commit: runs fn(s3, ctx) in a transaction shared with the other
+ * writers waiting at the time (one commit, one WAL fsync for all), each in
+ * a savepoint of its own, so a member whose fn fails is rolled back alone
+ * and gets its own error. dir (NULL: none) is fsynced first, once for every
+ * member of the batch naming it. Returns once the batch is committed: 0
+ * only when this member's changes are durable. fn runs under s3->lock in
+ * some writer's thread; on any failure (fn's, the directory's, the
+ * commit's) nothing of this member is kept, and fn's side effects on the
+ * caller's own state must be undone by the caller. */
+int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), void *ctx,
+                    const char *dir);
 /* Text column as a malloc'd string (NULL for NULL). */
 char *s3_col_strdup(sqlite3_stmt *s, int col);
 
@@ -136,8 +165,9 @@ struct s3_newver {
 	int64_t upload_rowid;
 	const char (*part_ids)[S3_ID_HEX + 1]; /* data ids of the listed parts */
 	size_t n_parts;
+	const char *dir; /* data_id's directory, fsynced in the commit's batch; or NULL */
 };
-/* Commits nv in one transaction. Data files no longer referenced are added
+/* Commits nv in one transaction (s3_group_commit's). Data files no longer referenced are added
  * to *garbage (caller unlinks after, frees). */
 int s3_commit_version(struct nb_s3 *s3, const struct s3_newver *nv, struct nb_s3_put_result *res,
                       char (**garbage)[S3_ID_HEX + 1], size_t *n_garbage);
@@ -177,6 +207,9 @@ int s3_put_new(struct nb_s3 *s3, int64_t declared, unsigned checksums, struct nb
 int s3_put_from_fd(struct nb_s3_put *p, int fd, uint64_t off, uint64_t len);
 /* fsync, rename from tmp/ into data/, fsync of the directory. */
 int s3_put_make_durable(struct nb_s3_put *p);
+/* The same without the directory's fsync: dir (S3_PATH_MAX) is the
+ * directory, which the caller fsyncs (s3_group_commit) before the row. */
+int s3_put_place(struct nb_s3_put *p, char *dir);
 /* Removes whatever file the handle still owns (by state) and frees it. */
 void s3_put_free(struct nb_s3_put *p);
 

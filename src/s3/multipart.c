@@ -527,7 +527,7 @@ int nb_s3_mpu_complete(struct nb_s3 *s3, const char *bucket, const char *key, co
 	size_t n_garbage = 0;
 	uint64_t *sizes = NULL, total = 0;
 	unsigned char *md5s = NULL;
-	char etag[NB_S3_ETAG_SIZE];
+	char etag[NB_S3_ETAG_SIZE], dir[S3_PATH_MAX];
 	int r;
 
 	if (res)
@@ -631,7 +631,7 @@ int nb_s3_mpu_complete(struct nb_s3 *s3, const char *bucket, const char *key, co
 		close(fd);
 	}
 	if (r == 0)
-		r = s3_put_make_durable(p);
+		r = s3_put_place(p, dir);
 	if (r < 0)
 		goto out;
 	{
@@ -655,6 +655,7 @@ int nb_s3_mpu_complete(struct nb_s3 *s3, const char *bucket, const char *key, co
 		    .upload_rowid = u.rowid,
 		    .part_ids = (const char(*)[S3_ID_HEX + 1]) ids,
 		    .n_parts = n,
+		    .dir = dir,
 		};
 		r = s3_commit_version(s3, &nv, res, &garbage, &n_garbage);
 	}

@@ -354,19 +354,26 @@ static int take_upload_parts(struct nb_s3 *s3, const struct s3_newver *nv, int64
 	return r;
 }
 
-int s3_commit_version(struct nb_s3 *s3, const struct s3_newver *nv, struct nb_s3_put_result *res,
-                      char (**garbage)[S3_ID_HEX + 1], size_t *n_garbage)
+struct commit_ctx {
+	const struct s3_newver *nv;
+	struct nb_s3_put_result *res;
+	char (**garbage)[S3_ID_HEX + 1];
+	size_t *n_garbage;
+};
+
+/* s3_group_commit's fn for a version: in the batch's transaction. */
+static int commit_version_locked(struct nb_s3 *s3, void *arg)
 {
+	struct commit_ctx *c = arg;
+	const struct s3_newver *nv = c->nv;
+	char (**garbage)[S3_ID_HEX + 1] = c->garbage;
+	size_t *n_garbage = c->n_garbage;
 	struct s3_bucket_row b;
 	struct vrow old;
 	char vid[NB_S3_VERSION_ID_SIZE] = "null";
 	int64_t now = nb_wall_ms(), parts_bytes = 0, dbytes, dobjects = 1;
-	size_t garbage_mark;
-	int r = s3_tx_begin(s3);
+	int r;
 
-	if (r < 0)
-		return r;
-	garbage_mark = *n_garbage;
 	r = s3_bucket_by_id(s3, nv->bucket_id, &b);
 	if (r < 0)
 		goto fail;
@@ -410,21 +417,30 @@ int s3_commit_version(struct nb_s3 *s3, const struct s3_newver *nv, struct nb_s3
 	r = insert_version(s3, nv, b.id, vid, nv->owner ? nv->owner : b.b.owner, false, now);
 	if (r < 0)
 		goto fail;
-	r = s3_tx_commit(s3);
-	if (r < 0) {
-		*n_garbage = garbage_mark;
-		return r;
-	}
-	if (res) {
-		snprintf(res->etag, sizeof(res->etag), "\"%s\"", nv->etag);
-		nb_strlcpy(res->version_id, vid, sizeof(res->version_id));
-		res->size = nv->size;
-		res->mtime_ms = now;
+	if (c->res) {
+		snprintf(c->res->etag, sizeof(c->res->etag), "\"%s\"", nv->etag);
+		nb_strlcpy(c->res->version_id, vid, sizeof(c->res->version_id));
+		c->res->size = nv->size;
+		c->res->mtime_ms = now;
 	}
 	return 0;
 fail:
-	s3_tx_rollback(s3);
-	*n_garbage = garbage_mark;
+	return r;
+}
+
+int s3_commit_version(struct nb_s3 *s3, const struct s3_newver *nv, struct nb_s3_put_result *res,
+                      char (**garbage)[S3_ID_HEX + 1], size_t *n_garbage)
+{
+	struct commit_ctx c = {.nv = nv, .res = res, .garbage = garbage, .n_garbage = n_garbage};
+	size_t garbage_mark = *n_garbage;
+	int r = s3_group_commit(s3, commit_version_locked, &c, nv->dir);
+
+	if (r < 0) {
+		/* rolled back: the files it would have replaced stay */
+		*n_garbage = garbage_mark;
+		if (res)
+			memset(res, 0, sizeof(*res));
+	}
 	return r;
 }
 
@@ -751,7 +767,15 @@ static int put_verify(struct nb_s3_put *p, const struct nb_s3_expect *ex, struct
 /* fsync, rename into data/, fsync the directory. */
 int s3_put_make_durable(struct nb_s3_put *p)
 {
-	char tmp[S3_PATH_MAX], dst[S3_PATH_MAX], dir[S3_PATH_MAX];
+	char dir[S3_PATH_MAX];
+	int r = s3_put_place(p, dir);
+
+	return r < 0 ? r : s3_fsync_dir(dir);
+}
+
+int s3_put_place(struct nb_s3_put *p, char *dir)
+{
+	char tmp[S3_PATH_MAX], dst[S3_PATH_MAX];
 	int r = 0;
 
 	if (fsync(p->fd) < 0)
@@ -762,16 +786,34 @@ int s3_put_make_durable(struct nb_s3_put *p)
 		return r;
 	s3_tmp_path(p->s3, p->live.id, tmp, sizeof(tmp));
 	s3_data_path(p->s3, p->live.id, dst, sizeof(dst));
-	s3_data_dir(p->s3, p->live.id, dir, sizeof(dir));
+	s3_data_dir(p->s3, p->live.id, dir, S3_PATH_MAX);
 	if (rename(tmp, dst) < 0)
 		return -errno;
 	p->state = PUT_DATA;
-	return s3_fsync_dir(dir);
+	return 0;
+}
+
+struct part_ctx {
+	struct nb_s3_put *p;
+	const struct put_digests *d;
+	char (**garbage)[S3_ID_HEX + 1];
+	size_t *n_garbage;
+};
+
+static int part_commit_fn(struct nb_s3 *s3, void *arg)
+{
+	struct part_ctx *c = arg;
+
+	return s3_part_commit_locked(s3, &c->p->part, c->p->live.id, c->p->written,
+	                             c->d->md5_hex, c->d->ck_algo[0] ? c->d->ck_algo : NULL,
+	                             c->d->ck_value[0] ? c->d->ck_value : NULL, &c->p->quota,
+	                             c->garbage, c->n_garbage);
 }
 
 int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
                      struct nb_s3_put_result *res)
 {
+	char dir[S3_PATH_MAX];
 	struct put_digests d;
 	char(*garbage)[S3_ID_HEX + 1] = NULL;
 	size_t n_garbage = 0;
@@ -786,23 +828,12 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 	r = put_verify(p, ex, &d);
 	if (r < 0)
 		goto out;
-	r = s3_put_make_durable(p);
+	r = s3_put_place(p, dir);
 	if (r < 0)
 		goto out;
 	if (p->is_part) {
-		r = s3_tx_begin(p->s3);
-		if (r < 0)
-			goto out;
-		r = s3_part_commit_locked(p->s3, &p->part, p->live.id, p->written, d.md5_hex,
-		                          d.ck_algo[0] ? d.ck_algo : NULL,
-		                          d.ck_value[0] ? d.ck_value : NULL, &p->quota, &garbage,
-		                          &n_garbage);
-		if (r < 0) {
-			s3_tx_rollback(p->s3);
-			n_garbage = 0;
-			goto out;
-		}
-		r = s3_tx_commit(p->s3);
+		struct part_ctx c = {.p = p, .d = &d, .garbage = &garbage, .n_garbage = &n_garbage};
+		r = s3_group_commit(p->s3, part_commit_fn, &c, dir);
 		if (r < 0) {
 			n_garbage = 0;
 			goto out;
@@ -831,6 +862,7 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 		    .checksum_value = d.ck_value[0] ? d.ck_value : NULL,
 		    .quota = &p->quota,
 		    .cond = p->has_cond ? &p->cond : NULL,
+		    .dir = dir,
 		};
 		r = s3_commit_version(p->s3, &nv, res, &garbage, &n_garbage);
 		if (r < 0)
@@ -1030,16 +1062,14 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 	locked = false;
 	if (r < 0)
 		goto out;
-	if (linked) {
-		r = s3_fsync_dir(dir);
-	} else {
+	if (!linked) { /* a link's directory is fsynced in the commit's batch */
 		r = s3_put_new(s3, (int64_t)src.size, 0, &p);
 		if (r == 0) {
 			p->max = NB_S3_OBJECT_MAX;
 			r = s3_put_from_fd(p, src_fd, 0, src.size);
 		}
 		if (r == 0)
-			r = s3_put_make_durable(p);
+			r = s3_put_place(p, dir);
 	}
 	if (r < 0)
 		goto out;
@@ -1073,6 +1103,7 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 		    .checksum_algo = src.checksum_algo[0] ? src.checksum_algo : NULL,
 		    .checksum_value = src.checksum_value,
 		    .quota = &o->quota,
+		    .dir = dir,
 		};
 		r = s3_commit_version(s3, &nv, res, &garbage, &n_garbage);
 	}

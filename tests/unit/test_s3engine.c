@@ -1864,6 +1864,162 @@ static void concurrent_writers(void **state)
 	assert_int_equal(tmp_files(f), 0);
 }
 
+/* Group commit: writers queued together land in one transaction, each
+ * acknowledged, each readable; a member whose commit fails (a failed
+ * condition, the quota) fails alone and leaves nothing. */
+struct gc_writer {
+	struct nb_s3 *s3;
+	char key[32], val[48];
+	const struct nb_s3_cond *cond;
+	uint64_t max_objects;
+	int r;
+	struct nb_s3_put_result res;
+};
+
+static void *gc_writer_main(void *arg)
+{
+	struct gc_writer *w = arg;
+	struct nb_s3_put_opts o = {.bucket = "bkt",
+	                           .key = w->key,
+	                           .actor = ACCT_A,
+	                           .content_length = -1,
+	                           .cond = w->cond,
+	                           .quota = {.max_objects = w->max_objects}};
+
+	w->r = put_opts(w->s3, &o, w->val, strlen(w->val), 0, NULL, &w->res);
+	return NULL;
+}
+
+struct gc_completer {
+	struct nb_s3 *s3;
+	const char *uid, *etag;
+	int r;
+};
+
+static void *gc_completer_main(void *arg)
+{
+	struct gc_completer *c = arg;
+	struct nb_s3_complete_part part = {.number = 1, .etag = c->etag};
+	struct nb_s3_quota q = {.max_objects = 1};
+	struct nb_s3_put_result res;
+
+	c->r = nb_s3_mpu_complete(c->s3, "bkt", "gc/mpu", c->uid, ACCT_A, &part, 1, &q, NULL,
+	                          &res);
+	return NULL;
+}
+
+static void group_commit_batches(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 24, DUP_A = 20, DUP_B = 21, NO_NEW = 22, QUOTA = 23 };
+	static const struct nb_s3_cond none_match = {.if_none_match = "*"};
+	struct nb_s3_commit_stats st0, st;
+	struct gc_writer w[N];
+	pthread_t th[N];
+	uint64_t bytes, objects;
+	struct nb_s3_reader rd;
+	int64_t deadline;
+	struct nb_s3_put_opts mo = {.bucket = "bkt", .key = "gc/mpu", .actor = ACCT_A};
+	struct nb_s3_put_result pr;
+	struct gc_completer comp = {.s3 = f->s3};
+	struct nb_s3_parts parts;
+	char uid[NB_S3_UPLOAD_ID_SIZE];
+	pthread_t cth;
+
+	assert_int_equal(put(f->s3, "bkt", "exists", "old", NULL), 0);
+	assert_int_equal(nb_s3_mpu_create(f->s3, &mo, uid), 0);
+	assert_int_equal(upload_part(f->s3, "gc/mpu", uid, 1, "part one", 8, &pr), 0);
+	nb_s3_commit_stats(f->s3, &st0);
+	assert_int_equal(st0.batches, 2); /* the put and the part */
+	assert_int_equal(st0.members, 2);
+	/* a completion over the object quota fails after it took the parts:
+	 * its savepoint gives them back, the upload stays */
+	comp.uid = uid;
+	comp.etag = pr.etag;
+	nb_s3_commit_hold(f->s3, true);
+	for (int i = 0; i < N; i++) {
+		w[i] = (struct gc_writer){.s3 = f->s3};
+		snprintf(w[i].key, sizeof(w[i].key), "gc/k%02d", i);
+		snprintf(w[i].val, sizeof(w[i].val), "value of writer %d", i);
+	}
+	/* two writers of one key in one batch: both acknowledged, one wins */
+	snprintf(w[DUP_A].key, sizeof(w[DUP_A].key), "gc/dup");
+	snprintf(w[DUP_B].key, sizeof(w[DUP_B].key), "gc/dup");
+	/* If-None-Match: * on a key that exists: 412, alone */
+	snprintf(w[NO_NEW].key, sizeof(w[NO_NEW].key), "exists");
+	w[NO_NEW].cond = &none_match;
+	/* a quota of 2 objects with 1 already there and 20 more in the batch
+	 * ahead of it or not: over it whatever the order */
+	w[QUOTA].max_objects = 2;
+	for (int i = 0; i < N; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, gc_writer_main, &w[i]), 0);
+	assert_int_equal(pthread_create(&cth, NULL, gc_completer_main, &comp), 0);
+	/* every writer's data is durable and its row queued, none committed */
+	deadline = nb_now_ms() + 30000;
+	do {
+		nb_s3_commit_stats(f->s3, &st);
+		if (st.queued < N + 1)
+			usleep(1000);
+	} while (st.queued < N + 1 && nb_now_ms() < deadline);
+	assert_int_equal(st.queued, N + 1);
+	assert_int_equal(st.batches, st0.batches);
+	assert_int_equal(nb_s3_object_open(f->s3, "bkt", "gc/k00", NULL, ACCT_A, NULL, NULL, &rd),
+	                 -NB_S3_E_NO_SUCH_KEY);
+	nb_s3_reader_close(&rd);
+	assert_int_equal(tmp_files(f), 0); /* all renamed into data/ already */
+	nb_s3_commit_hold(f->s3, false);
+	for (int i = 0; i < N; i++)
+		pthread_join(th[i], NULL);
+	pthread_join(cth, NULL);
+
+	nb_s3_commit_stats(f->s3, &st);
+	assert_int_equal(st.batches - st0.batches, 1); /* one transaction, one WAL fsync */
+	assert_int_equal(st.members - st0.members, N + 1);
+	assert_int_equal(st.failed - st0.failed, 3);
+	assert_int_equal(comp.r, -NB_S3_E_QUOTA_EXCEEDED);
+	assert_null(get(f->s3, "bkt", "gc/mpu", NULL));
+	assert_int_equal(nb_s3_mpu_list_parts(f->s3, "bkt", "gc/mpu", uid, ACCT_A, 0, 10, &parts),
+	                 0);
+	assert_int_equal(parts.n, 1);
+	assert_int_equal(parts.parts[0].size, 8);
+	nb_s3_parts_clear(&parts);
+	assert_int_equal(st.queued, 0);
+	for (int i = 0; i < N; i++) {
+		if (i == NO_NEW) {
+			assert_int_equal(w[i].r, -NB_S3_E_PRECONDITION_FAILED);
+			assert_string_equal(w[i].res.etag, "");
+			assert_content(f->s3, "bkt", "exists", NULL, "old");
+		} else if (i == QUOTA) {
+			assert_int_equal(w[i].r, -NB_S3_E_QUOTA_EXCEEDED);
+			assert_null(get(f->s3, "bkt", w[i].key, NULL));
+		} else {
+			assert_int_equal(w[i].r, 0);
+			assert_true(w[i].res.etag[0] == '"');
+			if (i != DUP_A && i != DUP_B)
+				assert_content(f->s3, "bkt", w[i].key, NULL, w[i].val);
+		}
+	}
+	{
+		char *dup = get(f->s3, "bkt", "gc/dup", NULL);
+		assert_non_null(dup);
+		assert_true(!strcmp(dup, w[DUP_A].val) || !strcmp(dup, w[DUP_B].val));
+		free(dup);
+	}
+	/* exists + 20 keys + dup; the failed members' and the replaced dup's
+	 * files are gone */
+	assert_int_equal(nb_s3_usage(f->s3, ACCT_A, &bytes, &objects), 0);
+	assert_int_equal(objects, 1 + 20 + 1);
+	assert_int_equal(data_files(f), 1 + 20 + 1 + 1); /* and the part */
+	assert_int_equal(tmp_files(f), 0);
+
+	/* and it all survives a reopen */
+	nb_s3_close(f->s3);
+	assert_int_equal(nb_s3_open(f->root, &f->s3), 0);
+	for (int i = 0; i < 20; i++)
+		assert_content(f->s3, "bkt", w[i].key, NULL, w[i].val);
+	assert_int_equal(data_files(f), 1 + 20 + 1 + 1);
+}
+
 static void error_table(void **state)
 {
 	static const struct {
@@ -1923,6 +2079,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(committed_object_survives_reopen, setup_disk, teardown),
 	    cmocka_unit_test_setup_teardown(crash_mid_put_leaves_nothing, setup_disk, teardown),
 	    cmocka_unit_test_setup_teardown(concurrent_writers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(group_commit_batches, setup, teardown),
 	    cmocka_unit_test(error_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
