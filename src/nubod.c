@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core.h"
+#include "core/vpc.h"
 #include "s3/http.h"
 
 static const struct nb_conf_key nubod_schema[] = {
@@ -33,6 +34,8 @@ static const struct nb_conf_key nubod_schema[] = {
 	{"quota_vcpus", NB_CONF_INT, "512", "default per-account limit of vCPUs"},
 	{"quota_memory_mb", NB_CONF_INT, "1048576", "default per-account limit of memory (MiB)"},
 	{"quota_images", NB_CONF_INT, "100", "default per-account limit of images"},
+	{"quota_addresses", NB_CONF_INT, "5", "default per-account limit of elastic IPs"},
+	{"eip_pool", NB_CONF_STR, "198.51.100.0/24", "IPv4 CIDR (/8 to /30) elastic IPs are allocated from"},
 	{"rate_describe", NB_CONF_INT, "100", "EC2 Describe calls per second per account (refill)"},
 	{"rate_describe_burst", NB_CONF_INT, "200", "EC2 Describe calls an account may burst"},
 	{"rate_mutate", NB_CONF_INT, "20", "EC2 changing calls per second per account (refill)"},
@@ -182,6 +185,8 @@ int main(int argc, char **argv)
 	ctl.quota_vcpus = nb_config_int(&cfg, "quota_vcpus");
 	ctl.quota_memory_mb = nb_config_int(&cfg, "quota_memory_mb");
 	ctl.quota_images = nb_config_int(&cfg, "quota_images");
+	ctl.quota_addresses = nb_config_int(&cfg, "quota_addresses");
+	nb_strlcpy(ctl.eip_pool, nb_config_str(&cfg, "eip_pool"), sizeof(ctl.eip_pool));
 	nb_strlcpy(ctl.region, nb_config_str(&cfg, "region"), sizeof(ctl.region));
 	nb_strlcpy(ctl.az, nb_config_str(&cfg, "availability_zone"), sizeof(ctl.az));
 	r = nb_secrets_load(&secrets, state_dir);
@@ -196,6 +201,11 @@ int main(int argc, char **argv)
 	ec2.limits.mutate_burst = (double)nb_config_int(&cfg, "rate_mutate_burst");
 	if (nb_ctl_seed_types(&ctl) < 0 || nb_store_account_ensure(st, "admin", acct) < 0) {
 		nb_error("cannot seed the database");
+		return 1;
+	}
+	/* every account has a default VPC: those made before schema 4 get theirs now */
+	if (nb_core_net_init(&ctl, err, sizeof(err)) < 0) {
+		nb_error("tenant networks: %s", *err ? err : "cannot make the default VPCs");
 		return 1;
 	}
 	if (token_file(state_dir, "admin.token", admin_tok, sizeof(admin_tok), &created) < 0) {

@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "core/place.h"
 #include "core/state.h"
+#include "core/vpc.h"
 #include "net/net.h"
 #include "s3/engine.h"
 
@@ -59,6 +60,8 @@ int nb_ctl_init(struct nb_ctl *c, struct nb_store *st, const char *state_dir)
 	c->quota_images = 100;
 	nb_strlcpy(c->region, "nubo-1", sizeof(c->region));
 	nb_strlcpy(c->az, "nubo-1a", sizeof(c->az));
+	nb_strlcpy(c->eip_pool, "198.51.100.0/24", sizeof(c->eip_pool));
+	c->quota_addresses = 5;
 	pthread_mutex_init(&c->gen_lock, NULL);
 	pthread_cond_init(&c->gen_cond, NULL);
 	return 0;
@@ -207,8 +210,7 @@ static int load_hosts(struct nb_ctl *c, struct nb_sched_host **out, size_t *n)
 	json_array_foreach(hosts, i, h)
 	{
 		struct nb_sched_host *s = &arr[(*n)++];
-		json_t *usage = NULL, *ips = NULL, *ip;
-		size_t k;
+		json_t *usage = NULL;
 
 		nb_strlcpy(s->id, nb_json_str_or(h, "id"), sizeof(s->id));
 		nb_strlcpy(s->name, nb_json_str_or(h, "name"), sizeof(s->name));
@@ -223,10 +225,7 @@ static int load_hosts(struct nb_ctl *c, struct nb_sched_host **out, size_t *n)
 			s->used_disk_gb = nb_json_int(usage, "disk_gb", 0);
 			json_decref(usage);
 		}
-		if (nb_store_host_ips(c->st, s->id, &ips) == 0) {
-			json_array_foreach(ips, k, ip) nb_sched_ip_mark(s, nb_json_str_or(ip, "ip"));
-			json_decref(ips);
-		}
+		/* addresses come from the instance's subnet (core/vpc.c), not the host */
 	}
 	json_decref(hosts);
 	*out = arr;
@@ -291,13 +290,23 @@ static void request_hash(const json_t *req, const char *image_id, char hex[65])
 
 	nb_buf_init(&b, 0);
 	char *tags = json_dumps(json_object_get(req, "tags"), JSON_SORT_KEYS | JSON_COMPACT);
+	json_t *netreq = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?}", "subnet_id",
+				   json_object_get(req, "subnet_id"), "security_group_ids",
+				   json_object_get(req, "security_group_ids"), "security_groups",
+				   json_object_get(req, "security_groups"), "private_ip",
+				   json_object_get(req, "private_ip"), "metadata_options",
+				   json_object_get(req, "metadata_options"));
+	char *net = json_dumps(netreq, JSON_SORT_KEYS | JSON_COMPACT);
 
 	nb_buf_printf(&b, "%s|%s|%lld|%lld|%s|%s|%s|%s", image_id, nb_json_str_or(req, "type"),
 		      (long long)nb_json_int(req, "count", 1),
 		      (long long)nb_json_int(req, "min_count", 0), nb_json_str_or(req, "name"),
 		      nb_json_str_or(req, "user_data"), nb_json_str_or(req, "key_name"),
 		      tags ? tags : "");
+	nb_buf_printf(&b, "|%s", net ? net : "");
 	free(tags);
+	free(net);
+	json_decref(netreq);
 	nb_sha256_hex(b.data, b.len, hex);
 	nb_buf_free(&b);
 }
@@ -316,6 +325,12 @@ static int reservation_answer(struct nb_ctl *c, const char *rid, json_t **out)
 int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, json_t **out,
 		char *err, size_t errsz)
 {
+	return nb_core_run_ex(c, account_id, req, out, err, errsz, NULL);
+}
+
+int nb_core_run_ex(struct nb_ctl *c, const char *account_id, const json_t *req, json_t **out,
+		   char *err, size_t errsz, const char **code)
+{
 	const char *image_ref = nb_json_str(req, "image"), *type_name = nb_json_str(req, "type");
 	const char *name = nb_json_str_or(req, "name"), *token = nb_json_str(req, "client_token");
 	const char *user_data = nb_json_str_or(req, "user_data");
@@ -327,8 +342,11 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 	const char *key_name = nb_json_str(req, "key_name");
 	json_t *tags = json_object_get(req, "tags");
 	char rid[32], hash[65], **placed = NULL;
+	struct nb_net_plan plan = {0};
 	int r;
 
+	if (code)
+		*code = NULL;
 	if (!image_ref || !*image_ref)
 		return fail(-NB_E_MISSING, err, errsz, "missing parameter 'image'");
 	if (!type_name || !*type_name)
@@ -392,6 +410,16 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 			 (long long)need.disk_gb, type_name);
 		goto out;
 	}
+	if (nb_json_str(req, "private_ip") && count > 1) {
+		r = fail(-NB_E_INVALID, err, errsz,
+			 "a fixed private address is for one instance, not %lld", (long long)count);
+		if (code)
+			*code = "InvalidParameterCombination";
+		goto out;
+	}
+	r = nb_core_net_plan(c, account_id, req, &plan, err, errsz, code);
+	if (r < 0)
+		goto out;
 	request_hash(req, nb_json_str_or(image, "id"), hash);
 
 	r = nb_store_begin(c->st);
@@ -444,19 +472,12 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 			if (placed[i] == hosts[k].id)
 				h = &hosts[k];
 		nb_id_new("i", id, sizeof(id));
-		nb_net_mac(id, mac);
-		r = nb_sched_ip_take(h, ip);
-		if (r < 0) {
-			fail(r, err, errsz, "host %s has no free address left in %s", h->name,
-			     h->cidr);
-			break;
-		}
 		row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I,"
 				" s:I, s:I, s:I, s:I, s:s}",
 				"id", id, "account_id", account_id, "reservation_id", rid, "name",
 				name, "type", type_name, "image_id", nb_json_str_or(image, "id"),
 				"host_id", h->id, "state", "pending", "desired_state", "running",
-				"ip", ip, "mac", mac, "launch_index", (json_int_t)i, "vcpus",
+				"ip", "", "mac", "", "launch_index", (json_int_t)i, "vcpus",
 				(json_int_t)need.vcpus, "memory_mb", (json_int_t)need.memory_mb,
 				"disk_gb", (json_int_t)need.disk_gb, "net_mbps",
 				(json_int_t)nb_json_int(type, "net_mbps", 0), "user_data", user_data);
@@ -464,6 +485,8 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 		json_decref(row);
 		if (r == 0)
 			r = nb_store_instance_set_launch(c->st, id, key_name, c->az);
+		if (r == 0)
+			r = nb_core_net_attach(c, account_id, &plan, id, ip, mac, err, errsz, code);
 		const char *tk;
 		json_t *tv;
 		json_object_foreach(tags, tk, tv) if (r == 0)
@@ -483,8 +506,11 @@ int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, jso
 				nb_core_host_changed(c, hosts[k].id);
 				break;
 			}
+	/* the new members of the groups: rules naming them change on other hosts */
+	nb_core_net_changed(c, nb_json_str_or(plan.vpc, "id"));
 	r = reservation_answer(c, rid, out);
 out:
+	nb_core_net_plan_free(&plan);
 	free(placed);
 	free(hosts);
 	json_decref(prev);
@@ -595,6 +621,8 @@ int nb_core_action(struct nb_ctl *c, const char *account_id, const char *id, con
 	if (r < 0)
 		goto out;
 	nb_core_host_changed(c, host_id);
+	if (a == NB_ACT_TERMINATE) /* its interface went: group members changed */
+		nb_core_net_changed(c, nb_json_str(row, "vpc_id"));
 	json_decref(row);
 	row = NULL;
 	r = nb_core_instance(c, account_id, id, out, err, errsz);
@@ -807,8 +835,9 @@ int nb_core_agent_desired(struct nb_ctl *c, const char *host_id, int64_t since, 
 		return r;
 	list = json_array();
 	json_array_foreach(rows, i, row) json_array_append_new(list, desired_view(c, row));
-	json_decref(rows);
 	*out = json_pack("{s:I, s:o}", "generation", (json_int_t)gen, "instances", list);
+	nb_core_net_desired(c, rows, list, *out);
+	json_decref(rows);
 	return 0;
 }
 
@@ -850,6 +879,8 @@ int nb_core_agent_report(struct nb_ctl *c, const char *host_id, const json_t *re
 			json_decref(patch);
 			if (reset || !strcmp(next, "terminated"))
 				changed = true;
+			if (!strcmp(next, "terminated")) /* its interface went with it */
+				nb_core_net_changed(c, nb_json_str(row, "vpc_id"));
 		}
 		json_decref(row);
 	}
@@ -1871,6 +1902,11 @@ int nb_core_account_create(struct nb_ctl *c, const char *name, json_t **out, cha
 	r = nb_store_account_ensure(c->st, name, id);
 	if (r < 0)
 		return fail(r, err, errsz, "creating account '%s' failed", name);
+	json_t *vpc = NULL;
+	r = nb_core_default_vpc(c, id, &vpc, err, errsz);
+	json_decref(vpc);
+	if (r < 0)
+		return r;
 	r = nb_store_account_get(c->st, id, out);
 	if (r == 0)
 		iso_member(*out, "created_at");

@@ -45,6 +45,8 @@ struct nb_ctl {
 	int64_t quota_images;
 	char region[64];
 	char az[64];             /* the one availability zone of a single-region cloud */
+	char eip_pool[32];       /* elastic IPs come from this IPv4 CIDR (docs/network.md) */
+	int64_t quota_addresses; /* elastic IPs an account may hold */
 };
 
 #define NB_ERRSZ 256
@@ -55,8 +57,17 @@ void nb_ctl_fini(struct nb_ctl *c);
 int nb_ctl_seed_types(struct nb_ctl *c);
 
 /* Instances. *out is the caller's. */
+/* req: "image", "type", "count", "min_count", "name", "user_data" (base64),
+ * "key_name", "tags", "client_token", and the network (core/vpc.h,
+ * nb_core_net_plan): "subnet_id", "security_group_ids", "security_groups",
+ * "private_ip", "metadata_options". Each instance gets interface 0 in the
+ * subnet (the lowest free address) in the same transaction. */
 int nb_core_run(struct nb_ctl *c, const char *account_id, const json_t *req, json_t **out,
 		char *err, size_t errsz);
+/* As nb_core_run; *code (may be NULL) gets the EC2 error code of a network
+ * error (core/vpc.h), NULL for the others. */
+int nb_core_run_ex(struct nb_ctl *c, const char *account_id, const json_t *req, json_t **out,
+		   char *err, size_t errsz, const char **code);
 int nb_core_instances(struct nb_ctl *c, const char *account_id, const char *state, int all,
 		      json_t **out);
 int nb_core_instance(struct nb_ctl *c, const char *account_id, const char *id, json_t **out,

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
 #include "common/util.h"
 #include "store/store_internal.h"
 
+#define STMT_CACHE 128
+
 struct nb_store {
 	sqlite3 *db;
 	pthread_mutex_t lock; /* recursive: begin/commit wrap the row functions */
@@ -21,6 +24,13 @@ struct nb_store {
 	bool failed;          /* an inner level rolled back: the outer commit cannot */
 	bool wrote;           /* the open transaction changed rows */
 	_Atomic uint64_t epoch; /* bumped after every committed change */
+	/* compiled statements kept for reuse (the store's SQL is a fixed set of
+	 * texts): the least recently used one is dropped when all are taken */
+	struct stmt_slot {
+		sqlite3_stmt *s;
+		uint64_t hash, used;
+	} stmts[STMT_CACHE];
+	uint64_t stmt_tick;
 };
 
 static int sql_err(int rc)
@@ -42,15 +52,62 @@ static int sql_err(int rc)
 	}
 }
 
+static uint64_t sql_hash(const char *sql)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (; *sql; sql++)
+		h = (h ^ (unsigned char)*sql) * 1099511628211ull;
+	return h;
+}
+
+/* The compiled statement of sql, from the cache or compiled now and kept
+ * (under st->lock). Give it back with stmt_done. */
+static int stmt_get(struct nb_store *st, const char *sql, sqlite3_stmt **out)
+{
+	uint64_t h = sql_hash(sql);
+	struct stmt_slot *victim = &st->stmts[0];
+	sqlite3_stmt *s;
+	int rc;
+
+	for (int i = 0; i < STMT_CACHE; i++) {
+		struct stmt_slot *c = &st->stmts[i];
+		if (c->s && c->hash == h && !strcmp(sqlite3_sql(c->s), sql)) {
+			c->used = ++st->stmt_tick;
+			*out = c->s;
+			return 0;
+		}
+		if (victim->s && (!c->s || c->used < victim->used))
+			victim = c;
+	}
+	rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sql_err(rc);
+	sqlite3_finalize(victim->s);
+	victim->s = s;
+	victim->hash = h;
+	victim->used = ++st->stmt_tick;
+	*out = s;
+	return 0;
+}
+
+/* Done with a statement of stmt_get: reset (no read transaction left open)
+ * and its bindings dropped. */
+static void stmt_done(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
 /* fmt: one char a parameter: s string (NULL binds NULL), i int64, d double. */
 static int stmt_prepare(struct nb_store *st, sqlite3_stmt **out, const char *sql, const char *fmt,
 			va_list ap)
 {
 	sqlite3_stmt *s;
-	int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+	int rc = stmt_get(st, sql, &s);
 
-	if (rc != SQLITE_OK)
-		return sql_err(rc);
+	if (rc < 0)
+		return rc;
 	for (int i = 0; fmt && fmt[i]; i++) {
 		switch (fmt[i]) {
 		case 's': {
@@ -69,7 +126,7 @@ static int stmt_prepare(struct nb_store *st, sqlite3_stmt **out, const char *sql
 			rc = SQLITE_MISUSE;
 		}
 		if (rc != SQLITE_OK) {
-			sqlite3_finalize(s);
+			stmt_done(s);
 			return sql_err(rc);
 		}
 	}
@@ -107,17 +164,15 @@ static json_t *row_json(sqlite3_stmt *s)
 }
 
 /* Rows as a JSON array (caller decrefs *out). */
-static int q_rows(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+static int q_rows_ap(struct nb_store *st, json_t **out, const char *sql, const char *fmt,
+		     va_list ap)
 {
 	sqlite3_stmt *s;
-	va_list ap;
 	json_t *arr;
 	int r, rc;
 
 	pthread_mutex_lock(&st->lock);
-	va_start(ap, fmt);
 	r = stmt_prepare(st, &s, sql, fmt, ap);
-	va_end(ap);
 	if (r < 0) {
 		pthread_mutex_unlock(&st->lock);
 		return r;
@@ -126,7 +181,7 @@ static int q_rows(struct nb_store *st, json_t **out, const char *sql, const char
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 		json_array_append_new(arr, row_json(s));
 	r = sql_err(rc);
-	sqlite3_finalize(s);
+	stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (r < 0) {
 		json_decref(arr);
@@ -136,17 +191,26 @@ static int q_rows(struct nb_store *st, json_t **out, const char *sql, const char
 	return 0;
 }
 
+static int q_rows(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_rows_ap(st, out, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
 /* First row (caller decrefs *out) or -NB_E_NOT_FOUND. */
-static int q_row(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+static int q_row_ap(struct nb_store *st, json_t **out, const char *sql, const char *fmt,
+		    va_list ap)
 {
 	sqlite3_stmt *s;
-	va_list ap;
 	int r, rc;
 
 	pthread_mutex_lock(&st->lock);
-	va_start(ap, fmt);
 	r = stmt_prepare(st, &s, sql, fmt, ap);
-	va_end(ap);
 	if (r < 0) {
 		pthread_mutex_unlock(&st->lock);
 		return r;
@@ -158,8 +222,19 @@ static int q_row(struct nb_store *st, json_t **out, const char *sql, const char 
 	} else {
 		r = rc == SQLITE_DONE ? -NB_E_NOT_FOUND : sql_err(rc);
 	}
-	sqlite3_finalize(s);
+	stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static int q_row(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_row_ap(st, out, sql, fmt, ap);
+	va_end(ap);
 	return r;
 }
 
@@ -180,7 +255,7 @@ static int q_exec_ap(struct nb_store *st, bool bump, const char *sql, const char
 	r = sql_err(rc);
 	if (r == 0)
 		r = sqlite3_changes(st->db);
-	sqlite3_finalize(s);
+	stmt_done(s);
 	if (r > 0 && bump) {
 		if (st->depth)
 			st->wrote = true;
@@ -210,6 +285,40 @@ static int q_exec_unseen(struct nb_store *st, const char *sql, const char *fmt, 
 
 	va_start(ap, fmt);
 	r = q_exec_ap(st, false, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* For the other files of the store (store_internal.h). */
+int nb_store_q_rows(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_rows_ap(st, out, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int nb_store_q_row(struct nb_store *st, json_t **out, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_row_ap(st, out, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int nb_store_q_exec(struct nb_store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = q_exec_ap(st, true, sql, fmt, ap);
 	va_end(ap);
 	return r;
 }
@@ -317,6 +426,8 @@ void nb_store_close(struct nb_store *st)
 {
 	if (!st)
 		return;
+	for (int i = 0; i < STMT_CACHE; i++)
+		sqlite3_finalize(st->stmts[i].s);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
@@ -612,7 +723,8 @@ int nb_store_blob_in_use(struct nb_store *st, const char *sha256, int64_t *n)
 	" coalesce(im.name, '') AS image_name, i.host_id, coalesce(h.name, '') AS host_name," \
 	" i.state, i.desired_state, i.start_seq, i.reboot_seq, i.ip, i.mac, i.launch_index," \
 	" i.vcpus, i.memory_mb, i.disk_gb, i.net_mbps, i.state_reason, i.created_at,"       \
-	" i.updated_at, i.terminated_at, i.key_name, i.az, i.launched_at"
+	" i.updated_at, i.terminated_at, i.key_name, i.az, i.launched_at, i.subnet_id,"      \
+	" i.vpc_id, i.http_tokens, i.http_hop_limit, i.http_endpoint"
 #define INSTANCE_FROM                                                                      \
 	" FROM instances i LEFT JOIN images im ON im.id = i.image_id"                      \
 	" LEFT JOIN hosts h ON h.id = i.host_id"
@@ -668,6 +780,195 @@ int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t 
 		      " WHERE i.host_id = ? AND (i.state != 'terminated')"
 		      " ORDER BY i.created_at, i.launch_index",
 		      "s", host_id);
+}
+
+/* ---- instances for EC2's Describe answers ---- */
+
+struct nb_store_arena {
+	struct nb_store_arena *next;
+	size_t used, cap;
+	_Alignas(max_align_t) char data[];
+};
+
+#define ARENA_BLOCK (64u << 10)
+
+/* n bytes (aligned for pointers) that live as long as l; NULL past the
+ * ceiling or out of memory. */
+static void *arena_alloc(struct nb_store_instance_list *l, size_t n)
+{
+	struct nb_store_arena *a = l->arena;
+	size_t off = a ? (a->used + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1) : 0;
+
+	if (!a || off + n > a->cap) {
+		size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+		if (l->bytes + cap > NB_STORE_LIST_MAX_BYTES)
+			return NULL;
+		a = malloc(sizeof(*a) + cap);
+		if (!a)
+			return NULL;
+		a->next = l->arena;
+		a->used = 0;
+		a->cap = cap;
+		l->arena = a;
+		l->bytes += cap;
+		off = 0;
+	}
+	a->used = off + n;
+	return a->data + off;
+}
+
+/* A copy of column i of s in the arena; "" for NULL unless null_ok (then
+ * NULL). *fail is set when out of room. */
+static const char *col_str(struct nb_store_instance_list *l, sqlite3_stmt *s, int i, bool null_ok,
+			   bool *fail)
+{
+	const unsigned char *v;
+	size_t n;
+	char *p;
+
+	if (sqlite3_column_type(s, i) == SQLITE_NULL)
+		return null_ok ? NULL : "";
+	v = sqlite3_column_text(s, i);
+	n = (size_t)sqlite3_column_bytes(s, i);
+	if (!v || !n)
+		return "";
+	/* strings need no alignment: take the bytes right after the last use */
+	if (l->arena && l->arena->used + n + 1 <= l->arena->cap) {
+		p = l->arena->data + l->arena->used;
+		l->arena->used += n + 1;
+	} else if (!(p = arena_alloc(l, n + 1))) {
+		*fail = true;
+		return "";
+	}
+	memcpy(p, v, n);
+	p[n] = '\0';
+	return p;
+}
+
+#define LOAD_COLUMNS                                                                       \
+	"SELECT i.id, i.reservation_id, i.type, i.image_id, i.state, i.ip, i.key_name,"    \
+	" i.state_reason, i.az, i.launch_index, i.vcpus, i.created_at, t.key, t.value"     \
+	" FROM instances i LEFT JOIN tags t ON t.resource_id = i.id"
+
+int nb_store_instances_load(struct nb_store *st, const char *account_id, const char *id,
+			    int include_terminated, struct nb_store_instance_list *l)
+{
+	static const char *const sql_all =
+		LOAD_COLUMNS " WHERE i.account_id = ?1 AND (?2 OR i.state != 'terminated')"
+			     " ORDER BY i.created_at, i.launch_index, i.id, t.key";
+	static const char *const sql_one =
+		LOAD_COLUMNS " WHERE i.id = ?3 AND i.account_id = ?1 AND (?2 OR i.state != 'terminated')"
+			     " ORDER BY t.key";
+	struct nb_store_tag *tags = NULL, *tv;
+	size_t ntags = 0, tcap = 0;
+	struct nb_store_instance *cur = NULL;
+	sqlite3_stmt *s;
+	bool fail = false;
+	int rc, r;
+
+	if (!account_id)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	r = stmt_get(st, id ? sql_one : sql_all, &s);
+	if (r < 0) {
+		pthread_mutex_unlock(&st->lock);
+		return r;
+	}
+	if (sqlite3_bind_text(s, 1, account_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 2, include_terminated ? 1 : 0) != SQLITE_OK ||
+	    (id && sqlite3_bind_text(s, 3, id, -1, SQLITE_STATIC) != SQLITE_OK)) {
+		stmt_done(s);
+		pthread_mutex_unlock(&st->lock);
+		return -NB_E_INTERNAL;
+	}
+	for (;;) {
+		rc = sqlite3_step(s);
+		const unsigned char *rid = rc == SQLITE_ROW ? sqlite3_column_text(s, 0) : NULL;
+		/* a new instance (or the end): the last one's tags into the arena */
+		if (cur && (!rid || strcmp((const char *)rid, cur->id))) {
+			if (ntags) {
+				tv = arena_alloc(l, ntags * sizeof(*tv));
+				if (!tv) {
+					fail = true;
+					break;
+				}
+				memcpy(tv, tags, ntags * sizeof(*tv));
+				cur->tags = tv;
+				cur->ntags = ntags;
+			}
+			ntags = 0;
+			cur = NULL;
+		}
+		if (rc != SQLITE_ROW)
+			break;
+		if (!cur) {
+			if (l->n == l->cap) {
+				size_t cap = l->cap ? l->cap * 2 : 64;
+				void *p = realloc(l->v, cap * sizeof(*l->v));
+				if (!p || l->bytes + cap * sizeof(*l->v) > NB_STORE_LIST_MAX_BYTES) {
+					if (p)
+						l->v = p;
+					fail = true;
+					break;
+				}
+				l->v = p;
+				l->cap = cap;
+			}
+			cur = &l->v[l->n++];
+			*cur = (struct nb_store_instance){0};
+			cur->id = col_str(l, s, 0, false, &fail);
+			cur->reservation_id = col_str(l, s, 1, false, &fail);
+			cur->type = col_str(l, s, 2, false, &fail);
+			cur->image_id = col_str(l, s, 3, false, &fail);
+			cur->state = col_str(l, s, 4, false, &fail);
+			cur->ip = col_str(l, s, 5, false, &fail);
+			cur->key_name = col_str(l, s, 6, true, &fail);
+			cur->state_reason = col_str(l, s, 7, false, &fail);
+			cur->az = col_str(l, s, 8, false, &fail);
+			cur->launch_index = sqlite3_column_int64(s, 9);
+			cur->vcpus = sqlite3_column_int64(s, 10);
+			cur->created_at = sqlite3_column_int64(s, 11);
+			if (fail)
+				break;
+		}
+		if (sqlite3_column_type(s, 12) != SQLITE_NULL) {
+			if (ntags == tcap) {
+				size_t cap = tcap ? tcap * 2 : 16;
+				void *p = realloc(tags, cap * sizeof(*tags));
+				if (!p) {
+					fail = true;
+					break;
+				}
+				tags = p;
+				tcap = cap;
+			}
+			tags[ntags].key = col_str(l, s, 12, false, &fail);
+			tags[ntags].value = col_str(l, s, 13, false, &fail);
+			ntags++;
+			if (fail)
+				break;
+		}
+	}
+	r = fail ? -E2BIG : sql_err(rc);
+	if (fail && cur) /* the instance being read stays out, with its tags */
+		l->n--;
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	free(tags);
+	return r;
+}
+
+void nb_store_instance_list_free(struct nb_store_instance_list *l)
+{
+	if (!l)
+		return;
+	while (l->arena) {
+		struct nb_store_arena *n = l->arena->next;
+		free(l->arena);
+		l->arena = n;
+	}
+	free(l->v);
+	*l = (struct nb_store_instance_list){0};
 }
 
 int nb_store_instance_update(struct nb_store *st, const char *id, const json_t *patch)

@@ -75,6 +75,41 @@ int nb_store_instance_get(struct nb_store *st, const char *account_id, const cha
 int nb_store_instances_list(struct nb_store *st, const char *account_id, const char *state,
 			    int include_terminated, json_t **out);
 int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t **out);
+
+/* Instances as EC2's Describe answers show them, each with its tags, without
+ * JSON: one query (instances joined with their tags) under the store lock,
+ * the strings copied into the list's own storage. */
+struct nb_store_tag {
+	const char *key, *value;
+};
+struct nb_store_instance {
+	const char *id, *reservation_id, *type, *image_id, *state;
+	const char *ip;		  /* "" when none */
+	const char *key_name;	  /* NULL when none */
+	const char *state_reason; /* "" when none */
+	const char *az;		  /* "" when not set */
+	int64_t launch_index, vcpus, created_at;
+	const struct nb_store_tag *tags; /* ordered by key */
+	size_t ntags;
+};
+struct nb_store_arena;
+struct nb_store_instance_list {
+	struct nb_store_instance *v;
+	size_t n, cap;
+	struct nb_store_arena *arena; /* the strings and tag arrays */
+	size_t bytes;		      /* of the arena, bounded by NB_STORE_LIST_MAX_BYTES */
+};
+#define NB_STORE_LIST_MAX_BYTES (256u << 20)
+/* Appends to *l (zeroed before the first call) the instances of account_id
+ * (required): every one not purged when id is NULL (terminated ones only
+ * with include_terminated), ordered by launch time, launch index and id;
+ * else instance id alone if it is the account's (none appended when not:
+ * the caller compares l->n). -E2BIG past NB_STORE_LIST_MAX_BYTES; *l stays
+ * valid (what was appended) on any error. The caller frees *l with
+ * nb_store_instance_list_free. */
+int nb_store_instances_load(struct nb_store *st, const char *account_id, const char *id,
+			    int include_terminated, struct nb_store_instance_list *l);
+void nb_store_instance_list_free(struct nb_store_instance_list *l);
 /* Sets the given members of patch (state, desired_state, start_seq,
  * reboot_seq, state_reason, host_id, terminated_at, type, vcpus, memory_mb,
  * disk_gb, net_mbps, launched_at) on instance id. */
