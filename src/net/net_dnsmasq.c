@@ -105,16 +105,11 @@ int nb_net_dnsmasq_pid(const char *dir)
 	return r;
 }
 
-static int build_conf(const char *dir, const char *bridge, const char *cidr, struct nb_buf *b)
+static int build_conf(const char *dir, const char *bridge, const char *const *cidrs, size_t n,
+                      struct nb_buf *b)
 {
-	char mask[16], netaddr[16];
-	uint32_t net;
-	int prefix, r;
+	int r;
 
-	r = nb_net_cidr_parts(cidr, &net, &prefix, mask);
-	if (r < 0)
-		return r;
-	nb_net_fmt_addr(net, netaddr);
 	r = nb_buf_printf(b,
 	                  "# written by nubo: DHCP with fixed leases on %s, no DNS\n"
 	                  "interface=%s\n"
@@ -122,13 +117,26 @@ static int build_conf(const char *dir, const char *bridge, const char *cidr, str
 	                  "except-interface=lo\n"
 	                  "user=root\n"
 	                  "port=0\n"
-	                  "pid-file=%s/dnsmasq.pid\n"
-	                  "dhcp-range=%s,static,%s,%s\n"
-	                  "dhcp-hostsfile=%s/dhcp-hosts\n"
-	                  "dhcp-leasefile=%s/dnsmasq.leases\n"
-	                  "dhcp-authoritative\n"
-	                  "log-facility=%s/dnsmasq.log\n",
-	                  bridge, bridge, dir, netaddr, mask, LEASE_TIME, dir, dir, dir);
+	                  "pid-file=%s/dnsmasq.pid\n",
+	                  bridge, bridge, dir);
+	/* One range per subnet; the router option each client gets is the
+	 * bridge's own address in its subnet (dnsmasq's default). */
+	for (size_t i = 0; i < n && r == 0; i++) {
+		char mask[16], netaddr[16];
+		uint32_t net;
+		int prefix;
+		if (nb_net_cidr_parts(cidrs[i], &net, &prefix, mask) < 0)
+			return -EINVAL;
+		nb_net_fmt_addr(net, netaddr);
+		r = nb_buf_printf(b, "dhcp-range=%s,static,%s,%s\n", netaddr, mask, LEASE_TIME);
+	}
+	if (r == 0)
+		r = nb_buf_printf(b,
+		                  "dhcp-hostsfile=%s/dhcp-hosts\n"
+		                  "dhcp-leasefile=%s/dnsmasq.leases\n"
+		                  "dhcp-authoritative\n"
+		                  "log-facility=%s/dnsmasq.log\n",
+		                  dir, dir, dir);
 	return r < 0 ? -ENAMETOOLONG : 0;
 }
 
@@ -187,6 +195,12 @@ int nb_net_dnsmasq_forget(const char *dir)
 int nb_net_dnsmasq_ensure(const char *dir, const char *bridge, const char *cidr, char *err,
                           size_t errsz)
 {
+	return nb_net_dnsmasq_ensure_ranges(dir, bridge, &cidr, 1, err, errsz);
+}
+
+int nb_net_dnsmasq_ensure_ranges(const char *dir, const char *bridge, const char *const *cidrs,
+                                 size_t ncidrs, char *err, size_t errsz)
+{
 	char conf[PATH_MAX], hosts[PATH_MAX], arg[PATH_MAX + 16], *old = NULL;
 	struct nb_buf text;
 	int pid, r;
@@ -199,10 +213,15 @@ int nb_net_dnsmasq_ensure(const char *dir, const char *bridge, const char *cidr,
 		nb_net_errf(err, errsz, "bad bridge name \"%s\"", bridge ? bridge : "");
 		return -EINVAL;
 	}
-	if (nb_net_cidr_parse(cidr, NULL, NULL) < 0) {
-		nb_net_errf(err, errsz, "bad cidr \"%s\"", cidr ? cidr : "");
+	if (!cidrs || ncidrs == 0 || ncidrs > NB_NET_MAX_RANGES) {
+		nb_net_errf(err, errsz, "dnsmasq needs 1 to %d ranges", NB_NET_MAX_RANGES);
 		return -EINVAL;
 	}
+	for (size_t i = 0; i < ncidrs; i++)
+		if (nb_net_cidr_parse(cidrs[i], NULL, NULL) < 0) {
+			nb_net_errf(err, errsz, "bad cidr \"%s\"", cidrs[i] ? cidrs[i] : "");
+			return -EINVAL;
+		}
 	if (!nb_net_link_exists(bridge)) {
 		nb_net_errf(err, errsz, "bridge %s does not exist", bridge);
 		return -ENOENT;
@@ -222,7 +241,7 @@ int nb_net_dnsmasq_ensure(const char *dir, const char *bridge, const char *cidr,
 		return r;
 	}
 	nb_buf_init(&text, 8192);
-	r = build_conf(dir, bridge, cidr, &text);
+	r = build_conf(dir, bridge, cidrs, ncidrs, &text);
 	if (r < 0) {
 		nb_net_errf(err, errsz, "dnsmasq.conf: %s", strerror(-r));
 		goto out;
@@ -406,10 +425,19 @@ int nb_net_dhcp_release(const char *bridge, const char *server, const char *ip, 
 int nb_net_dhcp_prune(const char *dir, const char *bridge, const char *server,
                       const struct nb_dhcp_host *hosts, size_t n)
 {
+	return nb_net_dhcp_prune_in(dir, bridge, server, NULL, hosts, n);
+}
+
+int nb_net_dhcp_prune_in(const char *dir, const char *bridge, const char *server,
+                         const char *cidr, const struct nb_dhcp_host *hosts, size_t n)
+{
+	uint32_t net = 0;
+	int prefix = 0;
+
 	char path[PATH_MAX], *text = NULL, *line, *save = NULL;
 	int r, released = 0;
 
-	if (!dir_valid(dir) || (n && !hosts))
+	if (!dir_valid(dir) || (n && !hosts) || (cidr && nb_net_cidr_parse(cidr, &net, &prefix) < 0))
 		return -EINVAL;
 	r = path_in(dir, "dnsmasq.leases", path, sizeof(path));
 	if (r < 0)
@@ -423,8 +451,12 @@ int nb_net_dhcp_prune(const char *dir, const char *bridge, const char *server,
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char mac[32], ip[32];
 		bool wanted = false;
-		if (sscanf(line, "%*s %31s %31s", mac, ip) != 2 || !mac_valid(mac))
+		struct in_addr in;
+		if (sscanf(line, "%*s %31s %31s", mac, ip) != 2 || !mac_valid(mac) ||
+		    inet_pton(AF_INET, ip, &in) != 1)
 			continue;
+		if (cidr && (ntohl(in.s_addr) & (0xffffffffu << (32 - prefix))) != net)
+			continue; /* another subnet's, released to its own gateway */
 		for (size_t i = 0; i < n && !wanted; i++)
 			wanted = !strcasecmp(hosts[i].mac, mac) && !strcmp(hosts[i].ip, ip);
 		if (wanted)

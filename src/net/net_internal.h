@@ -34,6 +34,20 @@ void nb_net_fmt_addr(uint32_t addr, char out[16]);
  * dnsmasq has stopped). */
 int nb_net_dnsmasq_forget(const char *dir);
 
+/* net_link.c */
+/* ip_forward=1 in the calling thread's network namespace. */
+int nb_net_ip_forward(char *err, size_t errsz);
+/* Runs an nft script through libnftables, as one transaction. */
+int nb_net_nft_run(const char *script, char *err, size_t errsz);
+/* Deletes family/table if it is there. */
+int nb_net_nft_table_delete(const char *family, const char *table, char *err, size_t errsz);
+/* Replaces family/table whole with body, in one transaction. */
+int nb_net_nft_table_replace(const char *family, const char *table, const char *body, char *err,
+                             size_t errsz);
+/* The tap's caps (tbf to the guest, netdev ingress table from it), or none. */
+int nb_net_tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errsz);
+int nb_net_tap_unlimit(const char *tap, char *err, size_t errsz);
+
 /* rtnetlink (net_nl.c); each returns 0 or the kernel's -errno. */
 /* Sets dev up and, unless master is NULL, makes it a port of master. */
 int nb_net_nl_link_master_up(const char *dev, const char *master);

@@ -22,7 +22,7 @@
 #define NFT_TABLE "nubo"
 #define MAX_RATE_MBPS 100000u /* 100 Gbit/s */
 
-static int set_ip_forward(char *err, size_t errsz)
+int nb_net_ip_forward(char *err, size_t errsz)
 {
 	/* Per network namespace: /proc/sys/net follows the caller's. */
 	const char *path = "/proc/sys/net/ipv4/ip_forward";
@@ -56,7 +56,7 @@ static int is_bridge(const char *name)
 
 /* Runs an nft script in this process through libnftables, as one
  * transaction (the nft command would cost a fork and exec each time). */
-static int nft_run(const char *script, char *err, size_t errsz)
+int nb_net_nft_run(const char *script, char *err, size_t errsz)
 {
 	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
 	int r;
@@ -79,17 +79,17 @@ static int nft_run(const char *script, char *err, size_t errsz)
 
 /* Deletes the table if it is there (adding it first makes the delete
  * succeed either way, in one transaction). */
-static int nft_table_delete(const char *family, const char *table, char *err, size_t errsz)
+int nb_net_nft_table_delete(const char *family, const char *table, char *err, size_t errsz)
 {
 	char script[128];
 
 	snprintf(script, sizeof(script), "add table %s %s; delete table %s %s", family, table,
 	         family, table);
-	return nft_run(script, err, errsz);
+	return nb_net_nft_run(script, err, errsz);
 }
 
 /* Replaces the whole table in one nft transaction (add, delete, define). */
-static int nft_table_replace(const char *family, const char *table, const char *body, char *err,
+int nb_net_nft_table_replace(const char *family, const char *table, const char *body, char *err,
                              size_t errsz)
 {
 	struct nb_buf script;
@@ -99,7 +99,7 @@ static int nft_table_replace(const char *family, const char *table, const char *
 	r = nb_buf_printf(&script, "add table %s %s; delete table %s %s; table %s %s { %s }",
 	                  family, table, family, table, family, table, body);
 	if (r == 0)
-		r = nft_run(script.data, err, errsz);
+		r = nb_net_nft_run(script.data, err, errsz);
 	nb_buf_free(&script);
 	return r;
 }
@@ -147,7 +147,7 @@ int nb_net_bridge_ensure(const char *bridge, const char *cidr, char *err, size_t
 		if (r < 0)
 			return r;
 	}
-	r = set_ip_forward(err, errsz);
+	r = nb_net_ip_forward(err, errsz);
 	if (r < 0)
 		return r;
 	/* NAT for the guests' traffic leaving by any other interface, and
@@ -158,7 +158,7 @@ int nb_net_bridge_ensure(const char *bridge, const char *cidr, char *err, size_t
 	         "chain forward { type filter hook forward priority filter; policy accept; "
 	         "iifname \"%s\" accept; oifname \"%s\" accept; };",
 	         cidr, bridge, bridge, bridge);
-	return nft_table_replace("inet", NFT_TABLE, body, err, errsz);
+	return nb_net_nft_table_replace("inet", NFT_TABLE, body, err, errsz);
 }
 
 static int tap_open_persist(const char *tap, char *err, size_t errsz)
@@ -199,7 +199,7 @@ static int tap_join_up(const char *tap, const char *bridge, char *err, size_t er
 	return r;
 }
 
-static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errsz)
+int nb_net_tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errsz)
 {
 	char body[512];
 	uint64_t bytes_per_s = rate_mbps * 125000u; /* 1 Mbit/s = 125000 bytes/s */
@@ -225,10 +225,10 @@ static int tap_limit(const char *tap, uint64_t rate_mbps, char *err, size_t errs
 	         "policy accept; limit rate over %" PRIu64 " bytes/second burst %" PRIu64
 	         " bytes drop; };",
 	         tap, bytes_per_s, burst_bytes);
-	return nft_table_replace("netdev", tap, body, err, errsz);
+	return nb_net_nft_table_replace("netdev", tap, body, err, errsz);
 }
 
-static int tap_unlimit(const char *tap, char *err, size_t errsz)
+int nb_net_tap_unlimit(const char *tap, char *err, size_t errsz)
 {
 	int r = nb_net_nl_root_qdisc_delete(tap);
 
@@ -236,7 +236,7 @@ static int tap_unlimit(const char *tap, char *err, size_t errsz)
 		nb_net_errf(err, errsz, "removing the qdisc of %s: %s", tap, strerror(-r));
 		return r;
 	}
-	return nft_table_delete("netdev", tap, err, errsz);
+	return nb_net_nft_table_delete("netdev", tap, err, errsz);
 }
 
 int nb_net_tap_create(const char *tap, const char *bridge, uint64_t rate_mbps, char *err,
@@ -267,8 +267,8 @@ int nb_net_tap_create(const char *tap, const char *bridge, uint64_t rate_mbps, c
 	if (r < 0)
 		return r;
 	if (rate_mbps)
-		return tap_limit(tap, rate_mbps, err, errsz);
-	return tap_unlimit(tap, err, errsz);
+		return nb_net_tap_limit(tap, rate_mbps, err, errsz);
+	return nb_net_tap_unlimit(tap, err, errsz);
 }
 
 int nb_net_tap_delete(const char *tap)
@@ -283,7 +283,7 @@ int nb_net_tap_delete(const char *tap)
 			r = 0; /* gone meanwhile */
 	}
 	/* The ingress table outlives the device it was bound to. */
-	e = nft_table_delete("netdev", tap, NULL, 0);
+	e = nb_net_nft_table_delete("netdev", tap, NULL, 0);
 	return r < 0 ? r : e;
 }
 
@@ -308,7 +308,7 @@ int nb_net_teardown(const char *dir, const char *bridge)
 		if (e < 0 && r == 0)
 			r = e;
 	}
-	e = nft_table_delete("inet", NFT_TABLE, NULL, 0);
+	e = nb_net_nft_table_delete("inet", NFT_TABLE, NULL, 0);
 	if (e < 0 && r == 0)
 		r = e;
 	return r;

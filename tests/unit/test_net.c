@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -545,6 +546,499 @@ static void test_teardown(void **state)
 	assert_int_equal(nb_net_teardown(g_ns.dir, BRIDGE), 0);
 }
 
+
+/* ---- tenant networks: two VPCs with the same CIDR on one "host" ---- */
+
+#define VCIDR "10.20.0.0/16"
+#define VSUB "10.20.1.0/24"
+#define EIP "198.51.100.7"
+
+struct guest {
+	const char *name;
+	int vpc; /* 0 or 1 */
+	const char *ip;
+	char mac[18];
+	char ns[40];  /* the fake guest's own namespace */
+	char tap[16]; /* its veth's end on the VPC bridge */
+};
+
+static struct {
+	int home;
+	char state[64]; /* the "agent's" state dir: names the namespaces */
+	char dir[2][128];
+	char ns[2][NB_NET_NS_NAME_MAX];
+	char outside[40];
+	struct guest g[3];
+	pid_t servers[8];
+	int nservers;
+} V = {.home = -1};
+
+static const struct nb_vpc_subnet v_subnets[] = {{VSUB, "10.20.1.1"}};
+
+static struct nb_vpc vpc_of(int i)
+{
+	return (struct nb_vpc){V.ns[i], (uint32_t)(i + 1), V.dir[i], v_subnets, 1};
+}
+
+/* Runs a shell command line; its exit status. */
+static int shf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int shf(const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+	return nb_run(argv, 30000, NULL);
+}
+
+static char *shout(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *shout(const char *fmt, ...)
+{
+	char cmd[2048];
+	struct nb_buf out;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+	nb_buf_init(&out, 1 << 20);
+	nb_run(argv, 30000, &out);
+	if (!out.data)
+		nb_buf_puts(&out, "");
+	return nb_buf_steal(&out);
+}
+
+/* A server in ns on port 80 answering each connection with word and the
+ * peer's address. */
+static void serve(const char *ns, const char *word)
+{
+	char cmd[512];
+	pid_t pid;
+
+	snprintf(cmd, sizeof(cmd),
+	         "exec ip netns exec %s socat TCP-LISTEN:80,reuseaddr,fork "
+	         "SYSTEM:'echo %s $SOCAT_PEERADDR'",
+	         ns, word);
+	pid = fork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	assert_true(pid > 0);
+	V.servers[V.nservers++] = pid;
+	for (int i = 0; i < 500; i++) { /* until it listens (:0050 in /proc/net/tcp) */
+		char *t = shout("ip netns exec %s cat /proc/net/tcp", ns);
+		bool up = strstr(t, ":0050 00000000:0000 0A") != NULL;
+		free(t);
+		if (up)
+			return;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("the server in %s did not listen", ns);
+}
+
+/* What a TCP connection from guest (ns) to ip:80 reads; "" when none. */
+static char *tcp_get(const char *ns, const char *ip)
+{
+	return shout("ip netns exec %s socat -T2 - TCP:%s:80,connect-timeout=2 </dev/null 2>/dev/null",
+	             ns, ip);
+}
+
+static bool reaches(const char *ns, const char *ip, const char *word)
+{
+	char *t = tcp_get(ns, ip);
+	bool ok = strstr(t, word) != NULL;
+
+	free(t);
+	return ok;
+}
+
+static bool pings(const char *ns, const char *ip)
+{
+	return shf("ip netns exec %s busybox ping -c 1 -W 2 %s >/dev/null 2>&1", ns, ip) == 0;
+}
+
+static int vpc_setup(void **state)
+{
+	char hex[9];
+
+	(void)state;
+	if (geteuid() != 0)
+		return -1;
+	V.home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (V.home < 0 || unshare(CLONE_NEWNET) < 0)
+		return -1;
+	if (shf("ip link set lo up") != 0)
+		return -1;
+	nb_strlcpy(V.state, "/tmp/nb-vpc-XXXXXX", sizeof(V.state));
+	if (!mkdtemp(V.state) || nb_random_hex(hex, 8) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		nb_net_vpc_ns_name(V.state, (uint32_t)(i + 1), V.ns[i]);
+		snprintf(V.dir[i], sizeof(V.dir[i]), "%s/net/%s", V.state, V.ns[i]);
+	}
+	snprintf(V.outside, sizeof(V.outside), "nbtout-%s", hex);
+	static const char *const names[] = {"g1", "g2", "g3"};
+	static const char *const ips[] = {"10.20.1.4", "10.20.1.5", "10.20.1.4"};
+	for (int i = 0; i < 3; i++) {
+		struct guest *g = &V.g[i];
+		g->name = names[i];
+		g->vpc = i == 2;
+		g->ip = ips[i];
+		snprintf(g->mac, sizeof(g->mac), "52:54:00:aa:00:%02x", i + 1);
+		snprintf(g->ns, sizeof(g->ns), "nbtg-%s-%d", hex, i);
+		snprintf(g->tap, sizeof(g->tap), "nbtap%d", i);
+	}
+	return 0;
+}
+
+static int vpc_teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < V.nservers; i++) {
+		kill(V.servers[i], SIGKILL);
+		waitpid(V.servers[i], NULL, 0);
+	}
+	for (int i = 0; i < 3; i++)
+		shf("ip netns del %s 2>/dev/null", V.g[i].ns);
+	shf("ip netns del %s 2>/dev/null", V.outside);
+	for (int i = 0; i < 2; i++)
+		nb_net_vpc_delete(V.ns[i], V.dir[i]);
+	if (V.home >= 0) {
+		setns(V.home, CLONE_NEWNET);
+		close(V.home);
+	}
+	nb_rm_rf(V.state);
+	return 0;
+}
+
+/* One fake guest: a namespace of its own, a veth whose other end is on
+ * its VPC's bridge (in the role of the tap), its MAC and address. */
+static void guest_attach(struct guest *g)
+{
+	const char *vns = V.ns[g->vpc];
+
+	assert_int_equal(shf("ip netns add %s", g->ns), 0);
+	assert_int_equal(shf("ip netns exec %s ip link add %s type veth peer name eth0 netns %s",
+	                     vns, g->tap, g->ns),
+	                 0);
+	assert_int_equal(shf("ip netns exec %s ip link set %s master nbbr up", vns, g->tap), 0);
+	assert_int_equal(shf("ip netns exec %s sh -c 'ip link set lo up; "
+	                     "ip link set eth0 address %s up; ip addr add %s/24 dev eth0; "
+	                     "ip route add default via 10.20.1.1'",
+	                     g->ns, g->mac, g->ip),
+	                 0);
+}
+
+static void test_vpc_ensure(void **state)
+{
+	char err[512] = "";
+	(void)state;
+
+	for (int i = 0; i < 2; i++)
+		for (int k = 0; k < 2; k++) { /* idempotent */
+			struct nb_vpc v = vpc_of(i);
+			if (nb_net_vpc_ensure(&v, err, sizeof(err)) != 0)
+				fail_msg("vpc_ensure %d: %s", i, err);
+		}
+	/* names: the agent's hash, the VNI; the transit /31s */
+	assert_true(nb_str_has_prefix(V.ns[0], "nb"));
+	assert_non_null(strstr(V.ns[1], "-2"));
+	assert_true(nb_net_ns_exists(V.ns[0]) && nb_net_ns_exists(V.ns[1]));
+	{
+		char *t = shout("ip -o -4 addr show dev nbx1; ip -o -4 addr show dev nbx2");
+		assert_non_null(strstr(t, "100.64.0.2/31"));
+		assert_non_null(strstr(t, "100.64.0.4/31"));
+		free(t);
+		t = shout("ip netns exec %s ip -o -4 addr", V.ns[1]);
+		assert_non_null(strstr(t, "nbup    inet 100.64.0.5/31"));
+		assert_non_null(strstr(t, "nbbr    inet 10.20.1.1/24"));
+		assert_non_null(strstr(t, "lo    inet 169.254.169.254/32"));
+		free(t);
+	}
+	/* refused: foreign names, bad VNI */
+	{
+		struct nb_vpc bad = vpc_of(0);
+		bad.vni = 0;
+		assert_int_equal(nb_net_vpc_ensure(&bad, err, sizeof(err)), -EINVAL);
+		bad = vpc_of(0);
+		bad.ns = "eth0";
+		assert_int_equal(nb_net_vpc_ensure(&bad, err, sizeof(err)), -EINVAL);
+		assert_int_equal(nb_net_vpc_tap_open(V.ns[0], "eth0", 0, NULL, err, sizeof(err)),
+		                 -EINVAL);
+		assert_int_equal(nb_net_vpc_tap_open(V.ns[0], "nbup", 0, NULL, err, sizeof(err)),
+		                 -EINVAL);
+	}
+	for (int i = 0; i < 3; i++)
+		guest_attach(&V.g[i]);
+}
+
+static void test_vpc_dhcp(void **state)
+{
+	char script[160];
+	(void)state;
+
+	snprintf(script, sizeof(script), "%s/udhcpc.sh", V.state);
+	{
+		static const char body[] =
+		    "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE $ip $router\"\nexit 0\n";
+		assert_int_equal(nb_write_file(script, body, strlen(body), 0755), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		struct nb_dhcp_host h[2];
+		size_t n = 0;
+		for (int k = 0; k < 3; k++)
+			if (V.g[k].vpc == i)
+				h[n++] = (struct nb_dhcp_host){V.g[k].mac, V.g[k].ip, NULL};
+		struct nb_vpc v = vpc_of(i);
+		assert_int_equal(nb_net_vpc_dhcp(&v, h, n), 0);
+		assert_true(nb_net_dnsmasq_pid(V.dir[i]) > 0);
+	}
+	/* rules with the default group (as EC2): from the members, to anyone */
+	for (int k = 0; k < 3; k++) {
+		char want[64];
+		char *t = shout("ip netns exec %s busybox udhcpc -i eth0 -f -q -n -t 10 -T 1 -s %s",
+		                V.g[k].ns, script);
+		snprintf(want, sizeof(want), "LEASE %s 10.20.1.1", V.g[k].ip);
+		if (!strstr(t, want))
+			fail_msg("%s did not get %s:\n%s", V.g[k].name, want, t);
+		free(t);
+	}
+}
+
+static const char *const members0[] = {"10.20.1.4/32", "10.20.1.5/32"};
+static const char *const members1[] = {"10.20.1.4/32"};
+static const char *const anyone[] = {"0.0.0.0/0"};
+
+static void apply(int vpc, const struct nb_vpc_port *p, size_t n)
+{
+	char err[1024] = "";
+
+	if (nb_net_vpc_rules(V.ns[vpc], p, n, err, sizeof(err)) != 0)
+		fail_msg("rules: %s", err);
+}
+
+/* The default group on every guest; g2 with ingress given. */
+static void rules_vpc0(const struct nb_sg_rule *g2_in, size_t n_in, const char *g2_eip)
+{
+	static const struct nb_sg_rule def_in[] = {{"-1", -1, -1, members0, 2}};
+	static const struct nb_sg_rule def_out[] = {{"-1", -1, -1, anyone, 1}};
+	struct nb_vpc_port p[2] = {
+	    {V.g[0].tap, V.g[0].mac, V.g[0].ip, NULL, def_in, 1, def_out, 1},
+	    {V.g[1].tap, V.g[1].mac, V.g[1].ip, g2_eip, g2_in, n_in, def_out, 1},
+	};
+	apply(0, p, 2);
+}
+
+static void test_vpc_isolation(void **state)
+{
+	static const struct nb_sg_rule def_in[] = {{"-1", -1, -1, members0, 2}};
+	static const struct nb_sg_rule def_in1[] = {{"-1", -1, -1, members1, 1}};
+	static const struct nb_sg_rule def_out[] = {{"-1", -1, -1, anyone, 1}};
+	struct nb_vpc_port p1[1] = {{V.g[2].tap, V.g[2].mac, V.g[2].ip, NULL, def_in1, 1, def_out, 1}};
+	(void)state;
+
+	rules_vpc0(def_in, 1, NULL);
+	apply(1, p1, 1);
+	serve(V.g[0].ns, "g1");
+	serve(V.g[1].ns, "g2");
+	serve(V.g[2].ns, "g3");
+	/* same VPC: ping and TCP both ways */
+	assert_true(pings(V.g[0].ns, V.g[1].ip));
+	assert_true(pings(V.g[1].ns, V.g[0].ip));
+	assert_true(reaches(V.g[1].ns, V.g[0].ip, "g1 10.20.1.5"));
+	assert_true(reaches(V.g[0].ns, V.g[1].ip, "g2 10.20.1.4"));
+	/* g3 has g1's address in the other VPC: g2 reaches g1, never g3; g3
+	 * finds no 10.20.1.5 at all (no ARP answer, no ping, no TCP) */
+	assert_false(reaches(V.g[1].ns, V.g[0].ip, "g3"));
+	assert_false(pings(V.g[2].ns, V.g[1].ip));
+	assert_int_not_equal(
+	    shf("ip netns exec %s busybox arping -c 1 -w 2 -I eth0 %s >/dev/null 2>&1", V.g[2].ns,
+	        V.g[1].ip),
+	    0);
+	assert_false(reaches(V.g[2].ns, V.g[1].ip, "g"));
+	/* nor through the host: the VPC veths do not forward to each other */
+	assert_false(reaches(V.g[2].ns, "100.64.0.3", "g"));
+	/* but each guest reaches its own gateway */
+	assert_true(pings(V.g[2].ns, "10.20.1.1"));
+	assert_true(pings(V.g[0].ns, "10.20.1.1"));
+}
+
+static void test_vpc_antispoof(void **state)
+{
+	(void)state;
+	/* a forged MAC: nothing gets through */
+	assert_int_equal(shf("ip netns exec %s ip link set eth0 address 52:54:00:aa:00:99",
+	                     V.g[0].ns), 0);
+	assert_false(pings(V.g[0].ns, V.g[1].ip));
+	assert_false(reaches(V.g[0].ns, V.g[1].ip, "g2"));
+	assert_int_equal(shf("ip netns exec %s ip link set eth0 address %s", V.g[0].ns,
+	                     V.g[0].mac), 0);
+	assert_true(pings(V.g[0].ns, V.g[1].ip));
+	/* a forged source address: neither */
+	assert_int_equal(shf("ip netns exec %s ip addr add 10.20.1.9/24 dev eth0", V.g[0].ns), 0);
+	assert_int_not_equal(
+	    shf("ip netns exec %s busybox ping -c 1 -W 2 -I 10.20.1.9 %s >/dev/null 2>&1",
+	        V.g[0].ns, V.g[1].ip), 0);
+	{
+		char *t = shout("ip netns exec %s socat -T2 - TCP:%s:80,bind=10.20.1.9,"
+		                "connect-timeout=2 </dev/null 2>/dev/null", V.g[0].ns, V.g[1].ip);
+		assert_null(strstr(t, "g2"));
+		free(t);
+	}
+	/* ARP claiming another's address */
+	assert_int_equal(shf("ip netns exec %s ip addr del 10.20.1.9/24 dev eth0", V.g[0].ns), 0);
+}
+
+static void test_vpc_security_group(void **state)
+{
+	static const struct nb_sg_rule web80[] = {{"tcp", 80, 80, anyone, 1}};
+	static const struct nb_sg_rule web81[] = {{"tcp", 81, 90, anyone, 1}};
+	static const struct nb_sg_rule def_in[] = {{"-1", -1, -1, members0, 2}};
+	(void)state;
+
+	/* g2 in a new group with no ingress: port 80 is shut, ping too */
+	rules_vpc0(NULL, 0, NULL);
+	assert_false(reaches(V.g[0].ns, V.g[1].ip, "g2"));
+	assert_false(pings(V.g[0].ns, V.g[1].ip));
+	/* egress stays: g2 still reaches g1 (and the answer comes back) */
+	assert_true(reaches(V.g[1].ns, V.g[0].ip, "g1"));
+	/* another port: still shut; port 80 allowed: open */
+	rules_vpc0(web81, 1, NULL);
+	assert_false(reaches(V.g[0].ns, V.g[1].ip, "g2"));
+	rules_vpc0(web80, 1, NULL);
+	assert_true(reaches(V.g[0].ns, V.g[1].ip, "g2 10.20.1.4"));
+	assert_false(pings(V.g[0].ns, V.g[1].ip)); /* tcp 80 only */
+	/* revoked: shut again */
+	rules_vpc0(NULL, 0, NULL);
+	assert_false(reaches(V.g[0].ns, V.g[1].ip, "g2"));
+	rules_vpc0(def_in, 1, NULL);
+	assert_true(reaches(V.g[0].ns, V.g[1].ip, "g2"));
+	/* bad rules are refused and leave the table as it was */
+	{
+		static const struct nb_sg_rule bad[] = {{"gre", -1, -1, anyone, 1}};
+		struct nb_vpc_port p = {V.g[1].tap, V.g[1].mac, V.g[1].ip, NULL, bad, 1, NULL, 0};
+		char err[256];
+		assert_int_equal(nb_net_vpc_rules(V.ns[0], &p, 1, err, sizeof(err)), -EINVAL);
+		assert_true(reaches(V.g[0].ns, V.g[1].ip, "g2"));
+	}
+}
+
+static void test_vpc_eip(void **state)
+{
+	static const struct nb_sg_rule web80[] = {{"tcp", 80, 80, anyone, 1}};
+	struct nb_host_eip e = {EIP, 1};
+	char err[512] = "";
+	(void)state;
+
+	rules_vpc0(web80, 1, EIP);
+	if (nb_net_host_sync(&e, 1, err, sizeof(err)) != 0)
+		fail_msg("host_sync: %s", err);
+	/* from the host namespace to the EIP: g2 answers */
+	{
+		char *t = shout("socat -T2 - TCP:" EIP ":80,connect-timeout=2 </dev/null 2>/dev/null");
+		if (!strstr(t, "g2 100.64.0.2"))
+			fail_msg("the EIP did not reach g2: \"%s\"", t);
+		free(t);
+	}
+	/* an outside network behind the host: g2's traffic leaves as the
+	 * EIP, g1's behind the host's address */
+	assert_int_equal(shf("ip netns add %s && ip link add nbtout0 type veth peer name eth0 "
+	                     "netns %s && ip addr add 192.0.2.1/24 dev nbtout0 && ip link set "
+	                     "nbtout0 up && ip netns exec %s sh -c 'ip link set lo up; ip link set "
+	                     "eth0 up; ip addr add 192.0.2.2/24 dev eth0; ip route add default via "
+	                     "192.0.2.1'", V.outside, V.outside, V.outside), 0);
+	serve(V.outside, "out");
+	assert_true(reaches(V.g[1].ns, "192.0.2.2", "out " EIP));
+	assert_true(reaches(V.g[0].ns, "192.0.2.2", "out 192.0.2.1"));
+	/* the other VPC reaches the EIP (the public path) but not the host's
+	 * transit address of VPC 1 */
+	{
+		static const struct nb_sg_rule def_in1[] = {{"-1", -1, -1, members1, 1}};
+		static const struct nb_sg_rule def_out[] = {{"-1", -1, -1, anyone, 1}};
+		struct nb_vpc_port p1 = {V.g[2].tap, V.g[2].mac, V.g[2].ip, NULL, def_in1, 1, def_out, 1};
+		apply(1, &p1, 1);
+		assert_true(reaches(V.g[2].ns, EIP, "g2"));
+	}
+	/* disassociated: the route and the NAT go */
+	rules_vpc0(web80, 1, NULL);
+	assert_int_equal(nb_net_host_sync(NULL, 0, err, sizeof(err)), 0);
+	{
+		char *t = shout("ip -o route show proto 213");
+		assert_string_equal(t, "");
+		free(t);
+	}
+	assert_false(reaches(V.g[2].ns, EIP, "g2"));
+	assert_true(reaches(V.g[1].ns, "192.0.2.2", "out 192.0.2.1"));
+}
+
+static void test_vpc_tap(void **state)
+{
+	char err[512] = "", tap[16];
+	int fd = -1, fd2 = -1;
+	(void)state;
+
+	nb_net_tap_name("i-0123456789abcdef0", tap);
+	if (nb_net_vpc_tap_open(V.ns[0], tap, 100, &fd, err, sizeof(err)) != 0)
+		fail_msg("tap_open: %s", err);
+	assert_true(fd > 2);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	assert_false(link_exists(tap)); /* not in the host's namespace */
+	assert_true(nb_net_vpc_tap_exists(V.ns[0], tap));
+	{
+		char *t = shout("ip netns exec %s ip -d link show dev %s; "
+		                "ip netns exec %s tc qdisc show dev %s", V.ns[0], tap, V.ns[0], tap);
+		assert_non_null(strstr(t, "master nbbr"));
+		assert_non_null(strstr(t, "persist on"));
+		assert_non_null(strstr(t, "vnet_hdr on"));
+		assert_non_null(strstr(t, "rate 100Mbit"));
+		free(t);
+	}
+	/* persistent: closed and opened again (a restart) */
+	close(fd);
+	assert_true(nb_net_vpc_tap_exists(V.ns[0], tap));
+	if (nb_net_vpc_tap_open(V.ns[0], tap, 0, &fd2, err, sizeof(err)) != 0)
+		fail_msg("tap_open again: %s", err);
+	close(fd2);
+	assert_int_equal(nb_net_vpc_tap_delete(V.ns[0], tap), 0);
+	assert_false(nb_net_vpc_tap_exists(V.ns[0], tap));
+	assert_int_equal(nb_net_vpc_tap_delete(V.ns[0], tap), 0);
+}
+
+static void test_vpc_teardown(void **state)
+{
+	char prefix[NB_NET_NS_NAME_MAX], names[8][NB_NET_NS_NAME_MAX];
+	int pid[2];
+	(void)state;
+
+	nb_net_vpc_ns_prefix(V.state, prefix);
+	assert_int_equal(nb_net_vpc_list(prefix, names, 8), 2);
+	for (int i = 0; i < 2; i++) {
+		pid[i] = nb_net_dnsmasq_pid(V.dir[i]);
+		assert_true(pid[i] > 0);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(nb_net_vpc_delete(V.ns[i], V.dir[i]), 0);
+	assert_int_equal(nb_net_host_teardown(), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_true(wait_gone(pid[i], 5000));
+		assert_false(nb_net_ns_exists(V.ns[i]));
+		assert_false(nb_path_exists(V.dir[i]));
+	}
+	assert_int_equal(nb_net_vpc_list(prefix, names, 8), 0);
+	{
+		char *t = shout("ip netns list | grep %s; nft list tables; ip -o link | grep nbx",
+		                prefix);
+		assert_string_equal(t, "");
+		free(t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest pure[] = {
@@ -562,5 +1056,13 @@ int main(void)
 	};
 	int r = cmocka_run_group_tests_name("net pure", pure, NULL, NULL);
 
-	return r + cmocka_run_group_tests_name("net in a namespace", real, ns_setup, ns_teardown);
+	const struct CMUnitTest vpc[] = {
+	    cmocka_unit_test(test_vpc_ensure),    cmocka_unit_test(test_vpc_dhcp),
+	    cmocka_unit_test(test_vpc_isolation), cmocka_unit_test(test_vpc_antispoof),
+	    cmocka_unit_test(test_vpc_security_group), cmocka_unit_test(test_vpc_eip),
+	    cmocka_unit_test(test_vpc_tap),       cmocka_unit_test(test_vpc_teardown),
+	};
+
+	r += cmocka_run_group_tests_name("net in a namespace", real, ns_setup, ns_teardown);
+	return r + cmocka_run_group_tests_name("tenant networks", vpc, vpc_setup, vpc_teardown);
 }
