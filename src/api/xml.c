@@ -118,24 +118,58 @@ fail:
 	return r;
 }
 
-static bool name_ok(const char *name)
-{
-	size_t i;
-	char c;
+/* Bytes an element name may hold: 1 first, 2 later. */
+static const unsigned char name_class[256] = {
+	['_'] = 3, ['-'] = 2, ['.'] = 2, [':'] = 2,
+#define R3(c) [c] = 3
+#define R2(c) [c] = 2
+	R3('a'), R3('b'), R3('c'), R3('d'), R3('e'), R3('f'), R3('g'), R3('h'), R3('i'),
+	R3('j'), R3('k'), R3('l'), R3('m'), R3('n'), R3('o'), R3('p'), R3('q'), R3('r'),
+	R3('s'), R3('t'), R3('u'), R3('v'), R3('w'), R3('x'), R3('y'), R3('z'),
+	R3('A'), R3('B'), R3('C'), R3('D'), R3('E'), R3('F'), R3('G'), R3('H'), R3('I'),
+	R3('J'), R3('K'), R3('L'), R3('M'), R3('N'), R3('O'), R3('P'), R3('Q'), R3('R'),
+	R3('S'), R3('T'), R3('U'), R3('V'), R3('W'), R3('X'), R3('Y'), R3('Z'),
+	R2('0'), R2('1'), R2('2'), R2('3'), R2('4'), R2('5'), R2('6'), R2('7'), R2('8'), R2('9'),
+#undef R3
+#undef R2
+};
 
-	if (!name || !name[0])
-		return false;
-	for (i = 0; name[i]; i++) {
-		c = name[i];
-		if (i >= XML_MAX_NAME)
-			return false;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_')
-			continue;
-		if (i > 0 && ((c >= '0' && c <= '9') || c == '-' || c == '.' || c == ':'))
-			continue;
-		return false;
-	}
-	return true;
+/* Length of a valid element name (at most XML_MAX_NAME), or 0. */
+static size_t name_len(const char *name)
+{
+	const unsigned char *p = (const unsigned char *)name;
+	size_t i;
+
+	if (!p || !(name_class[p[0]] & 1))
+		return 0;
+	for (i = 1; p[i]; i++)
+		if (i >= XML_MAX_NAME || !(name_class[p[i]] & 2))
+			return 0;
+	return i;
+}
+
+/* Bytes that go out as they are: printable ASCII but & < > " ', and tab
+ * and newline. */
+static const unsigned char plain[256] = {
+	['\t'] = 1, ['\n'] = 1, [0x20] = 1, [0x21] = 1, [0x23] = 1, [0x24] = 1, [0x25] = 1,
+#define P4(c) [c] = 1, [c + 1] = 1, [c + 2] = 1, [c + 3] = 1
+#define P16(c) P4(c), P4(c + 4), P4(c + 8), P4(c + 12)
+	P4(0x28), P4(0x2C), P4(0x30), P4(0x34), P4(0x38), [0x3D] = 1, [0x3F] = 1,
+	P16(0x40), P16(0x50), P16(0x60), P4(0x70), P4(0x74), P4(0x78),
+	[0x7C] = 1, [0x7D] = 1, [0x7E] = 1,
+#undef P16
+#undef P4
+};
+
+/* How many of the n bytes at s are plain. */
+static size_t plain_run(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n && plain[p[i]])
+		i++;
+	return i;
 }
 
 /* Keeps the first error and cuts the buffer back to mark. */
@@ -147,47 +181,63 @@ static void fail(struct nb_xml *x, size_t mark, int r)
 		cut(x->out, mark);
 }
 
-/* Ready for a call writing element name: no earlier error, a valid name. */
-static bool ready(struct nb_xml *x, const char *name)
+/* Ready for a call writing element name: no earlier error, a valid name.
+ * The name's length, or 0 when not ready. */
+static size_t ready(struct nb_xml *x, const char *name)
 {
+	size_t n;
+
 	if (x->err)
-		return false;
+		return 0;
 	if (!x->out) {
 		x->err = -EINVAL;
-		return false;
+		return 0;
 	}
-	if (!name_ok(name)) {
+	n = name_len(name);
+	if (!n)
 		x->err = -EINVAL;
-		return false;
-	}
-	return true;
+	return n;
 }
 
-static void start_tag(struct nb_xml *x, const char *name, const char *ns)
+static void start_tag(struct nb_xml *x, const char *name, size_t nl, const char *ns)
 {
 	size_t mark = x->out->len;
+	char *p;
 	int r;
 
 	if (x->depth >= NB_XML_MAX_DEPTH) {
 		x->err = -EOVERFLOW;
 		return;
 	}
-	r = nb_buf_puts(x->out, "<");
-	if (r == 0)
-		r = nb_buf_puts(x->out, name);
-	if (r == 0 && ns) {
-		r = nb_buf_puts(x->out, " xmlns=\"");
+	if (ns) {
+		r = nb_buf_puts(x->out, "<");
+		if (r == 0)
+			r = nb_buf_puts(x->out, name);
+		if (r == 0)
+			r = nb_buf_puts(x->out, " xmlns=\"");
 		if (r == 0)
 			r = nb_xml_escape(x->out, ns);
 		if (r == 0)
-			r = nb_buf_puts(x->out, "\"");
+			r = nb_buf_puts(x->out, "\">");
+		if (r < 0) {
+			fail(x, mark, r);
+			return;
+		}
+	} else {
+		r = nb_buf_reserve(x->out, nl + 2);
+		if (r < 0) {
+			fail(x, mark, r);
+			return;
+		}
+		p = x->out->data + mark;
+		*p++ = '<';
+		memcpy(p, name, nl);
+		p += nl;
+		*p++ = '>';
+		*p = '\0';
+		x->out->len = mark + nl + 2;
 	}
-	if (r == 0)
-		r = nb_buf_puts(x->out, ">");
-	if (r < 0) {
-		fail(x, mark, r);
-		return;
-	}
+	x->len[x->depth] = (unsigned char)nl;
 	x->stack[x->depth++] = name;
 }
 
@@ -199,27 +249,32 @@ void nb_xml_begin(struct nb_xml *x, struct nb_buf *out, const char *root, const 
 	x->out = out;
 	x->depth = 0;
 	x->err = 0;
-	if (!ready(x, root))
+	size_t nl;
+
+	if (!(nl = ready(x, root)))
 		return;
 	r = nb_buf_puts(out, XML_DECL);
 	if (r < 0) {
 		fail(x, mark, r);
 		return;
 	}
-	start_tag(x, root, ns);
+	start_tag(x, root, nl, ns);
 	if (x->err)
 		cut(out, mark);
 }
 
 void nb_xml_open(struct nb_xml *x, const char *name)
 {
-	if (ready(x, name))
-		start_tag(x, name, NULL);
+	size_t nl = ready(x, name);
+
+	if (nl)
+		start_tag(x, name, nl, NULL);
 }
 
 void nb_xml_close(struct nb_xml *x)
 {
-	size_t mark;
+	size_t mark, nl;
+	char *p;
 	int r;
 
 	if (x->err)
@@ -229,49 +284,89 @@ void nb_xml_close(struct nb_xml *x)
 		return;
 	}
 	mark = x->out->len;
-	r = nb_buf_puts(x->out, "</");
-	if (r == 0)
-		r = nb_buf_puts(x->out, x->stack[x->depth - 1]);
-	if (r == 0)
-		r = nb_buf_puts(x->out, ">");
+	nl = x->len[x->depth - 1];
+	r = nb_buf_reserve(x->out, nl + 3);
 	if (r < 0) {
 		fail(x, mark, r);
 		return;
 	}
+	p = x->out->data + mark;
+	*p++ = '<';
+	*p++ = '/';
+	memcpy(p, x->stack[x->depth - 1], nl);
+	p += nl;
+	*p++ = '>';
+	*p = '\0';
+	x->out->len = mark + nl + 3;
 	x->depth--;
+}
+
+/* <name>text</name>, text tl bytes. */
+static void text_elem(struct nb_xml *x, const char *name, size_t nl, const char *text, size_t tl)
+{
+	size_t mark = x->out->len, run = plain_run(text, tl);
+	char *p;
+	int r;
+
+	/* the opening tag and the plain part of the text in one go */
+	r = nb_buf_reserve(x->out, 2 * nl + 5 + tl);
+	if (r < 0) {
+		fail(x, mark, r);
+		return;
+	}
+	p = x->out->data + mark;
+	*p++ = '<';
+	memcpy(p, name, nl);
+	p += nl;
+	*p++ = '>';
+	memcpy(p, text, run);
+	p += run;
+	x->out->len = (size_t)(p - x->out->data);
+	if (run < tl) {
+		*p = '\0';
+		r = nb_xml_escape(x->out, text + run);
+		if (r == 0)
+			r = nb_buf_reserve(x->out, nl + 3);
+		if (r < 0) {
+			fail(x, mark, r);
+			return;
+		}
+		p = x->out->data + x->out->len;
+	}
+	*p++ = '<';
+	*p++ = '/';
+	memcpy(p, name, nl);
+	p += nl;
+	*p++ = '>';
+	*p = '\0';
+	x->out->len = (size_t)(p - x->out->data);
 }
 
 void nb_xml_text(struct nb_xml *x, const char *name, const char *text)
 {
-	size_t mark;
-	int r;
+	size_t nl = ready(x, name);
 
-	if (!ready(x, name))
+	if (!nl)
 		return;
-	mark = x->out->len;
-	r = nb_buf_puts(x->out, "<");
-	if (r == 0)
-		r = nb_buf_puts(x->out, name);
-	if (r == 0)
-		r = nb_buf_puts(x->out, ">");
-	if (r == 0)
-		r = nb_xml_escape(x->out, text ? text : "");
-	if (r == 0)
-		r = nb_buf_puts(x->out, "</");
-	if (r == 0)
-		r = nb_buf_puts(x->out, name);
-	if (r == 0)
-		r = nb_buf_puts(x->out, ">");
-	if (r < 0)
-		fail(x, mark, r);
+	text = text ? text : "";
+	text_elem(x, name, nl, text, strlen(text));
 }
 
 void nb_xml_int(struct nb_xml *x, const char *name, long long v)
 {
-	char num[24];
+	char num[24], *p = num + sizeof(num);
+	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+	size_t nl = ready(x, name);
 
-	snprintf(num, sizeof(num), "%lld", v);
-	nb_xml_text(x, name, num);
+	if (!nl)
+		return;
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	text_elem(x, name, nl, p, (size_t)(num + sizeof(num) - p));
 }
 
 void nb_xml_bool(struct nb_xml *x, const char *name, int v)

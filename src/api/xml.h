@@ -13,6 +13,7 @@
 struct nb_xml {
 	struct nb_buf *out;
 	const char *stack[NB_XML_MAX_DEPTH];
+	unsigned char len[NB_XML_MAX_DEPTH]; /* of each name on the stack */
 	int depth;
 	int err; /* first error (-E2BIG past the ceiling); later calls are no-ops */
 };

@@ -35,6 +35,11 @@ static int buf_reserve(struct nb_buf *b, size_t extra)
 	return 0;
 }
 
+int nb_buf_reserve(struct nb_buf *b, size_t extra)
+{
+	return buf_reserve(b, extra);
+}
+
 int nb_buf_append(struct nb_buf *b, const void *data, size_t len)
 {
 	int r = buf_reserve(b, len);

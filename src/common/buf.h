@@ -16,6 +16,9 @@ struct nb_buf {
 
 void nb_buf_init(struct nb_buf *b, size_t max);
 int nb_buf_append(struct nb_buf *b, const void *data, size_t len);
+/* Room for extra more bytes (and the NUL) at data + len, for a caller that
+ * writes there itself and then moves len; -E2BIG past max. */
+int nb_buf_reserve(struct nb_buf *b, size_t extra);
 int nb_buf_puts(struct nb_buf *b, const char *s);
 int nb_buf_printf(struct nb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drop the first n bytes. */

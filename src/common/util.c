@@ -32,11 +32,46 @@ int64_t nb_wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static char *put_digits(char *p, unsigned v, int n)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+	return p + n;
+}
+
 void nb_iso8601(int64_t wall_ms, char *out, size_t outsz)
 {
 	time_t t = (time_t)(wall_ms / 1000);
 	struct tm tm;
 
+	/* years 1970-9999 by arithmetic (days to civil date, H. Hinnant's
+	 * algorithm): no gmtime_r or printf on a Describe answer's hot path */
+	if (wall_ms >= 0 && wall_ms < 253402300800000 && outsz >= 25) {
+		int64_t secs = wall_ms / 1000, days = secs / 86400, sod = secs % 86400;
+		int64_t z = days + 719468, era = z / 146097, doe = z - era * 146097;
+		int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+		int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+		int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+		int64_t y = yoe + era * 400 + (m <= 2);
+		char *p = put_digits(out, (unsigned)y, 4);
+		*p++ = '-';
+		p = put_digits(p, (unsigned)m, 2);
+		*p++ = '-';
+		p = put_digits(p, (unsigned)d, 2);
+		*p++ = 'T';
+		p = put_digits(p, (unsigned)(sod / 3600), 2);
+		*p++ = ':';
+		p = put_digits(p, (unsigned)(sod / 60 % 60), 2);
+		*p++ = ':';
+		p = put_digits(p, (unsigned)(sod % 60), 2);
+		*p++ = '.';
+		p = put_digits(p, (unsigned)(wall_ms % 1000), 3);
+		*p++ = 'Z';
+		*p = '\0';
+		return;
+	}
 	gmtime_r(&t, &tm);
 	snprintf(out, outsz, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
@@ -406,6 +441,12 @@ int nb_fd_nonblock(int fd)
 
 int nb_run(const char *const argv[], int timeout_ms, struct nb_buf *out)
 {
+	return nb_run_fds(argv, timeout_ms, out, NULL, 0);
+}
+
+int nb_run_fds(const char *const argv[], int timeout_ms, struct nb_buf *out, const int *keep,
+               size_t nkeep)
+{
 	int pfd[2], status = 0, r = 0;
 	int64_t deadline = nb_now_ms() + timeout_ms;
 	pid_t pid;
@@ -428,6 +469,8 @@ int nb_run(const char *const argv[], int timeout_ms, struct nb_buf *out)
 		sigset_t all;
 		sigemptyset(&all);
 		sigprocmask(SIG_SETMASK, &all, NULL);
+		for (size_t i = 0; i < nkeep; i++) /* handed to the program by number */
+			fcntl(keep[i], F_SETFD, 0);
 		execvp(argv[0], (char *const *)argv);
 		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);

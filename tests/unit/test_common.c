@@ -3,9 +3,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -165,6 +167,43 @@ static void error_table(void **state)
 	assert_int_equal(nb_err_http_status(-EIO), 500);
 }
 
+/* nb_iso8601's arithmetic path agrees with gmtime_r for every kind of date:
+ * the epoch, leap days, century years, the last millisecond of 9999, and a
+ * spread of instants in between. */
+static void iso8601_matches_gmtime(void **state)
+{
+	static const int64_t fixed[] = {0,
+					999,
+					951782400000,	  /* 2000-02-29 */
+					4107542399999,	  /* 2100-02-28T23:59:59.999 */
+					4107542400000,	  /* 2100-03-01 */
+					1798761599123,	  /* 2026-12-31T23:59:59.123 */
+					253402300799999}; /* 9999-12-31T23:59:59.999 */
+	char got[32], want[64];
+	uint64_t x = 88172645463325252ull;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) + 20000; i++) {
+		int64_t ms;
+		time_t t;
+		struct tm tm;
+		if (i < sizeof(fixed) / sizeof(fixed[0])) {
+			ms = fixed[i];
+		} else {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			ms = (int64_t)(x % 253402300800000ull);
+		}
+		t = (time_t)(ms / 1000);
+		gmtime_r(&t, &tm);
+		snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+		nb_iso8601(ms, got, sizeof(got));
+		assert_string_equal(got, want);
+	}
+	nb_iso8601(951782400000, got, sizeof(got));
+	assert_string_equal(got, "2000-02-29T00:00:00.000Z");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +214,7 @@ int main(void)
 		cmocka_unit_test(ids),
 		cmocka_unit_test(run_collects_output_and_times_out),
 		cmocka_unit_test(error_table),
+		cmocka_unit_test(iso8601_matches_gmtime),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
