@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/query.h"
 #include "api/sigv4.h"
@@ -205,23 +206,86 @@ static void cache_key(struct ec2_ctx *t, char hex[65])
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-/* A reference to a current cached answer, or NULL. */
-static struct nb_ec2_shared *cache_get(struct nb_ec2 *e, const char *key, uint64_t epoch)
+/* A reference to a current cached answer, or NULL (under cache_lock). */
+static struct nb_ec2_shared *cache_find(struct nb_ec2 *e, const char *key, uint64_t epoch)
 {
-	struct nb_ec2_shared *b = NULL;
-
-	pthread_mutex_lock(&e->cache_lock);
 	for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++) {
 		struct nb_ec2_cached *c = &e->cache[i];
 		if (c->body && c->epoch == epoch && !strcmp(c->key, key)) {
-			b = c->body;
-			atomic_fetch_add(&b->refs, 1);
+			atomic_fetch_add(&c->body->refs, 1);
 			c->used = nb_now_ms();
+			return c->body;
+		}
+	}
+	return NULL;
+}
+
+/* A reference to a current cached answer; else NULL, and *slot is the
+ * in-flight slot this request now holds (it builds the answer and gives the
+ * slot back with cache_build_done), or -1 (it builds without one: every slot
+ * taken, or the wait for another request's build ran out). While another
+ * request builds the same answer, this one waits for it. */
+static struct nb_ec2_shared *cache_get(struct nb_ec2 *e, const char *key, uint64_t epoch,
+				       int *slot)
+{
+	struct nb_ec2_shared *b;
+	struct timespec deadline;
+	bool waited = false;
+
+	*slot = -1;
+	pthread_mutex_lock(&e->cache_lock);
+	for (;;) {
+		int mine = -1, free_slot = -1;
+		b = cache_find(e, key, epoch);
+		if (b)
 			break;
+		for (int i = 0; i < NB_EC2_INFLIGHT; i++) {
+			struct nb_ec2_inflight *f = &e->inflight[i];
+			if (!f->key[0]) {
+				if (free_slot < 0)
+					free_slot = i;
+			} else if (f->epoch == epoch && !strcmp(f->key, key)) {
+				mine = i;
+			}
+		}
+		if (mine < 0) { /* nobody builds it: this request does */
+			if (free_slot >= 0) {
+				nb_strlcpy(e->inflight[free_slot].key, key, sizeof(e->inflight[0].key));
+				e->inflight[free_slot].epoch = epoch;
+				*slot = free_slot;
+			}
+			break;
+		}
+		if (!waited) {
+			clock_gettime(CLOCK_MONOTONIC, &deadline);
+			deadline.tv_sec += NB_EC2_INFLIGHT_WAIT_MS / 1000;
+			deadline.tv_nsec += (long)(NB_EC2_INFLIGHT_WAIT_MS % 1000) * 1000000L;
+			if (deadline.tv_nsec >= 1000000000L) {
+				deadline.tv_sec++;
+				deadline.tv_nsec -= 1000000000L;
+			}
+			waited = true;
+		}
+		if (pthread_cond_timedwait(&e->inflight_done, &e->cache_lock, &deadline) ==
+		    ETIMEDOUT) {
+			b = cache_find(e, key, epoch);
+			break; /* waited long enough: build it here */
 		}
 	}
 	pthread_mutex_unlock(&e->cache_lock);
 	return b;
+}
+
+/* The build of slot (from cache_get) ended, its answer cached or not:
+ * the requests waiting for it look again. */
+static void cache_build_done(struct nb_ec2 *e, int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&e->cache_lock);
+	e->inflight[slot].key[0] = '\0';
+	pthread_cond_broadcast(&e->inflight_done);
+	pthread_mutex_unlock(&e->cache_lock);
 }
 
 static void cache_put(struct nb_ec2 *e, const char *key, uint64_t epoch, const char *data,
@@ -291,8 +355,14 @@ static enum MHD_Result reply_shared(struct MHD_Connection *c, struct nb_ec2_shar
 
 int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets)
 {
+	pthread_condattr_t ca;
+
 	memset(e, 0, sizeof(*e));
 	pthread_mutex_init(&e->cache_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->inflight_done, &ca);
+	pthread_condattr_destroy(&ca);
 	e->ctl = ctl;
 	e->secrets = secrets;
 	e->limits = (struct nb_ec2_limits){100, 200, 20, 50};
@@ -305,6 +375,7 @@ void nb_ec2_fini(struct nb_ec2 *e)
 	for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++)
 		shared_put(e->cache[i].body);
 	pthread_mutex_destroy(&e->cache_lock);
+	pthread_cond_destroy(&e->inflight_done);
 	while (e->rates) {
 		struct nb_ec2_rate *n = e->rates->next;
 		free(e->rates);
@@ -569,48 +640,49 @@ static const char *row_time(json_t *row, const char *key, char *buf, size_t bufs
 	return json_is_string(v) ? json_string_value(v) : "";
 }
 
-static void dns_name(const char *ip, char *out, size_t outsz)
+/* ip-10-0-0-5.nubo.internal (the address cut at 31 bytes); out holds 64. */
+static void dns_name(const char *ip, char out[64])
 {
-	char dashed[32];
+	static const char suffix[] = ".nubo.internal";
+	size_t n = strnlen(ip, 31);
+	char *p = out;
 
-	nb_strlcpy(dashed, ip, sizeof(dashed));
-	for (char *p = dashed; *p; p++)
-		if (*p == '.')
-			*p = '-';
-	snprintf(out, outsz, "ip-%s.nubo.internal", dashed);
+	memcpy(p, "ip-", 3);
+	p += 3;
+	for (size_t i = 0; i < n; i++)
+		*p++ = ip[i] == '.' ? '-' : ip[i];
+	memcpy(p, suffix, sizeof(suffix));
 }
 
-static void x_instance(struct ec2_ctx *t, json_t *row)
+static void x_instance(struct ec2_ctx *t, const struct nb_store_instance *v)
 {
-	const char *state = nb_json_str_or(row, "state"), *ip = nb_json_str_or(row, "ip");
-	const char *reason = nb_json_str_or(row, "state_reason");
 	char buf[64], dns[64] = "";
 
-	if (*ip)
-		dns_name(ip, dns, sizeof(dns));
+	if (*v->ip)
+		dns_name(v->ip, dns);
 	nb_xml_open(&t->x, "item");
-	nb_xml_text(&t->x, "instanceId", nb_json_str_or(row, "id"));
-	nb_xml_text(&t->x, "imageId", nb_json_str_or(row, "image_id"));
-	x_state(t, "instanceState", state);
+	nb_xml_text(&t->x, "instanceId", v->id);
+	nb_xml_text(&t->x, "imageId", v->image_id);
+	x_state(t, "instanceState", v->state);
 	nb_xml_text(&t->x, "privateDnsName", dns);
 	nb_xml_text(&t->x, "dnsName", "");
-	nb_xml_text(&t->x, "reason", reason);
-	if (nb_json_str(row, "key_name"))
-		nb_xml_text(&t->x, "keyName", nb_json_str(row, "key_name"));
-	nb_xml_int(&t->x, "amiLaunchIndex", nb_json_int(row, "launch_index", 0));
-	nb_xml_text(&t->x, "instanceType", nb_json_str_or(row, "type"));
-	nb_xml_text(&t->x, "launchTime", row_time(row, "created_at", buf, sizeof(buf)));
+	nb_xml_text(&t->x, "reason", v->state_reason);
+	if (v->key_name)
+		nb_xml_text(&t->x, "keyName", v->key_name);
+	nb_xml_int(&t->x, "amiLaunchIndex", v->launch_index);
+	nb_xml_text(&t->x, "instanceType", v->type);
+	iso_ms(v->created_at, buf, sizeof(buf));
+	nb_xml_text(&t->x, "launchTime", buf);
 	nb_xml_open(&t->x, "placement");
-	nb_xml_text(&t->x, "availabilityZone",
-		    *nb_json_str_or(row, "az") ? nb_json_str_or(row, "az") : t->ctl->az);
+	nb_xml_text(&t->x, "availabilityZone", *v->az ? v->az : t->ctl->az);
 	nb_xml_text(&t->x, "groupName", "");
 	nb_xml_text(&t->x, "tenancy", "default");
 	nb_xml_close(&t->x);
 	nb_xml_open(&t->x, "monitoring");
 	nb_xml_text(&t->x, "state", "disabled");
 	nb_xml_close(&t->x);
-	if (*ip && strcmp(state, "terminated"))
-		nb_xml_text(&t->x, "privateIpAddress", ip);
+	if (*v->ip && strcmp(v->state, "terminated"))
+		nb_xml_text(&t->x, "privateIpAddress", v->ip);
 	nb_xml_text(&t->x, "architecture", "x86_64");
 	nb_xml_text(&t->x, "rootDeviceType", "instance-store");
 	nb_xml_text(&t->x, "rootDeviceName", "/dev/vda");
@@ -618,16 +690,25 @@ static void x_instance(struct ec2_ctx *t, json_t *row)
 	nb_xml_close(&t->x);
 	nb_xml_text(&t->x, "virtualizationType", "hvm");
 	nb_xml_text(&t->x, "hypervisor", "xen");
-	if (*reason) {
+	if (*v->state_reason) {
 		nb_xml_open(&t->x, "stateReason");
-		nb_xml_text(&t->x, "code", !strcmp(state, "terminated") ? "Server.InternalError"
-									: "Client.UserInitiatedShutdown");
-		nb_xml_text(&t->x, "message", reason);
+		nb_xml_text(&t->x, "code", !strcmp(v->state, "terminated")
+						   ? "Server.InternalError"
+						   : "Client.UserInitiatedShutdown");
+		nb_xml_text(&t->x, "message", v->state_reason);
 		nb_xml_close(&t->x);
 	}
-	x_tags(t, row);
+	/* an instance listed is the caller's: its tags are shown */
+	nb_xml_open(&t->x, "tagSet");
+	for (size_t i = 0; i < v->ntags; i++) {
+		nb_xml_open(&t->x, "item");
+		nb_xml_text(&t->x, "key", v->tags[i].key);
+		nb_xml_text(&t->x, "value", v->tags[i].value);
+		nb_xml_close(&t->x);
+	}
+	nb_xml_close(&t->x);
 	nb_xml_open(&t->x, "cpuOptions");
-	nb_xml_int(&t->x, "coreCount", nb_json_int(row, "vcpus", 1));
+	nb_xml_int(&t->x, "coreCount", v->vcpus);
 	nb_xml_int(&t->x, "threadsPerCore", 1);
 	nb_xml_close(&t->x);
 	nb_xml_close(&t->x);
@@ -671,28 +752,46 @@ static const char *map_field(json_t *row, const char *name, const struct field_m
 	return NULL;
 }
 
-static const struct field_map instance_fields[] = {
-	{"instance-id", "id"},
-	{"instance-state-name", "state"},
-	{"instance-type", "type"},
-	{"image-id", "image_id"},
-	{"reservation-id", "reservation_id"},
-	{"private-ip-address", "ip"},
-	{"key-name", "key_name"},
-	{"availability-zone", "az"},
-	{"placement.availability-zone", "az"},
-	{NULL, NULL},
-};
-
-static const char *instance_field(json_t *row, const char *name, char *buf, size_t bufsz)
+/* An instance's value for a filter name, or NULL when the name is not one
+ * of an instance's filters. */
+static const char *instance_value(const struct nb_store_instance *v, const char *name, char *buf,
+				  size_t bufsz)
 {
+	if (!strcmp(name, "instance-id"))
+		return v->id;
+	if (!strcmp(name, "instance-state-name"))
+		return v->state;
+	if (!strcmp(name, "instance-type"))
+		return v->type;
+	if (!strcmp(name, "image-id"))
+		return v->image_id;
+	if (!strcmp(name, "reservation-id"))
+		return v->reservation_id;
+	if (!strcmp(name, "private-ip-address"))
+		return v->ip;
+	if (!strcmp(name, "key-name"))
+		return v->key_name ? v->key_name : "";
+	if (!strcmp(name, "availability-zone") || !strcmp(name, "placement.availability-zone"))
+		return v->az;
 	if (!strcmp(name, "instance-state-code")) {
-		snprintf(buf, bufsz, "%d", state_code(nb_json_str_or(row, "state")));
+		snprintf(buf, bufsz, "%d", state_code(v->state));
 		return buf;
 	}
 	if (!strcmp(name, "architecture"))
 		return "x86_64";
-	return map_field(row, name, instance_fields);
+	return NULL;
+}
+
+/* The field_fn of instances (filters_check only: every name is known or
+ * not whatever the row). */
+static const char *instance_field(json_t *row, const char *name, char *buf, size_t bufsz)
+{
+	static const struct nb_store_instance none = {
+		.id = "", .reservation_id = "", .type = "", .image_id = "", .state = "",
+		.ip = "", .state_reason = "", .az = ""};
+
+	(void)row;
+	return instance_value(&none, name, buf, bufsz);
 }
 
 static const struct field_map image_fields[] = {
@@ -812,8 +911,80 @@ static int filters_match(struct ec2_ctx *t, const struct nb_filter *f, int nf, j
 	return ok;
 }
 
+static bool is_tag_filter(const char *name)
+{
+	return !strncmp(name, "tag:", 4) || !strcmp(name, "tag-key") || !strcmp(name, "tag-value");
+}
+
+/* 1 match, 0 no match, -1 unknown filter (t has the error). */
+static int filters_match_instance(struct ec2_ctx *t, const struct nb_filter *f, int nf,
+				  const struct nb_store_instance *v)
+{
+	for (int i = 0; i < nf; i++) {
+		char buf[64];
+		const char *val;
+		bool hit = false;
+		if (is_tag_filter(f[i].name)) {
+			for (size_t k = 0; k < v->ntags && !hit; k++) {
+				const struct nb_store_tag *tg = &v->tags[k];
+				if (!strncmp(f[i].name, "tag:", 4))
+					hit = !strcmp(tg->key, f[i].name + 4) &&
+					      any_value_matches(&f[i], tg->value);
+				else if (!strcmp(f[i].name, "tag-key"))
+					hit = any_value_matches(&f[i], tg->key);
+				else
+					hit = any_value_matches(&f[i], tg->value);
+			}
+		} else if ((val = instance_value(v, f[i].name, buf, sizeof(buf)))) {
+			hit = any_value_matches(&f[i], val);
+		} else {
+			ec2_fail(t, 400, "InvalidParameterValue", "The filter '%s' is invalid",
+				 f[i].name);
+			return -1;
+		}
+		if (!hit)
+			return 0;
+	}
+	return 1;
+}
 
 /* ---- instances ---- */
+
+/* The caller's instances a Describe lists into *l: the ids given (each
+ * well-formed and the caller's, in the order given) or, with none, every
+ * one not purged (terminated ones with include_terminated). */
+static int load_listed(struct ec2_ctx *t, const char **ids, int nids, int include_terminated,
+		       struct nb_store_instance_list *l)
+{
+	struct nb_buf missing;
+	int nmissing = 0, r = 0;
+
+	if (nids == 0) {
+		if (nb_store_instances_load(t->ctl->st, t->account_id, NULL, include_terminated, l) <
+		    0)
+			return ec2_fail(t, 500, "InternalError", "listing failed");
+		return 0;
+	}
+	for (int i = 0; i < nids; i++)
+		if (!id_ok("i", ids[i]))
+			return ec2_fail(t, 400, "InvalidInstanceID.Malformed", "Invalid id: \"%s\"",
+					ids[i]);
+	nb_buf_init(&missing, 64u << 10);
+	for (int i = 0; i < nids && r == 0; i++) {
+		size_t before = l->n;
+		if (nb_store_instances_load(t->ctl->st, t->account_id, ids[i], 1, l) < 0)
+			r = ec2_fail(t, 500, "InternalError", "listing failed");
+		else if (l->n == before)
+			nb_buf_printf(&missing, "%s%s", nmissing++ ? ", " : "", ids[i]);
+	}
+	if (r == 0 && nmissing)
+		r = ec2_fail(t, 400, "InvalidInstanceID.NotFound",
+			     nmissing == 1 ? "The instance ID '%s' does not exist"
+					   : "The instance IDs '%s' do not exist",
+			     missing.data);
+	nb_buf_free(&missing);
+	return r;
+}
 
 /* Checks every id is well-formed and the caller's; fills rows (same order). */
 static int load_instances(struct ec2_ctx *t, const char **ids, int n, json_t *rows)
@@ -861,10 +1032,9 @@ static int act_describe_instances(struct ec2_ctx *t)
 	int nids = param_list(t, "InstanceId", ids, EC2_MAX_IDS), nf;
 	int64_t max = 0, start = 0;
 	const char *token = param(t, "NextToken");
-	json_t *rows = json_array(), *row;
-	size_t i;
+	struct nb_store_instance_list l = {0};
 	int64_t shown = 0, seen = 0;
-	char rid[32] = "";
+	const char *rid = NULL;
 	bool more = false;
 
 	if (nids < 0 || (nf = filters_parse(t, f, NB_QUERY_MAX_FILTERS)) < 0 ||
@@ -884,23 +1054,13 @@ static int act_describe_instances(struct ec2_ctx *t)
 		}
 		start = (int64_t)u;
 	}
-	if (nids > 0) {
-		if (load_instances(t, ids, nids, rows) < 0)
-			goto out;
-	} else {
-		json_t *all = NULL;
-		if (nb_store_instances_list(t->ctl->st, t->account_id, NULL, 1, &all) < 0) {
-			ec2_fail(t, 500, "InternalError", "listing failed");
-			goto out;
-		}
-		json_decref(rows);
-		rows = all;
-	}
+	if (load_listed(t, ids, nids, 1, &l) < 0)
+		goto out;
 	x_begin(t);
 	nb_xml_open(&t->x, "reservationSet");
-	json_array_foreach(rows, i, row)
-	{
-		int m = filters_match(t, f, nf, row, nb_json_str_or(row, "id"), instance_field);
+	for (size_t i = 0; i < l.n; i++) {
+		const struct nb_store_instance *v = &l.v[i];
+		int m = filters_match_instance(t, f, nf, v);
 		if (m < 0)
 			goto out;
 		if (!m)
@@ -911,18 +1071,18 @@ static int act_describe_instances(struct ec2_ctx *t)
 			more = true;
 			break;
 		}
-		if (strcmp(rid, nb_json_str_or(row, "reservation_id"))) {
-			if (*rid) {
+		if (!rid || strcmp(rid, v->reservation_id)) {
+			if (rid) {
 				nb_xml_close(&t->x); /* instancesSet */
 				nb_xml_close(&t->x); /* item */
 			}
-			nb_strlcpy(rid, nb_json_str_or(row, "reservation_id"), sizeof(rid));
+			rid = v->reservation_id;
 			x_reservation_open(t, rid);
 		}
-		x_instance(t, row);
+		x_instance(t, v);
 		shown++;
 	}
-	if (*rid) {
+	if (rid) {
 		nb_xml_close(&t->x);
 		nb_xml_close(&t->x);
 	}
@@ -933,7 +1093,7 @@ static int act_describe_instances(struct ec2_ctx *t)
 		nb_xml_text(&t->x, "nextToken", next);
 	}
 out:
-	json_decref(rows);
+	nb_store_instance_list_free(&l);
 	return t->status ? -1 : 0;
 }
 
@@ -943,37 +1103,27 @@ static int act_describe_instance_status(struct ec2_ctx *t)
 	struct nb_filter f[NB_QUERY_MAX_FILTERS];
 	int nids = param_list(t, "InstanceId", ids, EC2_MAX_IDS), nf;
 	bool all = param_bool(t, "IncludeAllInstances");
-	json_t *rows = json_array(), *row;
-	size_t i;
+	struct nb_store_instance_list l = {0};
 
 	if (nids < 0 || (nf = filters_parse(t, f, NB_QUERY_MAX_FILTERS)) < 0 ||
 	    filters_check(t, f, nf, instance_field) < 0)
 		goto out;
-	if (nids > 0) {
-		if (load_instances(t, ids, nids, rows) < 0)
-			goto out;
-	} else {
-		json_decref(rows);
-		rows = NULL;
-		if (nb_store_instances_list(t->ctl->st, t->account_id, NULL, 0, &rows) < 0) {
-			ec2_fail(t, 500, "InternalError", "listing failed");
-			goto out;
-		}
-	}
+	if (load_listed(t, ids, nids, 0, &l) < 0)
+		goto out;
 	x_begin(t);
 	nb_xml_open(&t->x, "instanceStatusSet");
-	json_array_foreach(rows, i, row)
-	{
-		const char *state = nb_json_str_or(row, "state");
-		int m = filters_match(t, f, nf, row, nb_json_str_or(row, "id"), instance_field);
+	for (size_t i = 0; i < l.n; i++) {
+		const struct nb_store_instance *v = &l.v[i];
+		const char *state = v->state;
+		int m = filters_match_instance(t, f, nf, v);
 		if (m < 0)
 			goto out;
 		if (!m || (!all && strcmp(state, "running")))
 			continue;
 		bool running = !strcmp(state, "running");
 		nb_xml_open(&t->x, "item");
-		nb_xml_text(&t->x, "instanceId", nb_json_str_or(row, "id"));
-		nb_xml_text(&t->x, "availabilityZone", nb_json_str_or(row, "az"));
+		nb_xml_text(&t->x, "instanceId", v->id);
+		nb_xml_text(&t->x, "availabilityZone", v->az);
 		x_state(t, "instanceState", state);
 		nb_xml_open(&t->x, "systemStatus");
 		nb_xml_text(&t->x, "status", running ? "ok" : "not-applicable");
@@ -985,7 +1135,7 @@ static int act_describe_instance_status(struct ec2_ctx *t)
 	}
 	nb_xml_close(&t->x);
 out:
-	json_decref(rows);
+	nb_store_instance_list_free(&l);
 	return t->status ? -1 : 0;
 }
 
@@ -1095,11 +1245,12 @@ static int act_run_instances(struct ec2_ctx *t)
 	nb_xml_open(&t->x, "instancesSet");
 	json_array_foreach(json_object_get(out, "instances"), i, inst)
 	{
-		json_t *row = NULL;
-		if (nb_store_instance_get(t->ctl->st, t->account_id, nb_json_str_or(inst, "id"),
-					  &row) == 0)
-			x_instance(t, row);
-		json_decref(row);
+		struct nb_store_instance_list l = {0};
+		if (nb_store_instances_load(t->ctl->st, t->account_id, nb_json_str_or(inst, "id"), 1,
+					    &l) == 0 &&
+		    l.n == 1)
+			x_instance(t, &l.v[0]);
+		nb_store_instance_list_free(&l);
 	}
 	nb_xml_close(&t->x);
 out:
@@ -2246,7 +2397,7 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 	char err[512] = "", qerr[256] = "", key[65] = "";
 	const char *version;
 	uint64_t epoch = 0;
-	int r, idx = -1;
+	int r, idx = -1, building = -1;
 	enum MHD_Result ret;
 
 	t.e = e;
@@ -2341,7 +2492,7 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 		struct nb_ec2_shared *hit;
 		epoch = nb_store_epoch(e->ctl->st);
 		cache_key(&t, key);
-		hit = cache_get(e, key, epoch);
+		hit = cache_get(e, key, epoch, &building);
 		if (hit) {
 			/* the same bytes as before, but for this request's id */
 			nb_buf_free(&t.out);
@@ -2355,6 +2506,7 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 		ec2_fail(&t, 500, "InternalError", "the response is too large");
 	if (!t.status && actions[idx].cacheable)
 		cache_put(e, key, epoch, t.out.data, t.out.len);
+	cache_build_done(e, building);
 done:
 	if (t.status) {
 		if (t.status >= 500)

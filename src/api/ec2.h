@@ -36,6 +36,16 @@ struct nb_ec2_cached {
 	struct nb_ec2_shared *body;
 };
 
+/* A Describe answer being built: other requests for the same key and epoch
+ * wait for it (at most NB_EC2_INFLIGHT_WAIT_MS) instead of building it too. */
+#define NB_EC2_INFLIGHT 16
+#define NB_EC2_INFLIGHT_WAIT_MS 30000
+
+struct nb_ec2_inflight {
+	char key[65]; /* "" when the slot is free */
+	uint64_t epoch;
+};
+
 struct nb_ec2 {
 	struct nb_ctl *ctl;
 	struct nb_secrets *secrets;
@@ -45,6 +55,8 @@ struct nb_ec2 {
 	pthread_mutex_t cache_lock;
 	struct nb_ec2_cached cache[NB_EC2_CACHE_ENTRIES];
 	size_t cache_bytes;
+	struct nb_ec2_inflight inflight[NB_EC2_INFLIGHT]; /* under cache_lock */
+	pthread_cond_t inflight_done; /* a build ended (CLOCK_MONOTONIC) */
 };
 
 int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets);
