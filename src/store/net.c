@@ -272,7 +272,7 @@ int nb_store_rules_of(struct nb_store *st, const char *group_id, json_t **out)
 {
 	return rows(st, out,
 		    "SELECT " RULE_COLS " FROM sg_rules r WHERE r.group_id = ?"
-		    " ORDER BY r.egress, r.created_at, r.id",
+		    " ORDER BY r.egress, r.rowid",
 		    "s", group_id);
 }
 
@@ -281,7 +281,7 @@ int nb_store_rules_list(struct nb_store *st, const char *account_id, json_t **ou
 	return rows(st, out,
 		    "SELECT " RULE_COLS ", g.account_id FROM sg_rules r"
 		    " JOIN security_groups g ON g.id = r.group_id WHERE g.account_id = ?"
-		    " ORDER BY g.created_at, r.egress, r.created_at, r.id",
+		    " ORDER BY g.created_at, g.id, r.egress, r.rowid",
 		    "s", account_id);
 }
 

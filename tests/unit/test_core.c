@@ -1,4 +1,5 @@
-/* core: the instance state machine and placement, both pure. */
+/* core: the instance state machine and placement, both pure; tenant networks
+ * (IPAM, VNIs, groups, the desired state) on a real store in a temporary dir. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "core/state.h"
+#include "core/core.h"
+#include "core/vpc.h"
+#include "common/json.h"
+#include "store/net.h"
+#include <pthread.h>
 
 struct row {
 	const char *state, *desired;
@@ -223,12 +229,503 @@ static void secrets(void **state)
 	nb_rm_rf(dir);
 }
 
+/* ---- tenant networks (core/vpc.c) on a real store ---- */
+
+struct netfix {
+	char dir[64];
+	struct nb_store *st;
+	struct nb_ctl c;
+	char acct[32], other[32];
+	int n; /* instances made */
+};
+
+static int net_setup(void **state)
+{
+	struct netfix *f = calloc(1, sizeof(*f));
+	char path[128];
+	json_t *h;
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/nb-test-vpc-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(path, sizeof(path), "%s/nubo.db", f->dir);
+	if (nb_store_open(path, &f->st) < 0 || nb_ctl_init(&f->c, f->st, f->dir) < 0)
+		return -1;
+	if (nb_store_account_ensure(f->st, "acme", f->acct) < 0 ||
+	    nb_store_account_ensure(f->st, "globex", f->other) < 0)
+		return -1;
+	char err[256] = "";
+	if (nb_core_net_init(&f->c, err, sizeof(err)) < 0)
+		return -1;
+	h = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:I}", "name", "node1",
+		      "address", "127.0.0.1:1", "agent_token", "tok", "accel", "tcg",
+		      "qemu_version", "8", "vcpus", 4, "memory_mb", 4096, "disk_gb", 10, "cidr",
+		      "10.213.0.0/24", "last_seen", (json_int_t)nb_wall_ms());
+	char hid[32];
+	if (nb_store_host_upsert(f->st, h, hid) < 0)
+		return -1;
+	json_decref(h);
+	*state = f;
+	return 0;
+}
+
+static int net_teardown(void **state)
+{
+	struct netfix *f = *state;
+
+	nb_ctl_fini(&f->c);
+	nb_store_close(f->st);
+	nb_rm_rf(f->dir);
+	free(f);
+	return 0;
+}
+
+/* An instance record on host node1, and its interface as a launch makes it:
+ * the IPAM result in ip (or "" with the error code in *code). */
+static int launch(struct netfix *f, const char *account, const json_t *req, char id[32],
+		  char ip[16], const char **code)
+{
+	struct nb_net_plan p;
+	char err[256] = "", mac[18], rid[32];
+	json_t *hosts = NULL, *row;
+	int r;
+
+	*code = NULL;
+	ip[0] = '\0';
+	r = nb_core_net_plan(&f->c, account, req, &p, err, sizeof(err), code);
+	if (r < 0)
+		return r;
+	nb_store_hosts_list(f->st, &hosts);
+	assert_int_equal(nb_store_begin(f->st), 0);
+	nb_id_new("r", rid, 32);
+	nb_id_new("i", id, 32);
+	assert_int_equal(nb_store_reservation_insert(f->st, rid, account, NULL, "h"), 0);
+	row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id", id,
+			"account_id", account, "reservation_id", rid, "name", "", "type",
+			"t1.nano", "image_id", "ami-00000000000000001", "host_id",
+			nb_json_str_or(json_array_get(hosts, 0), "id"), "state", "running",
+			"desired_state", "running", "ip", "", "mac", "");
+	assert_int_equal(nb_store_instance_insert(f->st, row), 0);
+	json_decref(row);
+	json_decref(hosts);
+	r = nb_core_net_attach(&f->c, account, &p, id, ip, mac, err, sizeof(err), code);
+	if (r < 0) {
+		nb_store_rollback(f->st);
+		ip[0] = '\0';
+	} else {
+		assert_int_equal(nb_store_commit(f->st), 0);
+		f->n++;
+	}
+	nb_core_net_plan_free(&p);
+	return r;
+}
+
+static void terminate(struct netfix *f, const char *id)
+{
+	json_t *patch = json_pack("{s:s}", "state", "terminated");
+	assert_int_equal(nb_store_instance_update(f->st, id, patch), 0);
+	json_decref(patch);
+}
+
+static void ipam_default_vpc(void **state)
+{
+	struct netfix *f = *state;
+	json_t *req = json_object(), *vpcs = NULL, *row = NULL;
+	char a[32], b[32], cc[32], d[32], ip[16];
+	const char *code;
+
+	/* every account got its default VPC at init, and only one */
+	assert_int_equal(nb_core_vpcs(&f->c, f->acct, &vpcs), 0);
+	assert_int_equal(json_array_size(vpcs), 1);
+	assert_string_equal(nb_json_str(json_array_get(vpcs, 0), "cidr"), "172.31.0.0/16");
+	assert_int_equal(nb_json_int(json_array_get(vpcs, 0), "is_default", 0), 1);
+	json_decref(vpcs);
+	/* lowest free, never .0 to .3 */
+	assert_int_equal(launch(f, f->acct, req, a, ip, &code), 0);
+	assert_string_equal(ip, "172.31.0.4");
+	assert_int_equal(launch(f, f->acct, req, b, ip, &code), 0);
+	assert_string_equal(ip, "172.31.0.5");
+	assert_int_equal(launch(f, f->acct, req, cc, ip, &code), 0);
+	assert_string_equal(ip, "172.31.0.6");
+	/* the instance row keeps ip and mac of interface 0 */
+	assert_int_equal(nb_store_instance_get(f->st, f->acct, a, &row), 0);
+	assert_string_equal(nb_json_str(row, "ip"), "172.31.0.4");
+	assert_int_equal(strncmp(nb_json_str_or(row, "mac"), "52:54:00:", 9), 0);
+	assert_non_null(nb_json_str(row, "vpc_id"));
+	json_decref(row);
+	/* terminate releases: the next launch takes the freed address */
+	terminate(f, b);
+	assert_int_equal(launch(f, f->acct, req, d, ip, &code), 0);
+	assert_string_equal(ip, "172.31.0.5");
+	/* the other account's default VPC overlaps, and its IPAM is its own */
+	assert_int_equal(launch(f, f->other, req, d, ip, &code), 0);
+	assert_string_equal(ip, "172.31.0.4");
+	/* a fixed address: in use, outside, fine */
+	json_object_set_new(req, "private_ip", json_string("172.31.0.4"));
+	assert_int_equal(launch(f, f->acct, req, d, ip, &code), -NB_E_CONFLICT);
+	assert_string_equal(code, "InvalidIPAddress.InUse");
+	json_object_set_new(req, "private_ip", json_string("172.31.0.3"));
+	assert_int_equal(launch(f, f->acct, req, d, ip, &code), -NB_E_INVALID);
+	json_object_set_new(req, "private_ip", json_string("172.31.9.9"));
+	assert_int_equal(launch(f, f->acct, req, d, ip, &code), 0);
+	assert_string_equal(ip, "172.31.9.9");
+	json_decref(req);
+}
+
+static void ipam_small_subnet_fills(void **state)
+{
+	struct netfix *f = *state;
+	json_t *vpc = NULL, *sub = NULL, *req;
+	char err[256], id[32], ip[16], first[32] = "";
+	const char *code = NULL;
+	int made = 0;
+
+	assert_int_equal(nb_core_vpc_create(&f->c, f->acct, "10.7.0.0/16", &vpc, err, sizeof(err),
+					    &code),
+			 0);
+	assert_int_equal(nb_core_subnet_create(&f->c, f->acct, nb_json_str(vpc, "id"),
+					       "10.7.1.0/28", NULL, &sub, err, sizeof(err), &code),
+			 0);
+	assert_int_equal(nb_json_int(sub, "available", 0), 11); /* 16 - 5 reserved */
+	assert_string_equal(nb_json_str(sub, "gateway"), "10.7.1.1");
+	req = json_pack("{s:s}", "subnet_id", nb_json_str(sub, "id"));
+	for (int i = 0; i < 11; i++) {
+		assert_int_equal(launch(f, f->acct, req, id, ip, &code), 0);
+		if (!i)
+			nb_strlcpy(first, id, sizeof(first));
+		made++;
+	}
+	assert_string_equal(ip, "10.7.1.14"); /* .15 is the broadcast address */
+	assert_int_equal(launch(f, f->acct, req, id, ip, &code), -NB_E_CAPACITY);
+	assert_string_equal(code, "InsufficientFreeAddressesInSubnet");
+	/* the subnet has interfaces: it cannot go, nor its VPC */
+	assert_int_equal(nb_core_subnet_delete(&f->c, f->acct, nb_json_str(sub, "id"), err,
+					       sizeof(err), &code),
+			 -NB_E_CONFLICT);
+	assert_string_equal(code, "DependencyViolation");
+	assert_int_equal(nb_core_vpc_delete(&f->c, f->acct, nb_json_str(vpc, "id"), err,
+					    sizeof(err), &code),
+			 -NB_E_CONFLICT);
+	/* overlapping and out-of-range subnets */
+	json_t *x = NULL;
+	assert_int_equal(nb_core_subnet_create(&f->c, f->acct, nb_json_str(vpc, "id"),
+					       "10.7.1.0/24", NULL, &x, err, sizeof(err), &code),
+			 -NB_E_CONFLICT);
+	assert_string_equal(code, "InvalidSubnet.Conflict");
+	assert_int_equal(nb_core_subnet_create(&f->c, f->acct, nb_json_str(vpc, "id"),
+					       "10.8.0.0/24", NULL, &x, err, sizeof(err), &code),
+			 -NB_E_INVALID);
+	assert_string_equal(code, "InvalidSubnet.Range");
+	/* another account cannot see the VPC */
+	assert_int_equal(nb_core_subnet_create(&f->c, f->other, nb_json_str(vpc, "id"),
+					       "10.7.2.0/24", NULL, &x, err, sizeof(err), &code),
+			 -NB_E_NOT_FOUND);
+	assert_string_equal(code, "InvalidVpcID.NotFound");
+	terminate(f, first);
+	assert_int_equal(launch(f, f->acct, req, id, ip, &code), 0);
+	assert_string_equal(ip, "10.7.1.4");
+	json_decref(req);
+	json_decref(vpc);
+	json_decref(sub);
+}
+
+struct burst {
+	struct netfix *f;
+	char ips[20][16];
+};
+
+static void *burst_thread(void *p)
+{
+	struct burst *b = p;
+	json_t *req = json_object();
+	char id[32];
+	const char *code;
+
+	for (int i = 0; i < 20; i++)
+		if (launch(b->f, b->f->acct, req, id, b->ips[i], &code) < 0)
+			b->ips[i][0] = '\0';
+	json_decref(req);
+	return NULL;
+}
+
+static void ipam_burst_no_duplicates(void **state)
+{
+	struct netfix *f = *state;
+	struct burst b[4];
+	pthread_t th[4];
+	json_t *seen = json_object();
+
+	for (int i = 0; i < 4; i++) {
+		b[i].f = f;
+		assert_int_equal(pthread_create(&th[i], NULL, burst_thread, &b[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < 4; i++)
+		for (int k = 0; k < 20; k++) {
+			assert_true(b[i].ips[k][0]);
+			assert_null(json_object_get(seen, b[i].ips[k]));
+			json_object_set_new(seen, b[i].ips[k], json_true());
+		}
+	assert_int_equal(json_object_size(seen), 80);
+	/* and they are the 80 lowest */
+	assert_non_null(json_object_get(seen, "172.31.0.4"));
+	assert_non_null(json_object_get(seen, "172.31.0.83"));
+	json_decref(seen);
+}
+
+static void vni_unique(void **state)
+{
+	struct netfix *f = *state;
+	json_t *vpcs = NULL, *v, *seen = json_object(), *x = NULL;
+	char err[256], vni[16], victim[32] = "";
+	const char *code;
+	size_t i;
+	int64_t victim_vni = 0;
+
+	for (int k = 0; k < 10; k++) {
+		char cidr[32];
+		snprintf(cidr, sizeof(cidr), "10.%d.0.0/16", k);
+		assert_int_equal(nb_core_vpc_create(&f->c, k % 2 ? f->acct : f->other, cidr, &x, err,
+						    sizeof(err), &code),
+				 0);
+		if (k == 3) {
+			nb_strlcpy(victim, nb_json_str(x, "id"), sizeof(victim));
+			victim_vni = nb_json_int(x, "vni", 0);
+		}
+		json_decref(x);
+	}
+	assert_int_equal(nb_store_vpcs_list(f->st, NULL, &vpcs), 0);
+	assert_int_equal(json_array_size(vpcs), 12);
+	json_array_foreach(vpcs, i, v)
+	{
+		snprintf(vni, sizeof(vni), "%lld", (long long)nb_json_int(v, "vni", 0));
+		assert_true(nb_json_int(v, "vni", 0) >= 1 && nb_json_int(v, "vni", 0) <= NB_VNI_MAX);
+		assert_null(json_object_get(seen, vni));
+		json_object_set_new(seen, vni, json_true());
+	}
+	json_decref(vpcs);
+	json_decref(seen);
+	/* a deleted VPC's VNI is the next one handed out; bad ranges refused */
+	assert_int_equal(nb_core_vpc_delete(&f->c, f->other, victim, err, sizeof(err), &code),
+			 -NB_E_NOT_FOUND); /* not its VPC */
+	assert_int_equal(nb_core_vpc_delete(&f->c, f->acct, victim, err, sizeof(err), &code), 0);
+	assert_int_equal(nb_core_vpc_create(&f->c, f->acct, "10.99.0.0/24", &x, err, sizeof(err),
+					    &code),
+			 0);
+	assert_int_equal(nb_json_int(x, "vni", 0), victim_vni);
+	json_decref(x);
+	assert_int_equal(nb_core_vpc_create(&f->c, f->acct, "10.0.0.0/15", &x, err, sizeof(err),
+					    &code),
+			 -NB_E_INVALID);
+	assert_string_equal(code, "InvalidVpc.Range");
+	assert_int_equal(nb_core_vpc_create(&f->c, f->acct, "10.0.0.1/16", &x, err, sizeof(err),
+					    &code),
+			 -NB_E_INVALID);
+	assert_string_equal(code, "InvalidParameterValue");
+	assert_non_null(strstr(err, "10.0.0.1/16"));
+}
+
+static json_t *find_nic_group(json_t *d, const char *gid)
+{
+	return json_object_get(json_object_get(d, "security_groups"), gid);
+}
+
+static void desired_state_groups_and_metadata(void **state)
+{
+	struct netfix *f = *state;
+	json_t *web = NULL, *rules, *req, *d = NULL, *hosts = NULL, *g, *inst, *nic, *md, *out = NULL;
+	char err[256], a[32], b[32], ip[16];
+	const char *code;
+	json_t *def = NULL;
+
+	assert_int_equal(nb_core_sg_create(&f->c, f->acct, NULL, "web", "web servers", &web, err,
+					   sizeof(err), &code),
+			 0);
+	const char *wid = nb_json_str(web, "id");
+	rules = json_pack("[{s:s, s:i, s:i, s:s}, {s:s, s:s}]", "protocol", "tcp", "from_port", 80,
+			  "to_port", 80, "cidr", "0.0.0.0/0", "protocol", "-1", "group_id", wid);
+	assert_int_equal(nb_core_sg_rules(&f->c, f->acct, wid, 0, 1, rules, NULL, err, sizeof(err),
+					  &code),
+			 0);
+	/* the same again is a duplicate, and nothing of the call is kept */
+	assert_int_equal(nb_core_sg_rules(&f->c, f->acct, wid, 0, 1, rules, NULL, err, sizeof(err),
+					  &code),
+			 -NB_E_CONFLICT);
+	assert_string_equal(code, "InvalidPermission.Duplicate");
+	json_decref(rules);
+	/* the other account cannot touch the group */
+	rules = json_pack("[{s:s, s:i, s:i, s:s}]", "protocol", "tcp", "from_port", 22, "to_port",
+			  22, "cidr", "10.0.0.0/8");
+	assert_int_equal(nb_core_sg_rules(&f->c, f->other, wid, 0, 1, rules, NULL, err,
+					  sizeof(err), &code),
+			 -NB_E_NOT_FOUND);
+	assert_string_equal(code, "InvalidGroup.NotFound");
+	/* revoking a rule that is not there */
+	assert_int_equal(nb_core_sg_rules(&f->c, f->acct, wid, 0, 0, rules, NULL, err, sizeof(err),
+					  &code),
+			 -NB_E_NOT_FOUND);
+	assert_string_equal(code, "InvalidPermission.NotFound");
+	json_decref(rules);
+
+	json_t *kp = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", "key-00000000000000001",
+			       "account_id", f->acct, "name", "mykey", "fingerprint", "fp",
+			       "public_key", "ssh-ed25519 AAAAtest mykey", "key_type", "ed25519");
+	assert_int_equal(nb_store_keypair_insert(f->st, kp), 0);
+	json_decref(kp);
+	req = json_pack("{s:[s], s:{s:s, s:i}}", "security_group_ids", wid, "metadata_options",
+			"http_tokens", "required", "http_put_response_hop_limit", 2);
+	assert_int_equal(launch(f, f->acct, req, a, ip, &code), 0);
+	json_decref(req);
+	req = json_pack("{s:[s]}", "security_groups", "web");
+	assert_int_equal(launch(f, f->acct, req, b, ip, &code), 0);
+	json_decref(req);
+	/* the group is in use now */
+	assert_int_equal(nb_core_sg_delete(&f->c, f->acct, wid, NULL, err, sizeof(err), &code),
+			 -NB_E_CONFLICT);
+	assert_string_equal(code, "DependencyViolation");
+	/* an elastic IP on the first */
+	json_t *addr = NULL;
+	assert_int_equal(nb_core_address_allocate(&f->c, f->acct, &addr, err, sizeof(err), &code),
+			 0);
+	assert_string_equal(nb_json_str(addr, "public_ip"), "198.51.100.1");
+	assert_int_equal(nb_core_address_associate(&f->c, f->acct, nb_json_str(addr, "id"), NULL, a,
+						   NULL, 0, &out, err, sizeof(err), &code),
+			 0);
+	json_decref(out);
+	json_decref(addr);
+	/* a key pair's public key and user data go to the metadata */
+	assert_int_equal(nb_store_instance_set_launch(f->st, a, "mykey", "nubo-1a"), 0);
+
+	nb_store_hosts_list(f->st, &hosts);
+	assert_int_equal(nb_core_agent_desired(&f->c, nb_json_str(json_array_get(hosts, 0), "id"),
+					       -1, 0, &d),
+			 0);
+	json_decref(hosts);
+	/* the group reference resolves to both members' /32s */
+	g = find_nic_group(d, wid);
+	assert_non_null(g);
+	assert_string_equal(nb_json_str(g, "name"), "web");
+	json_t *in = json_object_get(g, "ingress");
+	assert_int_equal(json_array_size(in), 2);
+	assert_string_equal(nb_json_str(json_array_get(in, 0), "protocol"), "tcp");
+	assert_int_equal(nb_json_int(json_array_get(in, 0), "from_port", 0), 80);
+	assert_string_equal(json_string_value(json_array_get(
+				    json_object_get(json_array_get(in, 0), "cidrs"), 0)),
+			    "0.0.0.0/0");
+	json_t *self = json_object_get(json_array_get(in, 1), "cidrs");
+	assert_int_equal(json_array_size(self), 2);
+	assert_string_equal(json_string_value(json_array_get(self, 0)), "172.31.0.4/32");
+	assert_string_equal(json_string_value(json_array_get(self, 1)), "172.31.0.5/32");
+	assert_null(json_object_get(json_array_get(in, 1), "from_port"));
+	json_t *eg = json_object_get(g, "egress");
+	assert_int_equal(json_array_size(eg), 1);
+	assert_string_equal(nb_json_str(json_array_get(eg, 0), "protocol"), "-1");
+	/* the VPC, with its subnet and gateway */
+	nb_core_default_vpc(&f->c, f->acct, &def, err, sizeof(err));
+	json_t *v = json_object_get(json_object_get(d, "vpcs"), nb_json_str(def, "id"));
+	assert_non_null(v);
+	assert_true(nb_json_int(v, "vni", 0) >= 1);
+	assert_string_equal(nb_json_str(v, "cidr"), "172.31.0.0/16");
+	assert_string_equal(nb_json_str(json_array_get(json_object_get(v, "subnets"), 0), "gateway"),
+			    "172.31.0.1");
+	/* the first instance: nic and metadata */
+	inst = json_array_get(json_object_get(d, "instances"), 0);
+	assert_string_equal(nb_json_str(inst, "id"), a);
+	assert_string_equal(nb_json_str(inst, "ip"), "172.31.0.4");
+	nic = json_array_get(json_object_get(inst, "nics"), 0);
+	assert_int_equal(nb_json_int(nic, "device_index", -1), 0);
+	assert_string_equal(nb_json_str(nic, "ip"), "172.31.0.4");
+	assert_string_equal(nb_json_str(nic, "mac"), nb_json_str(inst, "mac"));
+	assert_int_equal(nb_json_int(nic, "prefix", 0), 20);
+	assert_string_equal(nb_json_str(nic, "gateway"), "172.31.0.1");
+	assert_string_equal(nb_json_str(nic, "vpc_id"), nb_json_str(def, "id"));
+	assert_string_equal(nb_json_str(nic, "public_ip"), "198.51.100.1");
+	assert_int_equal(strncmp(nb_json_str_or(nic, "eni_id"), "eni-", 4), 0);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(nic, "security_groups"),
+							     0)),
+			    wid);
+	md = json_object_get(inst, "metadata");
+	assert_string_equal(nb_json_str(md, "instance_id"), a);
+	assert_string_equal(nb_json_str(md, "local_ipv4"), "172.31.0.4");
+	assert_string_equal(nb_json_str(md, "hostname"), "ip-172-31-0-4.nubo-1.compute.internal");
+	assert_string_equal(nb_json_str(md, "public_ipv4"), "198.51.100.1");
+	assert_string_equal(nb_json_str(md, "public_hostname"),
+			    "ec2-198-51-100-1.nubo-1.compute.nubo");
+	assert_string_equal(nb_json_str(md, "public_key"), "ssh-ed25519 AAAAtest mykey");
+	assert_string_equal(nb_json_str(md, "key_name"), "mykey");
+	assert_string_equal(nb_json_str(md, "http_tokens"), "required");
+	assert_int_equal(nb_json_int(md, "http_put_response_hop_limit", 0), 2);
+	assert_string_equal(nb_json_str(md, "http_endpoint"), "enabled");
+	assert_string_equal(nb_json_str(md, "account_id"), f->acct);
+	assert_string_equal(nb_json_str(md, "availability_zone"), "nubo-1a");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(md, "security_groups"),
+							     0)),
+			    "web");
+	assert_null(json_object_get(md, "user_data"));
+	/* the second has no elastic IP */
+	inst = json_array_get(json_object_get(d, "instances"), 1);
+	assert_null(json_object_get(json_array_get(json_object_get(inst, "nics"), 0), "public_ip"));
+	assert_null(json_object_get(json_object_get(inst, "metadata"), "public_ipv4"));
+	assert_string_equal(nb_json_str(json_object_get(inst, "metadata"), "http_tokens"),
+			    "optional");
+	json_decref(d);
+	d = NULL;
+
+	/* a revoke or a terminate changes the generation and what is resolved */
+	json_t *host = NULL;
+	nb_store_hosts_list(f->st, &hosts);
+	const char *hid = nb_json_str(json_array_get(hosts, 0), "id");
+	nb_store_host_get(f->st, hid, &host);
+	int64_t gen = nb_json_int(host, "generation", 0);
+	json_decref(host);
+	terminate(f, b);
+	nb_core_net_changed(&f->c, nb_json_str(def, "id"));
+	assert_int_equal(nb_core_agent_desired(&f->c, hid, gen, 0, &d), 0);
+	assert_true(nb_json_int(d, "generation", 0) > gen);
+	self = json_object_get(json_array_get(json_object_get(find_nic_group(d, wid), "ingress"), 1),
+			       "cidrs");
+	assert_int_equal(json_array_size(self), 1);
+	json_decref(d);
+	d = NULL;
+	gen = 0;
+	nb_store_host_get(f->st, hid, &host);
+	gen = nb_json_int(host, "generation", 0);
+	json_decref(host);
+	rules = json_pack("[{s:s, s:i, s:i, s:s}]", "protocol", "tcp", "from_port", 80, "to_port",
+			  80, "cidr", "0.0.0.0/0");
+	assert_int_equal(nb_core_sg_rules(&f->c, f->acct, wid, 0, 0, rules, NULL, err, sizeof(err),
+					  &code),
+			 0);
+	json_decref(rules);
+	assert_int_equal(nb_core_agent_desired(&f->c, hid, gen, 0, &d), 0);
+	assert_true(nb_json_int(d, "generation", 0) > gen);
+	assert_int_equal(json_array_size(json_object_get(find_nic_group(d, wid), "ingress")), 1);
+	json_decref(d);
+	/* terminating the first disassociates its address, which stays allocated */
+	terminate(f, a);
+	json_t *addrs = NULL;
+	assert_int_equal(nb_core_addresses(&f->c, f->acct, &addrs), 0);
+	assert_int_equal(json_array_size(addrs), 1);
+	assert_null(nb_json_str(json_array_get(addrs, 0), "association_id"));
+	json_decref(addrs);
+	json_decref(hosts);
+	json_decref(def);
+	json_decref(web);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(transitions), cmocka_unit_test(actions_and_states),
 		cmocka_unit_test(reports),     cmocka_unit_test(placement),
 		cmocka_unit_test(addresses),   cmocka_unit_test(secrets),
+		cmocka_unit_test_setup_teardown(ipam_default_vpc, net_setup, net_teardown),
+		cmocka_unit_test_setup_teardown(ipam_small_subnet_fills, net_setup, net_teardown),
+		cmocka_unit_test_setup_teardown(ipam_burst_no_duplicates, net_setup, net_teardown),
+		cmocka_unit_test_setup_teardown(vni_unique, net_setup, net_teardown),
+		cmocka_unit_test_setup_teardown(desired_state_groups_and_metadata, net_setup,
+						net_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

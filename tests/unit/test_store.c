@@ -15,6 +15,7 @@
 #include "common/err.h"
 #include "common/json.h"
 #include "common/util.h"
+#include "store/net.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 
@@ -59,6 +60,91 @@ static int known_migrations(void)
 	while (nb_store_migrations[n])
 		n++;
 	return n;
+}
+
+/* A database of schema 3 with a running instance moves to schema 4: the
+ * instance gets the default metadata options, the network tables are
+ * there, and terminating an instance drops its interfaces and
+ * disassociates its elastic IP (the trigger of schema 4). */
+static void schema3_gets_networks(void **state)
+{
+	struct fixture *f = *state;
+	char path[160];
+	sqlite3 *db;
+	struct nb_store *st = NULL;
+	json_t *row = NULL, *list = NULL;
+
+	snprintf(path, sizeof(path), "%s/v3.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(sqlite3_exec(db, nb_store_migrations[i], NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "PRAGMA user_version = 3;"
+				      "INSERT INTO accounts VALUES ('acct-1', 'old', 1);"
+				      "INSERT INTO reservations (id, account_id, created_at)"
+				      " VALUES ('r-1', 'acct-1', 1);"
+				      "INSERT INTO instances (id, account_id, reservation_id, type,"
+				      " image_id, state, desired_state, ip, mac, launch_index, vcpus,"
+				      " memory_mb, disk_gb, net_mbps, created_at, updated_at) VALUES"
+				      " ('i-1', 'acct-1', 'r-1', 't1.nano', 'ami-1', 'running',"
+				      " 'running', '10.213.0.2', '52:54:00:00:00:01', 0, 1, 128, 1,"
+				      " 100, 1, 1)",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(nb_store_open(path, &st), 0);
+	assert_true(nb_store_schema_version(st) >= 4);
+	assert_int_equal(nb_store_instance_get(st, "acct-1", "i-1", &row), 0);
+	assert_string_equal(nb_json_str(row, "http_tokens"), "optional");
+	assert_int_equal(nb_json_int(row, "http_hop_limit", 0), 1);
+	assert_string_equal(nb_json_str(row, "ip"), "10.213.0.2"); /* kept */
+	json_decref(row);
+	/* the account has no default VPC yet: nubod makes it at start */
+	assert_int_equal(nb_store_accounts_without_vpc(st, &list), 0);
+	assert_int_equal(json_array_size(list), 1);
+	json_decref(list);
+	/* an interface and an associated address of the instance go on terminate */
+	assert_int_equal(nb_store_vpc_insert(st, "vpc-1", "acct-1", "10.0.0.0/16", 1, 1), 0);
+	assert_int_equal(nb_store_subnet_insert(st, "subnet-1", "acct-1", "vpc-1", "10.0.0.0/24",
+						0x0a000000, 24, "nubo-1a", 1),
+			 0);
+	assert_int_equal(nb_store_sg_insert(st, "sg-1", "acct-1", "vpc-1", "default", "d"), 0);
+	assert_int_equal(nb_store_eni_insert(st, "eni-1", "acct-1", "subnet-1", "vpc-1",
+					     "52:54:00:aa:bb:cc", "10.0.0.4", 0x0a000004, "i-1", 0),
+			 0);
+	assert_int_equal(nb_store_eni_group_add(st, "eni-1", "sg-1"), 0);
+	/* the same address twice in a subnet is refused */
+	assert_int_equal(nb_store_eni_insert(st, "eni-2", "acct-1", "subnet-1", "vpc-1",
+					     "52:54:00:aa:bb:cd", "10.0.0.4", 0x0a000004, "i-1", 1),
+			 -NB_E_CONFLICT);
+	assert_int_equal(nb_store_address_insert(st, "eipalloc-1", "acct-1", "198.51.100.1",
+						 0xc6336401),
+			 0);
+	assert_int_equal(nb_store_address_associate(st, "eipalloc-1", "eipassoc-1", "eni-1"), 0);
+	assert_int_equal(nb_store_address_get(st, "acct-1", "eipalloc-1", NULL, &row), 0);
+	assert_string_equal(nb_json_str(row, "instance_id"), "i-1");
+	json_decref(row);
+	assert_int_equal(nb_store_sg_member_ips(st, "sg-1", &list), 0);
+	assert_int_equal(json_array_size(list), 1);
+	json_decref(list);
+	json_t *patch = json_pack("{s:s}", "state", "terminated");
+	assert_int_equal(nb_store_instance_update(st, "i-1", patch), 0);
+	json_decref(patch);
+	assert_int_equal(nb_store_enis_of_instance(st, "i-1", &list), 0);
+	assert_int_equal(json_array_size(list), 0);
+	json_decref(list);
+	assert_int_equal(nb_store_sg_member_ips(st, "sg-1", &list), 0);
+	assert_int_equal(json_array_size(list), 0);
+	json_decref(list);
+	assert_int_equal(nb_store_address_get(st, "acct-1", "eipalloc-1", NULL, &row), 0);
+	assert_null(nb_json_str(row, "eni_id"));
+	assert_null(nb_json_str(row, "association_id"));
+	json_decref(row);
+	/* another account sees none of it */
+	assert_int_equal(nb_store_address_get(st, f->acct, "eipalloc-1", NULL, &row),
+			 -NB_E_NOT_FOUND);
+	assert_int_equal(nb_store_vpc_get(st, f->acct, "vpc-1", &row), -NB_E_NOT_FOUND);
+	nb_store_close(st);
 }
 
 static void migrations_run_once_and_wal(void **state)
@@ -340,6 +426,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(migrations_run_once_and_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(old_schema_is_migrated, setup, teardown),
+		cmocka_unit_test_setup_teardown(schema3_gets_networks, setup, teardown),
 		cmocka_unit_test_setup_teardown(tokens_are_kept_as_hashes, setup, teardown),
 		cmocka_unit_test_setup_teardown(types_crud, setup, teardown),
 		cmocka_unit_test_setup_teardown(hosts_images_instances, setup, teardown),
