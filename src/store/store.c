@@ -18,7 +18,7 @@
 #define STMT_CACHE 128
 
 struct nb_store {
-	sqlite3 *db;
+	sqlite3 *db;	      /* used under lock only (opened without SQLite's mutex) */
 	pthread_mutex_t lock; /* recursive: begin/commit wrap the row functions */
 	int depth;            /* nested begin()s: only the outermost talks to SQLite */
 	bool failed;          /* an inner level rolled back: the outer commit cannot */
@@ -398,8 +398,11 @@ int nb_store_open(const char *path, struct nb_store **out)
 	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&st->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
+	/* no mutex of SQLite's own on the connection: every use of st->db is
+	 * under st->lock already (each sqlite3_column_* call would otherwise
+	 * take and release one more lock) */
 	if (sqlite3_open_v2(path, &st->db,
-			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
 		r = -NB_E_INTERNAL;
 		goto fail;
