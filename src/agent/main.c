@@ -594,6 +594,9 @@ int main(int argc, char **argv)
 	if (pipe2(a->wake_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		return 1;
 	adopt_all(a);
+	/* the metadata service: its thread waits for the VPCs' listeners */
+	if (nb_agent_imds_start(a) < 0)
+		return 1;
 	/* Listen before joining: once nubod hears of this host it may relay a
 	 * console at once. Calls before the join carry no token we know and are
 	 * refused. */
@@ -691,6 +694,7 @@ int main(int argc, char **argv)
 	MHD_quiesce_daemon(httpd);
 	nb_http_streams_close_all();
 	MHD_stop_daemon(httpd);
+	nb_agent_imds_stop(a);
 	/* the poller may sit in a long poll: do not wait for it */
 	return 0;
 }
