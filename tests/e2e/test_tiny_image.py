@@ -214,3 +214,33 @@ def test_boots_without_dhcp_or_disk(image, tmp_path):
         v.wait_for(rb"no DHCP lease on eth0", timeout=1)
         status, out = v.run("grep -c ' /data ' /proc/mounts", timeout=30)
         assert out.split() == ["0"]
+
+
+def test_metadata_service(image, tmp_path):
+    # IMDSv2 required, as nubo's service can be told: the init takes a token
+    # first, then reads its id, hostname and key with it
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITinyImageTestKey0000000000000000000 t@nubo"
+    ud = "#!/bin/sh\necho \"ud: $((6 * 7)) $(hostname)\"\n"
+    with tinyimage.boot_bare(image.dir, IID, tmp_path, user_data=ud,
+                             hostname="ip-10-1-2-3.nubo-1.compute.internal",
+                             public_key=key, tokens_required=True) as v:
+        iid, _ = v.wait_ready(timeout=120)
+        assert iid == IID
+        v.wait_for(re.escape(f"metadata service (IMDSv2): instance {IID}, "
+                             "hostname ip-10-1-2-3, key yes"), timeout=1)
+        v.wait_for("ud: 42 ip-10-1-2-3", timeout=1)  # user-data ran, after the hostname
+        status, out = v.run("hostname; cat /root/.ssh/authorized_keys; "
+                            "stat -c %a /root/.ssh /root/.ssh/authorized_keys", timeout=30)
+        assert status == 0
+        assert out.split("\n")[:4] == ["ip-10-1-2-3", key, "700", "600"]
+
+
+def test_metadata_v1_fallback(image, tmp_path):
+    # a service without tokens (PUT answered 400 here): IMDSv1 GETs
+    mddir = tmp_path / "metadata"
+    with tinyimage.boot_bare(image.dir, IID, tmp_path, hostname="v1host") as v:
+        # the responder reads .token per request: without one, PUT is 400
+        (mddir / ".token").unlink()
+        v.wait_ready(timeout=120)
+        v.wait_for(re.escape(f"metadata service (IMDSv1): instance {IID}, "
+                             "hostname v1host, key no"), timeout=1)

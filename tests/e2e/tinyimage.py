@@ -14,7 +14,8 @@ the image, a copy-on-write overlay over disk.qcow2, SMBIOS serial = instance
 id, the serial console on QEMU's stdio (read by a thread, also written to
 <workdir>/console.log), a QMP socket, and by default slirp networking that is
 isolated (restrict=on) except for a host forward to guest port 80 and a
-metadata service at 169.254.169.254 served by this module (user-data).
+metadata service at 169.254.169.254 served by this module (instance id,
+hostname, key, user-data; IMDSv2 tokens as nubo's service hands them out).
 
 Run as a script, `python3 tinyimage.py build [OUTDIR]` builds the image and
 `python3 tinyimage.py serve-metadata DIR` is the per-connection metadata
@@ -341,22 +342,45 @@ class BareVM:
         self.close()
 
 
-def write_metadata(mddir, instance_id, user_data=None):
-    """Lay out the metadata tree serve-metadata answers from."""
-    base = Path(mddir) / "latest"
+def write_metadata(mddir, instance_id, user_data=None, hostname=None,
+                   public_key=None, tokens_required=False):
+    """Lay out the metadata tree serve-metadata answers from: latest/... as
+    files (a directory lists its entries), plus `.token` (the IMDSv2 token
+    PUT /latest/api/token hands out) and `.required` (tokens required)."""
+    root = Path(mddir)
+    base = root / "latest"
     (base / "meta-data").mkdir(parents=True, exist_ok=True)
     (base / "meta-data" / "instance-id").write_text(instance_id)
+    for name, value in (("hostname", hostname), ("local-hostname", hostname)):
+        f = base / "meta-data" / name
+        if value is None:
+            f.unlink(missing_ok=True)
+        else:
+            f.write_text(value)
+    keydir = base / "meta-data" / "public-keys" / "0"
+    if public_key is None:
+        (keydir / "openssh-key").unlink(missing_ok=True)
+    else:
+        keydir.mkdir(parents=True, exist_ok=True)
+        (keydir / "openssh-key").write_text(public_key)
     ud = base / "user-data"
     if user_data is None:
         ud.unlink(missing_ok=True)
     else:
         ud.write_bytes(user_data.encode() if isinstance(user_data, str) else user_data)
+    (root / ".token").write_text(hashlib.sha256(os.urandom(32)).hexdigest())
+    req = root / ".required"
+    if tokens_required:
+        req.write_text("required\n")
+    else:
+        req.unlink(missing_ok=True)
 
 
 def boot_bare(image_dir, instance_id, workdir, *, memory_mb=128, vcpus=1,
               accel="tcg,tb-size=64", machine="pc", cmdline=None,
               user_data=None, net="user", http_port=None, disk=True,
-              extra_args=(), qemu=QEMU):
+              extra_args=(), qemu=QEMU, hostname=None, public_key=None,
+              tokens_required=False):
     """Start the tiny image under a bare QEMU; return a BareVM (a context
     manager; close() stops QEMU).
 
@@ -365,7 +389,10 @@ def boot_bare(image_dir, instance_id, workdir, *, memory_mb=128, vcpus=1,
     qemu.stderr and the metadata tree. net="user" gives isolated slirp
     networking (guest 169.254.169.15, gateway .2) with a host forward from
     127.0.0.1:http_port (default: a free port) to guest port 80 and the
-    metadata service at 169.254.169.254 (user_data: str/bytes or None).
+    metadata service at 169.254.169.254 (user_data: str/bytes or None;
+    hostname, public_key: meta-data/local-hostname and
+    public-keys/0/openssh-key when given; IMDSv2 tokens, required when
+    tokens_required).
     net=None gives no NIC; anything else is passed as extra_args (e.g. a tap
     -netdev and -device pair)."""
     image_dir = Path(image_dir)
@@ -396,7 +423,8 @@ def boot_bare(image_dir, instance_id, workdir, *, memory_mb=128, vcpus=1,
         if http_port is None:
             http_port = free_port()
         mddir = workdir / "metadata"
-        write_metadata(mddir, instance_id, user_data)
+        write_metadata(mddir, instance_id, user_data, hostname=hostname,
+                       public_key=public_key, tokens_required=tokens_required)
         responder = " ".join(shlex.quote(str(a)) for a in
                              (sys.executable, Path(__file__).resolve(), "serve-metadata", mddir))
         if "," in responder:
@@ -438,35 +466,54 @@ def wait_qmp(vm, timeout=10):
 
 def serve_metadata(mddir):
     """Answer one HTTP request on stdin/stdout from the tree under mddir
-    (run by QEMU's guestfwd for each connection)."""
+    (run by QEMU's guestfwd for each connection): GET/HEAD of files and
+    directory listings under latest/, and IMDSv2 as nubo serves it: PUT
+    /latest/api/token (with X-aws-ec2-metadata-token-ttl-seconds 1..21600)
+    returns the token in mddir/.token, a GET with another token is 401, and
+    without one 401 when mddir/.required exists."""
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
+    root = Path(mddir).resolve()
     line = inp.readline(8192)
-    for _ in range(100):  # headers
+    headers = {}
+    for _ in range(100):
         h = inp.readline(8192)
         if h in (b"", b"\r\n", b"\n"):
             break
+        name, _, value = h.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
     parts = line.split()
-    status, body = "404 Not Found", b"not found\n"
-    if len(parts) >= 2 and parts[0] in (b"GET", b"HEAD"):
-        path = parts[1].decode("ascii", "replace").split("?", 1)[0]
-        root = Path(mddir).resolve()
-        target = (root / path.lstrip("/")).resolve()
-        if target.is_relative_to(root):
-            if target.is_file():
-                status, body = "200 OK", target.read_bytes()
-            elif target.is_dir():
-                names = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir())
-                status, body = "200 OK", ("\n".join(names) + "\n").encode()
-        if parts[0] == b"HEAD":
-            body_out = b""
+    status, body, head = "404 Not Found", b"not found\n", False
+    token = (root / ".token").read_text().strip() if (root / ".token").exists() else ""
+    path = parts[1].decode("ascii", "replace").split("?", 1)[0] if len(parts) >= 2 else ""
+    if len(parts) >= 2 and parts[0] == b"PUT" and path == "/latest/api/token":
+        ttl = headers.get("x-aws-ec2-metadata-token-ttl-seconds", "")
+        if ttl.isdigit() and 1 <= int(ttl) <= 21600 and token:
+            status, body = "200 OK", token.encode()
         else:
-            body_out = body
+            status, body = "400 Bad Request", b""
+    elif len(parts) >= 2 and parts[0] in (b"GET", b"HEAD"):
+        head = parts[0] == b"HEAD"
+        given = headers.get("x-aws-ec2-metadata-token")
+        if (given is not None and given != token) or \
+                (given is None and (root / ".required").exists()):
+            status, body = "401 Unauthorized", b""
+        else:
+            target = (root / path.lstrip("/")).resolve()
+            if target.is_relative_to(root) and not any(
+                    p.startswith(".") for p in target.relative_to(root).parts):
+                if target.is_file():
+                    status, body = "200 OK", target.read_bytes()
+                elif target.is_dir():
+                    names = sorted(p.name + ("/" if p.is_dir() else "")
+                                   for p in target.iterdir() if not p.name.startswith("."))
+                    status, body = "200 OK", "\n".join(names).encode()
     else:
-        status, body, body_out = "400 Bad Request", b"", b""
+        status, body = "400 Bad Request", b""
     out.write(f"HTTP/1.0 {status}\r\nContent-Type: text/plain\r\n"
               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
-    out.write(body_out)
+    if not head:
+        out.write(body)
     out.flush()
 
 
