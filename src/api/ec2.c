@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "core/keypair.h"
 #include "core/state.h"
+#include "core/vpc.h"
 
 #define EC2_NS "http://ec2.amazonaws.com/doc/2016-11-15/"
 #define EC2_MAX_IDS 1000
@@ -48,7 +49,18 @@ struct ec2_ctx {
 	unsigned status;
 	char code[64];
 	char message[512];
+	json_t *net; /* the caller's instances' interfaces, loaded once (ec2_net.inc) */
 };
+
+/* ec2_net.inc */
+static void x_instance_net(struct ec2_ctx *t, const char *id, const char *state);
+static int net_instance_filter(struct ec2_ctx *t, const char *id, const char *state,
+			       const struct nb_filter *f);
+static bool net_instance_filter_name(const char *name);
+static int net_run_params(struct ec2_ctx *t, json_t *req);
+static bool net_resource_type(struct ec2_ctx *t, const char *id, const char **type);
+static int net_fail(struct ec2_ctx *t, int r, const char *code, const char *err,
+		    const char *notfound);
 
 static int ec2_fail(struct ec2_ctx *t, unsigned status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -640,32 +652,16 @@ static const char *row_time(json_t *row, const char *key, char *buf, size_t bufs
 	return json_is_string(v) ? json_string_value(v) : "";
 }
 
-/* ip-10-0-0-5.nubo.internal (the address cut at 31 bytes); out holds 64. */
-static void dns_name(const char *ip, char out[64])
-{
-	static const char suffix[] = ".nubo.internal";
-	size_t n = strnlen(ip, 31);
-	char *p = out;
-
-	memcpy(p, "ip-", 3);
-	p += 3;
-	for (size_t i = 0; i < n; i++)
-		*p++ = ip[i] == '.' ? '-' : ip[i];
-	memcpy(p, suffix, sizeof(suffix));
-}
-
 static void x_instance(struct ec2_ctx *t, const struct nb_store_instance *v)
 {
-	char buf[64], dns[64] = "";
+	char buf[64];
 
-	if (*v->ip)
-		dns_name(v->ip, dns);
 	nb_xml_open(&t->x, "item");
 	nb_xml_text(&t->x, "instanceId", v->id);
 	nb_xml_text(&t->x, "imageId", v->image_id);
 	x_state(t, "instanceState", v->state);
-	nb_xml_text(&t->x, "privateDnsName", dns);
-	nb_xml_text(&t->x, "dnsName", "");
+	/* privateDnsName, dnsName, ipAddress, subnet, VPC, groups, interfaces */
+	x_instance_net(t, v->id, v->state);
 	nb_xml_text(&t->x, "reason", v->state_reason);
 	if (v->key_name)
 		nb_xml_text(&t->x, "keyName", v->key_name);
@@ -791,6 +787,8 @@ static const char *instance_field(json_t *row, const char *name, char *buf, size
 		.ip = "", .state_reason = "", .az = ""};
 
 	(void)row;
+	if (net_instance_filter_name(name))
+		return "";
 	return instance_value(&none, name, buf, bufsz);
 }
 
@@ -937,6 +935,8 @@ static int filters_match_instance(struct ec2_ctx *t, const struct nb_filter *f, 
 			}
 		} else if ((val = instance_value(v, f[i].name, buf, sizeof(buf)))) {
 			hit = any_value_matches(&f[i], val);
+		} else if (net_instance_filter_name(f[i].name)) {
+			hit = net_instance_filter(t, v->id, v->state, &f[i]) == 1;
 		} else {
 			ec2_fail(t, 400, "InvalidParameterValue", "The filter '%s' is invalid",
 				 f[i].name);
@@ -1145,9 +1145,10 @@ static int act_run_instances(struct ec2_ctx *t)
 	const char *key = param(t, "KeyName"), *az = param(t, "Placement.AvailabilityZone");
 	const char *token = param(t, "ClientToken"), *ud = param(t, "UserData");
 	int64_t min = 0, max = 0;
-	json_t *req = NULL, *out = NULL, *tags = json_object(), *inst, *img = NULL;
+	json_t *req = NULL, *out = NULL, *tags = json_object(), *inst, *img = NULL, *netreq = NULL;
 	int idx[16], n;
 	char err[NB_ERRSZ] = "";
+	const char *code = NULL;
 	size_t i;
 	int r;
 
@@ -1210,10 +1211,24 @@ static int act_run_instances(struct ec2_ctx *t)
 		for (int j = 0; j < nt; j++)
 			json_object_set_new(tags, tg[j].key, json_string(tg[j].value));
 	}
+	netreq = json_object();
+	if (net_run_params(t, netreq) < 0)
+		goto out;
+	if (t->dry_run) {
+		struct nb_net_plan plan;
+		const char *code = NULL;
+		r = nb_core_net_plan(t->ctl, t->account_id, netreq, &plan, err, sizeof(err), &code);
+		if (r < 0) {
+			net_fail(t, r, code, err, "InvalidParameterValue");
+			goto out;
+		}
+		nb_core_net_plan_free(&plan);
+	}
 	if (dry_run_stop(t))
 		goto out;
 	req = json_pack("{s:s, s:s, s:I, s:I, s:O}", "image", image, "type", type, "count",
 			(json_int_t)max, "min_count", (json_int_t)min, "tags", tags);
+	json_object_update(req, netreq);
 	if (key)
 		json_object_set_new(req, "key_name", json_string(key));
 	if (token)
@@ -1222,7 +1237,11 @@ static int act_run_instances(struct ec2_ctx *t)
 		json_object_set_new(req, "user_data", json_string(ud));
 	if (json_object_get(tags, "Name"))
 		json_object_set(req, "name", json_object_get(tags, "Name"));
-	r = nb_core_run(t->ctl, t->account_id, req, &out, err, sizeof(err));
+	r = nb_core_run_ex(t->ctl, t->account_id, req, &out, err, sizeof(err), &code);
+	if (r < 0 && code) {
+		net_fail(t, r, code, err, "InvalidParameterValue");
+		goto out;
+	}
 	if (r == -NB_E_INVALID && strstr(err, "instance type")) {
 		ec2_fail(t, 400, "InvalidParameterValue",
 			 "Invalid value '%s' for InstanceType.", type);
@@ -1231,7 +1250,11 @@ static int act_run_instances(struct ec2_ctx *t)
 	if (r == -NB_E_INVALID && strstr(err, "'name'")) {
 		/* a Name tag is free text in EC2; nubo's names are not: keep it as a tag only */
 		json_object_del(req, "name");
-		r = nb_core_run(t->ctl, t->account_id, req, &out, err, sizeof(err));
+		r = nb_core_run_ex(t->ctl, t->account_id, req, &out, err, sizeof(err), &code);
+		if (r < 0 && code) {
+			net_fail(t, r, code, err, "InvalidParameterValue");
+			goto out;
+		}
 	}
 	if (r < 0) {
 		ec2_core_fail(t, r, "InvalidParameterValue", err);
@@ -1257,6 +1280,7 @@ out:
 	json_decref(req);
 	json_decref(out);
 	json_decref(tags);
+	json_decref(netreq);
 	json_decref(img);
 	return t->status ? -1 : 0;
 }
@@ -1908,7 +1932,7 @@ static const char *resource_type(struct ec2_ctx *t, const char *id)
 		if (!type)
 			ec2_fail(t, 400, "InvalidKeyPair.NotFound", "The key pair '%s' does not exist",
 				 id);
-	} else {
+	} else if (!net_resource_type(t, id, &type)) {
 		ec2_fail(t, 400, "InvalidID", "The ID '%s' is not valid", id);
 	}
 	json_decref(row);
@@ -2343,6 +2367,8 @@ static int act_describe_availability_zones(struct ec2_ctx *t)
 	return 0;
 }
 
+#include "api/ec2_net.inc"
+
 /* ---- dispatch ---- */
 
 static const struct {
@@ -2351,12 +2377,23 @@ static const struct {
 	bool mutates;
 	bool cacheable; /* the answer is a function of the store's rows alone */
 } actions[] = {
+	{"AllocateAddress", act_allocate_address, true, false},
+	{"AssociateAddress", act_associate_address, true, false},
+	{"AuthorizeSecurityGroupEgress", act_authorize_egress, true, false},
+	{"AuthorizeSecurityGroupIngress", act_authorize_ingress, true, false},
 	{"CreateImage", act_create_image, true, false},
 	{"CreateKeyPair", act_create_key_pair, true, false},
+	{"CreateSecurityGroup", act_create_security_group, true, false},
+	{"CreateSubnet", act_create_subnet, true, false},
 	{"CreateTags", act_create_tags, true, false},
+	{"CreateVpc", act_create_vpc, true, false},
 	{"DeleteKeyPair", act_delete_key_pair, true, false},
+	{"DeleteSecurityGroup", act_delete_security_group, true, false},
+	{"DeleteSubnet", act_delete_subnet, true, false},
 	{"DeleteTags", act_delete_tags, true, false},
+	{"DeleteVpc", act_delete_vpc, true, false},
 	{"DeregisterImage", act_deregister_image, true, false},
+	{"DescribeAddresses", act_describe_addresses, false, true},
 	{"DescribeAvailabilityZones", act_describe_availability_zones, false, true},
 	{"DescribeImageAttribute", act_describe_image_attribute, false, true},
 	{"DescribeImages", act_describe_images, false, true},
@@ -2364,14 +2401,24 @@ static const struct {
 	{"DescribeInstanceTypes", act_describe_instance_types, false, true},
 	{"DescribeInstances", act_describe_instances, false, true},
 	{"DescribeKeyPairs", act_describe_key_pairs, false, true},
+	{"DescribeNetworkInterfaces", act_describe_network_interfaces, false, true},
 	{"DescribeRegions", act_describe_regions, false, true},
+	{"DescribeSecurityGroupRules", act_describe_security_group_rules, false, true},
+	{"DescribeSecurityGroups", act_describe_security_groups, false, true},
+	{"DescribeSubnets", act_describe_subnets, false, true},
 	{"DescribeTags", act_describe_tags, false, true},
+	{"DescribeVpcs", act_describe_vpcs, false, true},
+	{"DisassociateAddress", act_disassociate_address, true, false},
 	{"GetConsoleOutput", act_get_console_output, false, false},
 	{"ImportKeyPair", act_import_key_pair, true, false},
 	{"ModifyImageAttribute", act_modify_image_attribute, true, false},
 	{"ModifyInstanceAttribute", act_modify_instance_attribute, true, false},
+	{"ModifyInstanceMetadataOptions", act_modify_instance_metadata_options, true, false},
 	{"RebootInstances", act_reboot, true, false},
 	{"RegisterImage", act_register_image, true, false},
+	{"ReleaseAddress", act_release_address, true, false},
+	{"RevokeSecurityGroupEgress", act_revoke_egress, true, false},
+	{"RevokeSecurityGroupIngress", act_revoke_ingress, true, false},
 	{"RunInstances", act_run_instances, true, false},
 	{"StartInstances", act_start, true, false},
 	{"StopInstances", act_stop, true, false},
@@ -2498,6 +2545,7 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 			nb_buf_free(&t.out);
 			nb_query_free(t.q);
 			json_decref(t.who);
+			json_decref(t.net);
 			return reply_shared(c, hit);
 		}
 	}
@@ -2519,5 +2567,6 @@ done:
 	nb_buf_free(&t.out);
 	nb_query_free(t.q);
 	json_decref(t.who);
+	json_decref(t.net);
 	return ret;
 }

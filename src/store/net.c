@@ -357,8 +357,8 @@ int nb_store_eni_group_add(struct nb_store *st, const char *eni_id, const char *
 #define ENI_COLS                                                                           \
 	"n.id, n.account_id, n.subnet_id, n.vpc_id, n.mac, n.ip, n.ip_n, n.instance_id,"   \
 	" n.device_index, n.created_at, s.cidr AS subnet_cidr, s.prefix, s.net, s.az,"     \
-	" i.host_id, i.state AS instance_state, a.public_ip, a.id AS allocation_id,"       \
-	" a.association_id"
+	" i.host_id, i.state AS instance_state, i.http_tokens, i.http_hop_limit,"          \
+	" i.http_endpoint, a.public_ip, a.id AS allocation_id, a.association_id"
 #define ENI_FROM                                                                           \
 	" FROM network_interfaces n JOIN subnets s ON s.id = n.subnet_id"                  \
 	" LEFT JOIN instances i ON i.id = n.instance_id"                                   \
