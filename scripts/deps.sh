@@ -5,7 +5,7 @@ set -eu
 what=${1:-all}
 build="meson ninja-build gcc pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libcmocka-dev libnftables-dev"
 run="curl qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static e2fsprogs cpio kmod xz-utils"
-test="python3-pytest python3-boto3 python3-botocore socat awscli s3cmd"
+test="python3-pytest python3-boto3 python3-botocore socat awscli s3cmd debootstrap openssh-client"
 case "$what" in
 build) want="$build" ;;
 run) want="$build $run" ;;

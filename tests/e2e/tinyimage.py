@@ -17,7 +17,9 @@ isolated (restrict=on) except for a host forward to guest port 80 and a
 metadata service at 169.254.169.254 served by this module (instance id,
 hostname, key, user-data; IMDSv2 tokens as nubo's service hands them out).
 
-Run as a script, `python3 tinyimage.py build [OUTDIR]` builds the image and
+Run as a script, `python3 tinyimage.py build [OUTDIR]` builds the image,
+`python3 tinyimage.py build-debian [OUTDIR]` the full Debian image with
+cloud-init (images/debian, build_debian), and
 `python3 tinyimage.py serve-metadata DIR` is the per-connection metadata
 responder QEMU's guestfwd runs.
 """
@@ -39,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 TINY_SRC = REPO / "images" / "tiny"
 DEFAULT_OUT = Path(os.environ.get("NUBO_TINY_OUT", "/var/cache/nubo/tiny-out"))
+DEBIAN_SRC = REPO / "images" / "debian"
+DEBIAN_OUT = Path(os.environ.get("NUBO_DEBIAN_OUT", "/var/cache/nubo/debian-out"))
 QEMU = os.environ.get("NUBO_QEMU", "qemu-system-x86_64")
 READY_RE = re.compile(rb"NUBO-READY (\S+) ip=(\S+)\r?\n")
 PROGRESS_RE = re.compile(r"^progress (\d{1,3}) (.*)$")
@@ -47,6 +51,7 @@ METADATA_NET = "169.254.169.0/24"
 METADATA_ADDR = "169.254.169.254"
 GUEST_ADDR = "169.254.169.15"
 BUILD_TIMEOUT = 900
+DEBIAN_BUILD_TIMEOUT = 3600
 
 
 @dataclass
@@ -96,9 +101,22 @@ def build_tiny(outdir=DEFAULT_OUT, force=False, progress=None,
     progress, if given, is called with (percent, message) for each progress
     line build.sh prints. Concurrent callers serialize on outdir/.lock.
     Raises RuntimeError with build.sh's stderr when the build fails."""
+    return _build(TINY_SRC, outdir, force, progress, timeout)
+
+
+def build_debian(outdir=DEBIAN_OUT, force=False, progress=None,
+                 timeout=DEBIAN_BUILD_TIMEOUT, cached_only=False):
+    """The full Debian image with cloud-init (images/debian/build.sh), cached
+    like the tiny image on images/debian's sources. debootstrap needs the
+    Debian archive: build it outside the tests' network namespace (tests/run
+    does). cached_only: raise FileNotFoundError instead of building."""
+    return _build(DEBIAN_SRC, outdir, force, progress, timeout, cached_only)
+
+
+def _build(src, outdir, force, progress, timeout, cached_only=False):
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    want = source_hash()
+    want = source_hash(src)
     stamp = outdir / ".source-sha256"
     with open(outdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -108,9 +126,11 @@ def build_tiny(outdir=DEFAULT_OUT, force=False, progress=None,
                     return _image(outdir)
             except (OSError, ValueError, KeyError):
                 pass
+        if cached_only:
+            raise FileNotFoundError(f"no build of the current {src} in {outdir}")
         stamp.unlink(missing_ok=True)
         proc = subprocess.Popen(
-            ["/bin/bash", str(TINY_SRC / "build.sh"), str(outdir)],
+            ["/bin/bash", str(src / "build.sh"), str(outdir)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         err = []
         t = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
@@ -134,7 +154,7 @@ def build_tiny(outdir=DEFAULT_OUT, force=False, progress=None,
                 proc.wait()
             t.join(5)
         if rc != 0:
-            raise RuntimeError(f"images/tiny/build.sh failed ({rc}): {''.join(err)[-4000:]}")
+            raise RuntimeError(f"{src}/build.sh failed ({rc}): {''.join(err)[-4000:]}")
         if last != 100:
             raise RuntimeError("build.sh exited 0 without reaching progress 100")
         img = _image(outdir)
@@ -525,10 +545,18 @@ def _main(argv):
                          progress=lambda p, m: print(f"progress {p} {m}", flush=True))
         print(json.dumps({"dir": str(img.dir), **img.manifest}))
         return 0
+    if len(argv) >= 1 and argv[0] == "build-debian":
+        dirs = [a for a in argv[1:] if a != "--force"]
+        img = build_debian(dirs[0] if dirs else DEBIAN_OUT,
+                           force="--force" in argv,
+                           progress=lambda p, m: print(f"progress {p} {m}", flush=True))
+        print(json.dumps({"dir": str(img.dir), **img.manifest}))
+        return 0
     if len(argv) == 2 and argv[0] == "serve-metadata":
         serve_metadata(argv[1])
         return 0
-    print("usage: tinyimage.py build [OUTDIR] [--force] | serve-metadata DIR",
+    print("usage: tinyimage.py build [OUTDIR] [--force] | build-debian [OUTDIR] [--force]"
+          " | serve-metadata DIR",
           file=sys.stderr)
     return 2
 
