@@ -53,8 +53,8 @@ struct ec2_ctx {
 };
 
 /* ec2_net.inc */
-static void x_instance_net(struct ec2_ctx *t, const char *id, const char *state);
-static int net_instance_filter(struct ec2_ctx *t, const char *id, const char *state,
+static void x_instance_net(struct ec2_ctx *t, const struct nb_store_instance *v);
+static int net_instance_filter(struct ec2_ctx *t, const struct nb_store_instance *v,
 			       const struct nb_filter *f);
 static bool net_instance_filter_name(const char *name);
 static int net_run_params(struct ec2_ctx *t, json_t *req);
@@ -661,7 +661,7 @@ static void x_instance(struct ec2_ctx *t, const struct nb_store_instance *v)
 	nb_xml_text(&t->x, "imageId", v->image_id);
 	x_state(t, "instanceState", v->state);
 	/* privateDnsName, dnsName, ipAddress, subnet, VPC, groups, interfaces */
-	x_instance_net(t, v->id, v->state);
+	x_instance_net(t, v);
 	nb_xml_text(&t->x, "reason", v->state_reason);
 	if (v->key_name)
 		nb_xml_text(&t->x, "keyName", v->key_name);
@@ -936,7 +936,7 @@ static int filters_match_instance(struct ec2_ctx *t, const struct nb_filter *f, 
 		} else if ((val = instance_value(v, f[i].name, buf, sizeof(buf)))) {
 			hit = any_value_matches(&f[i], val);
 		} else if (net_instance_filter_name(f[i].name)) {
-			hit = net_instance_filter(t, v->id, v->state, &f[i]) == 1;
+			hit = net_instance_filter(t, v, &f[i]) == 1;
 		} else {
 			ec2_fail(t, 400, "InvalidParameterValue", "The filter '%s' is invalid",
 				 f[i].name);

@@ -850,7 +850,8 @@ static const char *col_str(struct nb_store_instance_list *l, sqlite3_stmt *s, in
 
 #define LOAD_COLUMNS                                                                       \
 	"SELECT i.id, i.reservation_id, i.type, i.image_id, i.state, i.ip, i.key_name,"    \
-	" i.state_reason, i.az, i.launch_index, i.vcpus, i.created_at, t.key, t.value"     \
+	" i.state_reason, i.az, i.launch_index, i.vcpus, i.created_at, t.key, t.value,"    \
+	" i.http_tokens, i.http_hop_limit, i.http_endpoint"                                \
 	" FROM instances i LEFT JOIN tags t ON t.resource_id = i.id"
 
 int nb_store_instances_load(struct nb_store *st, const char *account_id, const char *id,
@@ -931,6 +932,9 @@ int nb_store_instances_load(struct nb_store *st, const char *account_id, const c
 			cur->launch_index = sqlite3_column_int64(s, 9);
 			cur->vcpus = sqlite3_column_int64(s, 10);
 			cur->created_at = sqlite3_column_int64(s, 11);
+			cur->http_tokens = col_str(l, s, 14, false, &fail);
+			cur->http_hop_limit = sqlite3_column_int64(s, 15);
+			cur->http_endpoint = col_str(l, s, 16, false, &fail);
 			if (fail)
 				break;
 		}

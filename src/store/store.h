@@ -89,6 +89,8 @@ struct nb_store_instance {
 	const char *state_reason; /* "" when none */
 	const char *az;		  /* "" when not set */
 	int64_t launch_index, vcpus, created_at;
+	const char *http_tokens, *http_endpoint; /* metadata options */
+	int64_t http_hop_limit;
 	const struct nb_store_tag *tags; /* ordered by key */
 	size_t ntags;
 };
