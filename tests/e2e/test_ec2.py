@@ -75,7 +75,8 @@ def test_user_story_with_awscli(cloud, world):
     inst = found[0]
     assert inst["KeyName"] == "mykey" and inst["InstanceType"] == "t1.nano"
     assert inst["Placement"]["AvailabilityZone"] == "nubo-1a"
-    assert re.match(r"10\.213\.0\.\d+$", inst["PrivateIpAddress"])
+    # the default VPC's subnet (172.31.0.0/20; .0-.3 are reserved)
+    assert re.match(r"172\.31\.(\d|1[0-5])\.\d+$", inst["PrivateIpAddress"])
     assert {"Key": "Name", "Value": "web"} in inst["Tags"]
     # the console, through EC2's GetConsoleOutput
     wait_until(lambda: "NUBO-READY " + ids[0] in
