@@ -290,20 +290,26 @@ static void request_hash(const json_t *req, const char *image_id, char hex[65])
 
 	nb_buf_init(&b, 0);
 	char *tags = json_dumps(json_object_get(req, "tags"), JSON_SORT_KEYS | JSON_COMPACT);
-	json_t *netreq = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?}", "subnet_id",
-				   json_object_get(req, "subnet_id"), "security_group_ids",
-				   json_object_get(req, "security_group_ids"), "security_groups",
-				   json_object_get(req, "security_groups"), "private_ip",
-				   json_object_get(req, "private_ip"), "metadata_options",
-				   json_object_get(req, "metadata_options"));
-	char *net = json_dumps(netreq, JSON_SORT_KEYS | JSON_COMPACT);
+	/* the network's parameters, when there are any (an older reservation's
+	 * hash, made without them, stays the same) */
+	static const char *const netkeys[] = {"subnet_id", "security_group_ids", "security_groups",
+					      "private_ip", "metadata_options"};
+	json_t *netreq = json_object();
+	for (size_t i = 0; i < NB_ARRAY_SIZE(netkeys); i++)
+		if (json_object_get(req, netkeys[i]) &&
+		    !(json_is_object(json_object_get(req, netkeys[i])) &&
+		      !json_object_size(json_object_get(req, netkeys[i]))))
+			json_object_set(netreq, netkeys[i], json_object_get(req, netkeys[i]));
+	char *net = json_object_size(netreq) ? json_dumps(netreq, JSON_SORT_KEYS | JSON_COMPACT)
+					     : NULL;
 
 	nb_buf_printf(&b, "%s|%s|%lld|%lld|%s|%s|%s|%s", image_id, nb_json_str_or(req, "type"),
 		      (long long)nb_json_int(req, "count", 1),
 		      (long long)nb_json_int(req, "min_count", 0), nb_json_str_or(req, "name"),
 		      nb_json_str_or(req, "user_data"), nb_json_str_or(req, "key_name"),
 		      tags ? tags : "");
-	nb_buf_printf(&b, "|%s", net ? net : "");
+	if (net)
+		nb_buf_printf(&b, "|%s", net);
 	free(tags);
 	free(net);
 	json_decref(netreq);

@@ -138,7 +138,6 @@ static int group_insert_defaults(struct nb_ctl *c, const char *group_id, bool is
 	char rid[32];
 	int r = 0;
 
-	(void)c;
 	if (is_default) {
 		nb_id_new("sgr", rid, sizeof(rid));
 		r = nb_store_rule_insert(c->st, rid, group_id, 0, "-1", -1, -1, NULL, group_id, "");
@@ -166,8 +165,7 @@ static int vpc_make(struct nb_ctl *c, const char *account_id, const char *cidr, 
 	nb_id_new("sg", gid, sizeof(gid));
 	if (r == 0)
 		r = nb_store_sg_insert(c->st, gid, account_id, id, "default",
-				       is_default ? "default VPC security group"
-						  : "default VPC security group");
+				       "default VPC security group");
 	if (r == 0)
 		r = group_insert_defaults(c, gid, true);
 	return r;
@@ -516,8 +514,7 @@ int nb_core_sg_find(struct nb_ctl *c, const char *account_id, const char *id, co
 	json_decref(vpc);
 	if (r < 0)
 		return FAIL(-NB_E_NOT_FOUND, "InvalidGroup.NotFound",
-			    "The security group '%s' does not exist in default VPC '%s'", name,
-			    "(default)");
+			    "The security group '%s' does not exist in the default VPC", name);
 	return 0;
 }
 
@@ -866,15 +863,25 @@ int nb_core_enis(struct nb_ctl *c, const char *account_id, json_t **out)
 
 	if (r < 0)
 		return r;
-	nb_store_eni_groups(c->st, account_id, NULL, &groups);
+	/* one query for every interface's groups, then by interface id */
+	json_t *by_eni = json_object();
+	if (nb_store_eni_groups(c->st, account_id, NULL, &groups) == 0)
+		json_array_foreach(groups, k, g)
+		{
+			const char *eid = nb_json_str_or(g, "eni_id");
+			json_t *list = json_object_get(by_eni, eid);
+			if (!list) {
+				list = json_array();
+				json_object_set_new(by_eni, eid, list);
+			}
+			json_array_append(list, g);
+		}
 	json_array_foreach(*out, i, e)
 	{
-		json_t *mine = json_array();
-		json_array_foreach(groups, k, g) if (!strcmp(nb_json_str_or(g, "eni_id"),
-							    nb_json_str_or(e, "id")))
-			json_array_append(mine, g);
-		json_object_set_new(e, "groups", mine);
+		json_t *mine = json_object_get(by_eni, nb_json_str_or(e, "id"));
+		json_object_set_new(e, "groups", mine ? json_incref(mine) : json_array());
 	}
+	json_decref(by_eni);
 	json_decref(groups);
 	return 0;
 }
