@@ -15,6 +15,7 @@
 
 struct nb_agent;
 struct nb_imds;
+struct nb_vpcs;
 
 struct nb_vm {
 	char id[32];
@@ -35,6 +36,7 @@ struct nb_vm {
 	int64_t qmp_wait_until;
 	int64_t start_want_seq;  /* the start_seq that start is for */
 	bool start_fresh;        /* that start created the instance directory */
+	char netns[24];          /* the VPC namespace of its tap; "": first form */
 };
 
 struct nb_agent_cfg {
@@ -72,6 +74,8 @@ struct nb_agent {
 	volatile int stopping;
 	bool teardown;         /* --teardown: clean the host and exit */
 	struct nb_imds *imds;  /* the instance metadata service (metadata.c) */
+	json_t *net_doc;       /* latest desired document: its vpcs, security_groups */
+	struct nb_vpcs *vpcs;  /* vpc.c's view of the tenant networks here */
 };
 
 /* accel.c: "kvm" when /dev/kvm opens, the CPU has vmx/svm and a probe guest
@@ -100,6 +104,22 @@ int nb_vm_snapshot(struct nb_agent *a, struct nb_vm *vm, const char *name, char 
 void nb_vm_teardown(struct nb_agent *a, struct nb_vm *vm);
 /* The instances' network (bridge, dnsmasq, fixed leases). */
 int nb_vm_net_sync(struct nb_agent *a);
+
+/* vpc.c: tenant networks (docs/network.md), with a->lock held. */
+/* The desired entry's NIC of device index 0, or NULL (first form). */
+json_t *nb_vpc_nic0(const json_t *desired);
+/* The namespace name of vpc_id (from its VNI in a->net_doc), or -ENOENT. */
+int nb_vpc_ns_of(struct nb_agent *a, const char *vpc_id, char ns[24]);
+/* Makes the VPC's network ready for a start (namespace, dnsmasq, rules
+ * with the starting NIC in them); ns gets the namespace name. */
+int nb_vpc_prepare(struct nb_agent *a, const char *vpc_id, char ns[24], char *err,
+		   size_t errsz);
+/* Brings every VPC namespace, rule set, lease list, metadata listener and
+ * the host table in line with the desired state; removes the namespaces no
+ * instance here uses. Cheap when nothing changed. */
+void nb_vpc_sync(struct nb_agent *a);
+/* `nubo-agent --teardown`: every namespace of this agent, the host table. */
+void nb_vpc_teardown(struct nb_agent *a);
 
 /* metadata.c: the instance metadata service (net/imds.c) over this agent's
  * instances. A request that arrives on the listener of VPC vpc_id from

@@ -153,6 +153,9 @@ static void apply_desired(struct nb_agent *a, json_t *doc)
 		if (vm->gone && strcmp(nb_json_str_or(d, "desired_state"), "terminated"))
 			vm->gone = false;
 	}
+	json_decref(a->net_doc);
+	a->net_doc = json_pack("{s:O?, s:O?}", "vpcs", json_object_get(doc, "vpcs"),
+			       "security_groups", json_object_get(doc, "security_groups"));
 	a->have_desired = true;
 	a->generation = nb_json_int(doc, "generation", a->generation);
 	pthread_mutex_unlock(&a->lock);
@@ -564,8 +567,10 @@ int main(int argc, char **argv)
 		for (int i = 0; i < a->nvms; i++)
 			nb_vm_teardown(a, a->vms[i]);
 		snprintf(dir, sizeof(dir), "%s/net", a->cfg.state_dir);
-		if (a->cfg.network)
+		if (a->cfg.network) {
 			nb_net_teardown(dir, a->cfg.bridge);
+			nb_vpc_teardown(a);
+		}
 		nb_info("torn down %d guest(s) and the host network", a->nvms);
 		return 0;
 	}
@@ -651,6 +656,7 @@ int main(int argc, char **argv)
 				}
 			}
 			nb_vm_net_sync(a);
+			nb_vpc_sync(a);
 		}
 		pfd[n++] = (struct pollfd){.fd = a->wake_fd[0], .events = POLLIN};
 		for (int i = 0; i < a->nvms; i++)

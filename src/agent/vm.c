@@ -192,7 +192,17 @@ static void undo_start(struct nb_agent *a, struct nb_vm *vm, bool remove_dir)
 	char tap[16];
 
 	if (a->cfg.network) {
+		char ns[NB_NET_NS_NAME_MAX] = "";
+		json_t *nic = nb_vpc_nic0(vm->desired);
 		net_names(vm, tap);
+		/* in its VPC's namespace (known from the start, or from the desired
+		 * state after an agent restart), else on the first-form bridge */
+		if (vm->netns[0])
+			nb_strlcpy(ns, vm->netns, sizeof(ns));
+		else if (nic)
+			nb_vpc_ns_of(a, nb_json_str_or(nic, "vpc_id"), ns);
+		if (ns[0])
+			nb_net_vpc_tap_delete(ns, tap);
 		nb_net_tap_delete(tap);
 	}
 	nb_cgroup_remove(a->cfg.cgroup_root, vm->id);
@@ -208,6 +218,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	char logmax[32];
 	bool fresh = !nb_path_exists(vm->dir);
 	struct nb_vm_spec spec = {0};
+	int tap_fd = -1;
 	char **qargv = NULL;
 	const char **argv = NULL;
 	struct nb_buf out;
@@ -275,7 +286,21 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 		r = ncg;
 		goto fail;
 	}
-	if (a->cfg.network) {
+	json_t *nic = a->cfg.network ? nb_vpc_nic0(d) : NULL;
+	if (nic) {
+		/* a tenant network: the tap is made in the VPC's namespace and
+		 * QEMU gets its open queue (a restart opens a new one) */
+		char err[512] = "";
+		net_names(vm, tap);
+		r = nb_vpc_prepare(a, nb_json_str_or(nic, "vpc_id"), vm->netns, err, sizeof(err));
+		if (r == 0)
+			r = nb_net_vpc_tap_open(vm->netns, tap, (uint64_t)nb_json_int(d, "net_mbps", 0),
+						&tap_fd, err, sizeof(err));
+		if (r < 0) {
+			snprintf(why, whysz, "network setup failed: %s", err);
+			goto fail;
+		}
+	} else if (a->cfg.network) {
 		char err[256] = "";
 		net_names(vm, tap);
 		r = nb_net_tap_create(tap, a->cfg.bridge, (uint64_t)nb_json_int(d, "net_mbps", 0),
@@ -302,7 +327,8 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	spec.initrd = *initrd ? initrd : NULL;
 	spec.cmdline = spec.kernel ? nb_json_str(im, "cmdline") : NULL;
 	spec.tap = *tap ? tap : NULL;
-	spec.mac = nb_json_str_or(d, "mac");
+	spec.tap_fd = tap_fd > 2 ? tap_fd : 0;
+	spec.mac = nic ? nb_json_str_or(nic, "mac") : nb_json_str_or(d, "mac");
 	r = nb_qemu_argv(&spec, &qargv);
 	if (r < 0) {
 		snprintf(why, whysz, "bad VM spec");
@@ -310,7 +336,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	}
 	for (n = 0; qargv[n]; n++)
 		;
-	argv = calloc((size_t)n + 8 + 2 * NB_CG_MAX_DIRS, sizeof(*argv));
+	argv = calloc((size_t)n + 10 + 2 * NB_CG_MAX_DIRS, sizeof(*argv));
 	if (!argv) {
 		r = -ENOMEM;
 		goto fail;
@@ -326,6 +352,12 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 		argv[k++] = "--cgroup";
 		argv[k++] = cg[i];
 	}
+	char fdarg[16];
+	if (tap_fd > 2) {
+		snprintf(fdarg, sizeof(fdarg), "%d", tap_fd);
+		argv[k++] = "--keep-fd";
+		argv[k++] = fdarg;
+	}
 	argv[k++] = "--";
 	for (int i = 0; i < n; i++)
 		argv[k++] = qargv[i];
@@ -334,7 +366,10 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	vm_path(vm, "exit", exitf, sizeof(exitf));
 	unlink(exitf);
 	nb_buf_reset(&out);
-	r = nb_run(argv, 15000, &out);
+	r = nb_run_fds(argv, 15000, &out, &tap_fd, tap_fd > 2 ? 1 : 0);
+	if (tap_fd >= 0)
+		close(tap_fd); /* QEMU holds it now (or failed to start) */
+	tap_fd = -1;
 	if (r != 0) {
 		snprintf(why, whysz, "QEMU did not start: %.200s", out.data ? out.data : "");
 		r = -EIO;
@@ -349,7 +384,10 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	r = 0;
 	goto out;
 fail:
+	if (tap_fd >= 0)
+		close(tap_fd);
 	undo_start(a, vm, fresh);
+	vm->netns[0] = '\0';
 out:
 	free(argv);
 	nb_argv_free(qargv);
@@ -626,8 +664,8 @@ int nb_vm_net_sync(struct nb_agent *a)
 	snprintf(dir, sizeof(dir), "%s/net", a->cfg.state_dir);
 	for (int i = 0; i < a->nvms; i++) {
 		json_t *d = a->vms[i]->desired;
-		if (!d || !nb_json_str(d, "ip") || !*nb_json_str_or(d, "ip"))
-			continue;
+		if (!d || !nb_json_str(d, "ip") || !*nb_json_str_or(d, "ip") || nb_vpc_nic0(d))
+			continue; /* with nics: its VPC's dnsmasq (vpc.c) */
 		nb_strlcpy(names[n], a->vms[i]->id, sizeof(names[n]));
 		hosts[n].mac = nb_json_str(d, "mac");
 		hosts[n].ip = nb_json_str(d, "ip");

@@ -441,6 +441,12 @@ int nb_fd_nonblock(int fd)
 
 int nb_run(const char *const argv[], int timeout_ms, struct nb_buf *out)
 {
+	return nb_run_fds(argv, timeout_ms, out, NULL, 0);
+}
+
+int nb_run_fds(const char *const argv[], int timeout_ms, struct nb_buf *out, const int *keep,
+               size_t nkeep)
+{
 	int pfd[2], status = 0, r = 0;
 	int64_t deadline = nb_now_ms() + timeout_ms;
 	pid_t pid;
@@ -463,6 +469,8 @@ int nb_run(const char *const argv[], int timeout_ms, struct nb_buf *out)
 		sigset_t all;
 		sigemptyset(&all);
 		sigprocmask(SIG_SETMASK, &all, NULL);
+		for (size_t i = 0; i < nkeep; i++) /* handed to the program by number */
+			fcntl(keep[i], F_SETFD, 0);
 		execvp(argv[0], (char *const *)argv);
 		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);

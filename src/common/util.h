@@ -53,6 +53,10 @@ int nb_parse_size(const char *s, uint64_t *out);
  * stderr into out (may be NULL) up to its ceiling. Returns the exit status
  * (>= 0), -ETIMEDOUT after timeout_ms (the child is killed), or -errno. */
 int nb_run(const char *const argv[], int timeout_ms, struct nb_buf *out);
+/* The same, the program inheriting the descriptors keep (nkeep of them,
+ * close-on-exec in this process) under their numbers. */
+int nb_run_fds(const char *const argv[], int timeout_ms, struct nb_buf *out, const int *keep,
+               size_t nkeep);
 
 /* Sets FD_CLOEXEC / O_NONBLOCK. */
 int nb_fd_cloexec(int fd);

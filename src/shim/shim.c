@@ -56,6 +56,7 @@
 #define MAX_LOG_MAX (1ull << 30)
 #define FLUSH_MS 1000 /* time given to clients to take the last output */
 #define SETUP_TIMEOUT_MS 30000
+#define MAX_KEEP_FDS 8
 
 struct client {
 	int fd;
@@ -67,6 +68,8 @@ struct shim {
 	uint64_t log_max;
 	const char *cgroups[MAX_CGROUPS];
 	int ncgroups;
+	int keep_fds[MAX_KEEP_FDS]; /* inherited by the child (a tap's queue) */
+	int nkeep;
 	char **argv;
 
 	int listen_fd;
@@ -517,6 +520,10 @@ static void __attribute__((noreturn)) child_run(struct shim *s, int console, int
 			if (i != report)
 				close(i);
 	}
+	/* but for the descriptors the child is handed by number (--keep-fd) */
+	for (int i = 0; i < s->nkeep; i++)
+		if (fcntl(s->keep_fds[i], F_SETFD, 0) < 0)
+			child_fail(report, "setup-failed", 126, errno, "--keep-fd");
 	execvp(s->argv[0], s->argv);
 	child_fail(report, "exec-failed", 127, errno, s->argv[0]);
 }
@@ -608,6 +615,9 @@ static int start_child(struct shim *s, char *err, size_t errsz)
 		child_run(s, sv[1], rep[1]);
 	close(sv[1]);
 	close(rep[1]);
+	for (int i = 0; i < s->nkeep; i++) /* the child's now */
+		close(s->keep_fds[i]);
+	s->nkeep = 0;
 	s->console_fd = sv[0];
 	nb_fd_nonblock(s->console_fd);
 	for (;;) {
@@ -820,6 +830,15 @@ static int parse_args(struct shim *s, int argc, char **argv)
 				        argv[i], MIN_LOG_MAX);
 				return -EINVAL;
 			}
+		} else if (!strcmp(a, "--keep-fd")) {
+			uint64_t fd;
+			if (s->nkeep == MAX_KEEP_FDS || nb_parse_u64(argv[++i], &fd) < 0 || fd < 3 ||
+			    fd > 65535 || fcntl((int)fd, F_GETFD) < 0) {
+				fprintf(stderr, "nubo-shim: --keep-fd %s: not an open descriptor (at most %d)\n",
+				        argv[i], MAX_KEEP_FDS);
+				return -EINVAL;
+			}
+			s->keep_fds[s->nkeep++] = (int)fd;
 		} else if (!strcmp(a, "--cgroup")) {
 			if (s->ncgroups == MAX_CGROUPS) {
 				fprintf(stderr, "nubo-shim: at most %d --cgroup\n", MAX_CGROUPS);
@@ -885,10 +904,27 @@ int main(int argc, char **argv)
 			_exit(1);
 		if (pid > 0)
 			_exit(0);
-		/* Descriptors the caller leaked are not ours to keep. */
-		if (pipefd[1] > 3)
-			close_range(3, (unsigned)pipefd[1] - 1, 0);
-		close_range((unsigned)pipefd[1] + 1, ~0u, 0);
+		/* Descriptors the caller leaked are not ours to keep; the
+		 * report pipe and the --keep-fd ones are. */
+		{
+			int keep[MAX_KEEP_FDS + 1], n = 0, from = 3;
+			keep[n++] = pipefd[1];
+			for (int i = 0; i < s.nkeep; i++)
+				keep[n++] = s.keep_fds[i];
+			for (int i = 1; i < n; i++) /* sorted */
+				for (int k = i; k > 0 && keep[k - 1] > keep[k]; k--) {
+					int t = keep[k];
+					keep[k] = keep[k - 1];
+					keep[k - 1] = t;
+				}
+			for (int i = 0; i < n; i++) {
+				if (keep[i] > from)
+					close_range((unsigned)from, (unsigned)keep[i] - 1, 0);
+				if (keep[i] + 1 > from)
+					from = keep[i] + 1;
+			}
+			close_range((unsigned)from, ~0u, 0);
+		}
 		exit(run(&s, pipefd[1])); /* exit, not _exit: leak checkers run */
 	}
 	close(pipefd[1]);

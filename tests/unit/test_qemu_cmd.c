@@ -107,6 +107,19 @@ static void test_golden_kernel_nic(void **state)
 	check_golden("kernel-nic", &s);
 }
 
+static void test_golden_tap_fd(void **state)
+{
+	struct nb_vm_spec s = base_spec();
+
+	(void)state;
+	s.kernel = "/var/lib/nubo/images/abc.kernel";
+	s.cmdline = "console=ttyS0";
+	s.tap = "nb0123456789ab";
+	s.tap_fd = 7;
+	s.mac = "52:54:00:12:34:56";
+	check_golden("tap-fd", &s);
+}
+
 static void test_golden_disk_boot(void **state)
 {
 	struct nb_vm_spec s = base_spec();
@@ -225,6 +238,8 @@ static void test_refused(void **state)
 	REFUSED(-EINVAL, s.accel = "xen");
 	REFUSED(-EINVAL, s.uuid = "not-a-uuid");
 	REFUSED(-EINVAL, s.tap = "nb0");               /* no mac */
+	REFUSED(-EINVAL, s.tap_fd = 5);                /* an fd without its tap */
+	REFUSED(-EINVAL, s.tap = "nb0", s.mac = "52:54:00:12:34:56", s.tap_fd = 1);
 	REFUSED(-EINVAL, s.mac = "52:54:00:12:34:56"); /* no tap */
 	REFUSED(-EINVAL, s.tap = "nb0", s.mac = "52:54:00:12:34");
 	REFUSED(-EINVAL, s.tap = "nb0", s.mac = "01:00:5e:00:00:01"); /* multicast */
@@ -414,6 +429,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_golden_kernel_nic),
 	    cmocka_unit_test(test_golden_disk_boot),
+	    cmocka_unit_test(test_golden_tap_fd),
 	    cmocka_unit_test(test_golden_kvm),
 	    cmocka_unit_test(test_properties),
 	    cmocka_unit_test(test_comma_escaping),

@@ -219,6 +219,8 @@ static int validate(const struct nb_vm_spec *s)
 	if (s->cmdline && (strnlen(s->cmdline, QEMU_MAX_CMDLINE + 1) > QEMU_MAX_CMDLINE ||
 	                   (*s->cmdline && !str_ok(s->cmdline, QEMU_MAX_CMDLINE))))
 		return -EINVAL;
+	if (s->tap_fd < 0 || (s->tap_fd > 0 && (s->tap_fd < 3 || !s->tap)))
+		return -EINVAL;
 	if (s->tap) {
 		if (!str_ok(s->tap, QEMU_MAX_IFNAME) || !charset_ok(s->tap, "-_."))
 			return -EINVAL;
@@ -310,7 +312,12 @@ int nb_qemu_argv(const struct nb_vm_spec *s, char ***argv_out)
 	}
 	if (s->tap) {
 		add(&b, "-netdev");
-		addf(&b, "tap,id=net0,ifname=%v,script=no,downscript=no,vhost=off", s->tap);
+		if (s->tap_fd > 0) { /* opened by the agent, in a namespace QEMU never sees */
+			char fd[16];
+			snprintf(fd, sizeof(fd), "%d", s->tap_fd);
+			addf(&b, "tap,id=net0,fd=%v,vhost=off", fd);
+		} else
+			addf(&b, "tap,id=net0,ifname=%v,script=no,downscript=no,vhost=off", s->tap);
 		add(&b, "-device");
 		addf(&b, "virtio-net-pci,netdev=net0,mac=%v", s->mac);
 	}

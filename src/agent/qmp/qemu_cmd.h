@@ -18,6 +18,8 @@ struct nb_vm_spec {
 	const char *initrd;  /* may be NULL */
 	const char *cmdline; /* kernel command line, may be NULL */
 	const char *tap;     /* NULL: no NIC */
+	int tap_fd;          /* > 2: the tap's open queue, inherited by QEMU
+	                      * (-netdev tap,fd=N); 0: QEMU opens tap by name */
 	const char *mac;
 };
 
