@@ -206,6 +206,8 @@ int nb_core_default_vpc(struct nb_ctl *c, const char *account_id, json_t **vpc, 
 	return nb_store_vpc_default(c->st, account_id, vpc);
 }
 
+static int adopt_instances(struct nb_ctl *c, char *err, size_t errsz);
+
 int nb_core_net_init(struct nb_ctl *c, char *err, size_t errsz)
 {
 	uint32_t net;
@@ -230,7 +232,7 @@ int nb_core_net_init(struct nb_ctl *c, char *err, size_t errsz)
 			break;
 	}
 	json_decref(accts);
-	return r;
+	return r < 0 ? r : adopt_instances(c, err, errsz);
 }
 
 /* ---- VPCs ---- */
@@ -1306,9 +1308,11 @@ fail:
 	return r;
 }
 
-int nb_core_net_attach(struct nb_ctl *c, const char *account_id, const struct nb_net_plan *p,
-		       const char *instance_id, char ip[16], char mac[18], char *err,
-		       size_t errsz, const char **code)
+/* mac_keep: the MAC the interface must have (an instance older than the
+ * networks keeps its own), or NULL for a new one. */
+static int attach(struct nb_ctl *c, const char *account_id, const struct nb_net_plan *p,
+		  const char *instance_id, const char *mac_keep, char ip[16], char mac[18],
+		  char *err, size_t errsz, const char **code)
 {
 	const char *subnet_id = nb_json_str_or(p->subnet, "id");
 	const char *vpc_id = nb_json_str_or(p->vpc, "id");
@@ -1339,9 +1343,12 @@ int nb_core_net_attach(struct nb_ctl *c, const char *account_id, const struct nb
 	nb_core_ip_str((uint32_t)n, ip);
 	for (int tries = 0; tries < 8; tries++) {
 		nb_id_new("eni", eni, sizeof(eni));
-		nb_core_eni_mac(eni, mac);
+		if (mac_keep)
+			nb_strlcpy(mac, mac_keep, 18);
+		else
+			nb_core_eni_mac(eni, mac);
 		r = nb_store_mac_taken(c->st, vpc_id, mac, &taken);
-		if (r < 0 || !taken)
+		if (r < 0 || !taken || mac_keep)
 			break;
 	}
 	if (r == 0 && taken)
@@ -1357,6 +1364,52 @@ int nb_core_net_attach(struct nb_ctl *c, const char *account_id, const struct nb
 	if (r < 0)
 		return FAIL(r, NULL, "recording the interface of %s failed", instance_id);
 	return 0;
+}
+
+int nb_core_net_attach(struct nb_ctl *c, const char *account_id, const struct nb_net_plan *p,
+		       const char *instance_id, char ip[16], char mac[18], char *err,
+		       size_t errsz, const char **code)
+{
+	return attach(c, account_id, p, instance_id, NULL, ip, mac, err, errsz, code);
+}
+
+/* Instances made before the networks get interface 0 in their account's
+ * default subnet, with the default group, keeping their MAC; their address
+ * changes to the subnet's (the guest learns it at its next DHCP lease). */
+static int adopt_instances(struct nb_ctl *c, char *err, size_t errsz)
+{
+	json_t *rows = NULL, *row, *req = json_object();
+	size_t i;
+	int r = nb_store_instances_without_eni(c->st, &rows);
+
+	json_array_foreach(rows, i, row)
+	{
+		struct nb_net_plan p;
+		const char *id = nb_json_str_or(row, "id"), *mac_keep = nb_json_str(row, "mac");
+		char ip[16], mac[18];
+		if (r < 0)
+			break;
+		r = nb_core_net_plan(c, nb_json_str_or(row, "account_id"), req, &p, err, errsz, NULL);
+		if (r < 0)
+			break;
+		r = nb_store_begin(c->st);
+		if (r == 0) {
+			r = attach(c, nb_json_str_or(row, "account_id"), &p, id,
+				   mac_keep && *mac_keep ? mac_keep : NULL, ip, mac, err, errsz, NULL);
+			if (r == 0)
+				r = nb_store_commit(c->st);
+			else
+				nb_store_rollback(c->st);
+		}
+		if (r == 0) {
+			nb_info("instance %s: interface 0 in the default VPC, address %s", id, ip);
+			nb_core_host_changed(c, nb_json_str(row, "host_id"));
+		}
+		nb_core_net_plan_free(&p);
+	}
+	json_decref(rows);
+	json_decref(req);
+	return r;
 }
 
 /* ---- desired state ---- */

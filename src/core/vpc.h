@@ -39,8 +39,11 @@ void nb_core_eni_mac(const char *eni_id, char out[18]);
 void nb_core_private_dns(const char *region, const char *ip, char *out, size_t outsz);
 void nb_core_public_dns(const char *region, const char *ip, char *out, size_t outsz);
 
-/* At start, after the store is open: checks c->eip_pool and gives every
- * account without one its default VPC. */
+/* At start, after the store is open: checks c->eip_pool, gives every
+ * account without one its default VPC, and every instance without an
+ * interface (made before schema 4) interface 0 in its account's default
+ * subnet with the default group, keeping its MAC (its address becomes the
+ * subnet's). */
 int nb_core_net_init(struct nb_ctl *c, char *err, size_t errsz);
 /* The account's default VPC, made (with its subnet and default group) when
  * it has none yet. */

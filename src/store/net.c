@@ -405,6 +405,16 @@ int nb_store_sg_member_ips(struct nb_store *st, const char *group_id, json_t **o
 		    "s", group_id);
 }
 
+int nb_store_instances_without_eni(struct nb_store *st, json_t **out)
+{
+	return rows(st, out,
+		    "SELECT i.id, i.account_id, i.mac, i.host_id FROM instances i"
+		    " WHERE i.state != 'terminated' AND NOT EXISTS"
+		    " (SELECT 1 FROM network_interfaces n WHERE n.instance_id = i.id)"
+		    " ORDER BY i.created_at, i.launch_index",
+		    NULL);
+}
+
 int nb_store_vpc_hosts(struct nb_store *st, const char *vpc_id, json_t **out)
 {
 	return rows(st, out,

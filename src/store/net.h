@@ -90,6 +90,9 @@ int nb_store_eni_groups(struct nb_store *st, const char *account_id, const char 
 			json_t **out);
 /* Addresses ("ip") of the interfaces in group_id. */
 int nb_store_sg_member_ips(struct nb_store *st, const char *group_id, json_t **out);
+/* [{"id", "account_id", "mac", "host_id"}]: instances (not terminated) with no
+ * interface: made before schema 4. */
+int nb_store_instances_without_eni(struct nb_store *st, json_t **out);
 /* [{"host_id"}]: hosts with instances (not terminated) in the VPC. */
 int nb_store_vpc_hosts(struct nb_store *st, const char *vpc_id, json_t **out);
 

@@ -372,6 +372,46 @@ static void ipam_default_vpc(void **state)
 	json_decref(req);
 }
 
+/* An instance made before schema 4 (no interface) gets interface 0 in its
+ * account's default subnet at start, keeping its MAC. */
+static void old_instances_adopted(void **state)
+{
+	struct netfix *f = *state;
+	json_t *hosts = NULL, *row, *enis = NULL;
+	char rid[32], err[256] = "";
+
+	nb_store_hosts_list(f->st, &hosts);
+	nb_id_new("r", rid, sizeof(rid));
+	assert_int_equal(nb_store_reservation_insert(f->st, rid, f->acct, NULL, "h"), 0);
+	row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
+			"i-00000000000000abc", "account_id", f->acct, "reservation_id", rid, "name",
+			"", "type", "t1.nano", "image_id", "ami-00000000000000001", "host_id",
+			nb_json_str_or(json_array_get(hosts, 0), "id"), "state", "running",
+			"desired_state", "running", "ip", "10.213.0.2", "mac", "52:54:00:12:34:56");
+	assert_int_equal(nb_store_instance_insert(f->st, row), 0);
+	json_decref(row);
+	json_decref(hosts);
+	assert_int_equal(nb_core_net_init(&f->c, err, sizeof(err)), 0);
+	assert_int_equal(nb_store_enis_of_instance(f->st, "i-00000000000000abc", &enis), 0);
+	assert_int_equal(json_array_size(enis), 1);
+	assert_string_equal(nb_json_str(json_array_get(enis, 0), "mac"), "52:54:00:12:34:56");
+	assert_string_equal(nb_json_str(json_array_get(enis, 0), "ip"), "172.31.0.4");
+	json_decref(enis);
+	assert_int_equal(nb_store_instance_get(f->st, f->acct, "i-00000000000000abc", &row), 0);
+	assert_string_equal(nb_json_str(row, "ip"), "172.31.0.4");
+	assert_non_null(nb_json_str(row, "subnet_id"));
+	json_decref(row);
+	/* a second start changes nothing */
+	assert_int_equal(nb_core_net_init(&f->c, err, sizeof(err)), 0);
+	assert_int_equal(nb_store_enis_of_instance(f->st, "i-00000000000000abc", &enis), 0);
+	assert_int_equal(json_array_size(enis), 1);
+	json_decref(enis);
+	/* a bad pool is refused */
+	nb_strlcpy(f->c.eip_pool, "198.51.100.7/24", sizeof(f->c.eip_pool));
+	assert_int_equal(nb_core_net_init(&f->c, err, sizeof(err)), -NB_E_INVALID);
+	assert_non_null(strstr(err, "198.51.100.7/24"));
+}
+
 static void ipam_small_subnet_fills(void **state)
 {
 	struct netfix *f = *state;
@@ -722,6 +762,7 @@ int main(void)
 		cmocka_unit_test(addresses),   cmocka_unit_test(secrets),
 		cmocka_unit_test_setup_teardown(ipam_default_vpc, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(ipam_small_subnet_fills, net_setup, net_teardown),
+		cmocka_unit_test_setup_teardown(old_instances_adopted, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(ipam_burst_no_duplicates, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(vni_unique, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(desired_state_groups_and_metadata, net_setup,
