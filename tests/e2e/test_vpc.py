@@ -497,3 +497,39 @@ def test_terminate_releases_address_and_disassociates(cloud, world):
     ec2.release_address(AllocationId=eip["AllocationId"])
     ec2.delete_subnet(SubnetId=sub)
     ec2.delete_vpc(VpcId=vpc)
+
+
+def test_tags_of_network_resources(world):
+    ec2 = world["acme"].boto()
+    vpc = ec2.create_vpc(CidrBlock="10.80.0.0/16", TagSpecifications=[
+        {"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": "blue"}]}])["Vpc"]
+    assert vpc["Tags"] == [{"Key": "Name", "Value": "blue"}]
+    vid = vpc["VpcId"]
+    got = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["blue"]}])["Vpcs"]
+    assert [v["VpcId"] for v in got] == [vid]
+    with pytest.raises(ClientError) as e:
+        ec2.create_subnet(VpcId=vid, CidrBlock="10.80.1.0/24", TagSpecifications=[
+            {"ResourceType": "vpc", "Tags": [{"Key": "k", "Value": "v"}]}])
+    assert code_of(e) == "InvalidParameterValue"
+    assert ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vid]}])["Subnets"] == []
+    sub = ec2.create_subnet(VpcId=vid, CidrBlock="10.80.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="t", Description="t", VpcId=vid, TagSpecifications=[
+        {"ResourceType": "security-group", "Tags": [{"Key": "team", "Value": "red"}]}])["GroupId"]
+    eip = ec2.allocate_address(Domain="vpc", TagSpecifications=[
+        {"ResourceType": "elastic-ip", "Tags": [{"Key": "use", "Value": "web"}]}])
+    ec2.create_tags(Resources=[sub], Tags=[{"Key": "tier", "Value": "db"}])
+    assert ec2.describe_subnets(SubnetIds=[sub])["Subnets"][0]["Tags"] == [{"Key": "tier", "Value": "db"}]
+    assert ec2.describe_security_groups(
+        Filters=[{"Name": "tag:team", "Values": ["red"]}])["SecurityGroups"][0]["GroupId"] == sg
+    assert ec2.describe_addresses(
+        Filters=[{"Name": "tag:use", "Values": ["web"]}])["Addresses"][0]["AllocationId"] == eip["AllocationId"]
+    kinds = {t["ResourceId"]: t["ResourceType"] for t in ec2.describe_tags()["Tags"]}
+    assert kinds[vid] == "vpc" and kinds[sub] == "subnet" and kinds[sg] == "security-group"
+    assert kinds[eip["AllocationId"]] == "elastic-ip"
+    ec2.release_address(AllocationId=eip["AllocationId"])
+    ec2.delete_security_group(GroupId=sg)
+    ec2.delete_subnet(SubnetId=sub)
+    ec2.delete_vpc(VpcId=vid)
+    # the tags went with the resources
+    left = {t["ResourceId"] for t in ec2.describe_tags()["Tags"]}
+    assert not left & {vid, sub, sg, eip["AllocationId"]}
