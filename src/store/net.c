@@ -103,6 +103,11 @@ int nb_store_vpc_delete(struct nb_store *st, const char *id)
 			    " (SELECT id FROM security_groups WHERE vpc_id = ?)",
 			    "s", id);
 	if (r >= 0)
+		r = nb_store_q_exec(st,
+				    "DELETE FROM tags WHERE resource_id IN"
+				    " (SELECT id FROM security_groups WHERE vpc_id = ?)",
+				    "s", id);
+	if (r >= 0)
 		r = nb_store_q_exec(st, "DELETE FROM security_groups WHERE vpc_id = ?", "s", id);
 	if (r >= 0)
 		r = exec1(nb_store_q_exec(st, "DELETE FROM vpcs WHERE id = ?", "s", id));

@@ -25,7 +25,7 @@ int nb_store_vpc_default(struct nb_store *st, const char *account_id, json_t **o
 int nb_store_vpcs_list(struct nb_store *st, const char *account_id, json_t **out);
 /* {"subnets", "groups" (other than default), "interfaces"} of a VPC. */
 int nb_store_vpc_deps(struct nb_store *st, const char *id, json_t **out);
-/* Deletes the VPC with its default group (and that group's rules). */
+/* Deletes the VPC with its default group (and that group's rules and tags). */
 int nb_store_vpc_delete(struct nb_store *st, const char *id);
 /* [{"id"}] of every account without a default VPC. */
 int nb_store_accounts_without_vpc(struct nb_store *st, json_t **out);
