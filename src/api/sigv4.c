@@ -787,12 +787,12 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-/* The hex signature of r as described by a. */
+/* The hex signature of r as described by a, under the signing key. */
 static int compute_signature(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
-                             const char *secret, char sig[65], char *err, size_t errsz)
+                             const unsigned char key[32], char sig[65], char *err, size_t errsz)
 {
 	struct nb_buf b;
-	unsigned char key[32], mac[32];
+	unsigned char mac[32];
 	char crhash[65];
 	int ret;
 
@@ -808,16 +808,13 @@ static int compute_signature(const struct nb_sigv4_req *r, const struct nb_sigv4
 		ret = fail(err, errsz, ret == -E2BIG ? -NB_E_INVALID : ret, "out of memory");
 		goto out;
 	}
-	ret = derive_key(secret, a->date, a->region, a->service, key);
-	if (!ret)
-		ret = hmac(key, sizeof(key), b.data, b.len, mac);
+	ret = hmac(key, 32, b.data, b.len, mac);
 	if (ret < 0) {
 		fail(err, errsz, ret, "HMAC-SHA256 failed");
 		goto out;
 	}
 	to_hex(mac, sizeof(mac), sig);
 out:
-	OPENSSL_cleanse(key, sizeof(key));
 	nb_buf_free(&b);
 	return ret;
 }
@@ -1156,16 +1153,16 @@ int nb_sigv4_parse(const struct nb_sigv4_req *r, struct nb_sigv4_auth *out, char
 
 /* ---- verifying ---- */
 
-int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a, const char *secret,
-                    const char *region, const char *service, char *err, size_t errsz)
+/* Everything nb_sigv4_verify checks but the signature itself. */
+static int verify_scope(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
+                        const char *region, const char *service, char *err, size_t errsz)
 {
-	char sig[65], now_s[32], at_s[32];
+	char now_s[32], at_s[32];
 	int64_t t;
-	int ret;
 
 	if (err && errsz)
 		err[0] = '\0';
-	if (!r || !a || !secret || !region || !service)
+	if (!r || !a || !region || !service)
 		return fail(err, errsz, -EINVAL, "missing argument");
 	if (!auth_terminated(a))
 		return fail(err, errsz, -EINVAL, "unterminated field in the parsed signature");
@@ -1213,7 +1210,15 @@ int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
 			            "x-amz-content-sha256 does not match the sha256 of the body "
 			            "(XAmzContentSHA256Mismatch)");
 	}
-	ret = compute_signature(r, a, secret, sig, err, errsz);
+	return 0;
+}
+
+static int verify_sig(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
+                      const unsigned char key[32], char *err, size_t errsz)
+{
+	char sig[65];
+	int ret = compute_signature(r, a, key, sig, err, errsz);
+
 	if (ret < 0)
 		return ret;
 	ret = CRYPTO_memcmp(sig, a->signature, 64) ? -NB_E_SIG_MISMATCH : 0;
@@ -1223,6 +1228,38 @@ int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
 		            "the signature does not match: check the secret key and the signing "
 		            "method");
 	return 0;
+}
+
+int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a, const char *secret,
+                    const char *region, const char *service, char *err, size_t errsz)
+{
+	unsigned char key[32];
+	int ret;
+
+	if (!secret)
+		return fail(err, errsz, -EINVAL, "missing argument");
+	ret = verify_scope(r, a, region, service, err, errsz);
+	if (ret < 0)
+		return ret;
+	ret = derive_key(secret, a->date, a->region, a->service, key);
+	if (ret < 0)
+		ret = fail(err, errsz, ret, "HMAC-SHA256 failed");
+	else
+		ret = verify_sig(r, a, key, err, errsz);
+	OPENSSL_cleanse(key, sizeof(key));
+	return ret;
+}
+
+int nb_sigv4_verify_key(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
+                        const unsigned char key[32], const char *region, const char *service,
+                        char *err, size_t errsz)
+{
+	int ret;
+
+	if (!key)
+		return fail(err, errsz, -EINVAL, "missing argument");
+	ret = verify_scope(r, a, region, service, err, errsz);
+	return ret < 0 ? ret : verify_sig(r, a, key, err, errsz);
 }
 
 /* ---- building blocks ---- */
@@ -1289,7 +1326,13 @@ int nb_sigv4_sign(const struct nb_sigv4_req *r, const char *access_key, const ch
 	    strnlen(payload_hash, sizeof(a.payload_hash)) >= sizeof(a.payload_hash))
 		return -EINVAL;
 	nb_strlcpy(a.payload_hash, payload_hash, sizeof(a.payload_hash));
-	ret = compute_signature(r, &a, secret, sig, NULL, 0);
+	{
+		unsigned char key[32];
+		ret = derive_key(secret, a.date, a.region, a.service, key);
+		if (!ret)
+			ret = compute_signature(r, &a, key, sig, NULL, 0);
+		OPENSSL_cleanse(key, sizeof(key));
+	}
 	if (ret == -NB_E_SIG_MISMATCH) /* a signed header is not in r */
 		return -EINVAL;
 	if (ret < 0)

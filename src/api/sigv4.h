@@ -77,6 +77,13 @@ int nb_sigv4_verify(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
 		    const char *secret, const char *region, const char *service, char *err,
 		    size_t errsz);
 
+/* As nb_sigv4_verify with the signing key of a's scope already derived
+ * (nb_sigv4_signing_key(secret, a->date, region, service)): for a caller
+ * that keeps derived keys, so the four HMACs run once a day per key. */
+int nb_sigv4_verify_key(const struct nb_sigv4_req *r, const struct nb_sigv4_auth *a,
+			const unsigned char key[32], const char *region, const char *service,
+			char *err, size_t errsz);
+
 /* Building blocks, exposed for S3's chunked uploads and for tests. */
 /* The signing key for date/region/service (32 bytes). Should OpenSSL fail,
  * key is random so that no signature matches. */

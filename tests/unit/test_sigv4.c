@@ -287,6 +287,31 @@ static void test_cases_verify(void **state)
 		ret = nb_sigv4_verify(&r, &a, c->secret, c->region, c->service, err, sizeof(err));
 		if (ret)
 			fail_msg("%s: verify %d (%s)", c->name, ret, err);
+		/* the same with the signing key derived beforehand (a cache's) */
+		{
+			unsigned char key[32];
+			nb_sigv4_signing_key(c->secret, a.date, c->region, c->service, key);
+			ret = nb_sigv4_verify_key(&r, &a, key, c->region, c->service, err,
+			                          sizeof(err));
+			if (ret)
+				fail_msg("%s: verify_key %d (%s)", c->name, ret, err);
+			/* a key of another day or secret matches nothing */
+			nb_sigv4_signing_key(c->secret, "20000101", c->region, c->service, key);
+			assert_int_equal(nb_sigv4_verify_key(&r, &a, key, c->region, c->service,
+			                                     NULL, 0),
+			                 -NB_E_SIG_MISMATCH);
+			nb_sigv4_signing_key("not the secret", a.date, c->region, c->service, key);
+			assert_int_equal(nb_sigv4_verify_key(&r, &a, key, c->region, c->service,
+			                                     NULL, 0),
+			                 -NB_E_SIG_MISMATCH);
+			/* the scope is still checked */
+			assert_int_equal(nb_sigv4_verify_key(&r, &a, key, "elsewhere-1", c->service,
+			                                     NULL, 0),
+			                 -NB_E_SIG_MISMATCH);
+			assert_int_equal(nb_sigv4_verify_key(&r, &a, NULL, c->region, c->service,
+			                                     NULL, 0),
+			                 -EINVAL);
+		}
 	}
 }
 
