@@ -586,8 +586,22 @@ def test_key_changes_apply_at_once(s3cloud):
     s3 = carol.boto()
     name = "carol-" + os.urandom(3).hex()
     s3.create_bucket(Bucket=name)
-    for _ in range(3):  # used, so remembered
+    for _ in range(3):  # used, so remembered (the row and its signing key)
         s3.put_object(Bucket=name, Key="k", Body=b"v")
+    # the remembered signing key is the one of the key's own secret: another
+    # secret with the same key id still fails, and so does the us-east-1
+    # scope's key (not derived yet) with it
+    for region in (REGION, "us-east-1"):
+        forged = boto3.client("s3", endpoint_url=s3cloud.s3_endpoint, region_name=region,
+                              aws_access_key_id=carol.key_id,
+                              aws_secret_access_key=carol.secret[:-1]
+                              + ("y" if carol.secret.endswith("x") else "x"),
+                              config=Config(retries={"max_attempts": 1},
+                                            s3={"addressing_style": "path"}))
+        with pytest.raises(ClientError) as e:
+            forged.get_object(Bucket=name, Key="k")
+        assert code_of(e) == "SignatureDoesNotMatch"
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"v"
     s3cloud.api("POST", f"/v1/keys/{carol.key_id}/disable")
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket=name, Key="k")
