@@ -364,10 +364,17 @@ int s3_fsync_dir(const char *dir)
 
 int s3_live_new(struct nb_s3 *s3, struct s3_live *l)
 {
+	static const char hex[] = "0123456789abcdef";
 	int r = nb_random_hex(l->id, S3_ID_HEX);
+	unsigned dir = (unsigned)(nb_now_ms() / 1000) & 0xff;
 
 	if (r < 0)
 		return r;
+	/* The first byte, the data directory, is the second's (of 256 in
+	 * turn): writers at the same time share a directory, so a batch of
+	 * the group commit fsyncs one directory, not one a writer. */
+	l->id[0] = hex[dir >> 4];
+	l->id[1] = hex[dir & 15];
 	pthread_mutex_lock(&s3->live_lock);
 	l->prev = &s3->live;
 	l->next = s3->live.next;
