@@ -305,6 +305,13 @@ def test_bad_input(cloud, world):
     c, m = err(ec2.authorize_security_group_ingress, GroupId=sg, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 1, "ToPort": 2, "IpRanges": [{"CidrIp": "300.0.0.0/8"}]}])
     assert c == "InvalidParameterValue" and "300.0.0.0/8" in m
+    c, m = err(ec2.authorize_security_group_ingress, GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 1, "ToPort": 2, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}])
+    assert c == "InvalidParameterValue" and "IPv6" in m
+    c, m = err(ec2.run_instances, ImageId=world["idle"], MinCount=1, MaxCount=1,
+               NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": sub},
+                                  {"DeviceIndex": 1, "SubnetId": sub}])
+    assert c == "InvalidParameterValue"
     # nothing of a call with one bad rule is kept
     with pytest.raises(ClientError):
         ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
