@@ -353,6 +353,113 @@ static void hosts_images_instances(void **state)
 	json_decref(list);
 }
 
+/* nb_store_instances_load: every instance of the account once, each with
+ * exactly its own tags (ordered by key), across several arena blocks; the
+ * terminated ones only when asked; one by id appends or adds nothing. */
+static void instances_load_with_their_tags(void **state)
+{
+	enum { N = 700 };
+	struct fixture *f = *state;
+	struct nb_store_instance_list l = {0};
+	char h1[32], id[32], key[16], val[64];
+	json_t *patch;
+	size_t before;
+
+	add_host(f, "node1", h1);
+	add_image(f, f->acct, "ami-1", "tiny");
+	assert_int_equal(nb_store_reservation_insert(f->st, "r-1", f->acct, NULL, "h"), 0);
+	for (int k = 0; k < N; k++) {
+		json_t *in;
+		snprintf(id, sizeof(id), "i-%017x", k + 1);
+		in = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i}",
+			       "id", id, "account_id", f->acct, "reservation_id", "r-1", "type",
+			       "t1.nano", "image_id", "ami-1", "host_id", h1, "state", "running",
+			       "desired_state", "running", "launch_index", k, "vcpus", 1 + k % 2,
+			       "memory_mb", 128, "disk_gb", 1, "net_mbps", 100);
+		assert_int_equal(nb_store_instance_insert(f->st, in), 0);
+		json_decref(in);
+		if (k % 5 == 0)
+			continue; /* no tags */
+		assert_int_equal(nb_store_tag_put(f->st, f->acct, id, "instance", "own", id), 0);
+		snprintf(key, sizeof(key), "k%d", k);
+		snprintf(val, sizeof(val), "value of %d", k);
+		assert_int_equal(nb_store_tag_put(f->st, f->acct, id, "instance", key, val), 0);
+		if (k % 3 == 0)
+			assert_int_equal(nb_store_tag_put(f->st, f->acct, id, "instance", "A", "first"),
+					 0);
+	}
+	/* another account's resource with the same tag keys */
+	assert_int_equal(nb_store_tag_put(f->st, f->other, "ami-x", "image", "own", "x"), 0);
+
+	assert_int_equal(nb_store_instances_load(f->st, f->acct, NULL, 0, &l), 0);
+	assert_int_equal(l.n, N);
+	assert_true(l.bytes > (64u << 10)); /* more than one arena block */
+	for (size_t i = 0; i < l.n; i++) {
+		const struct nb_store_instance *v = &l.v[i];
+		int k = (int)strtol(v->id + 2, NULL, 16) - 1;
+		assert_true(k >= 0 && k < N);
+		if (i > 0)
+			assert_true(v->created_at > l.v[i - 1].created_at ||
+				    (v->created_at == l.v[i - 1].created_at &&
+				     v->launch_index > l.v[i - 1].launch_index));
+		assert_int_equal(v->launch_index, k);
+		assert_int_equal(v->vcpus, 1 + k % 2);
+		assert_string_equal(v->state, "running");
+		assert_string_equal(v->reservation_id, "r-1");
+		assert_string_equal(v->ip, ""); /* NULL column */
+		assert_null(v->key_name);
+		assert_string_equal(v->http_tokens, "optional");
+		if (k % 5 == 0) {
+			assert_int_equal(v->ntags, 0);
+			continue;
+		}
+		snprintf(key, sizeof(key), "k%d", k);
+		snprintf(val, sizeof(val), "value of %d", k);
+		assert_int_equal(v->ntags, k % 3 == 0 ? 3 : 2);
+		size_t t = 0;
+		if (k % 3 == 0) {
+			assert_string_equal(v->tags[t].key, "A");
+			assert_string_equal(v->tags[t++].value, "first");
+		}
+		assert_string_equal(v->tags[t].key, key);
+		assert_string_equal(v->tags[t++].value, val);
+		assert_string_equal(v->tags[t].key, "own");
+		assert_string_equal(v->tags[t].value, v->id);
+	}
+	nb_store_instance_list_free(&l);
+	assert_null(l.v);
+
+	/* the other account has none; a terminated one only when asked */
+	assert_int_equal(nb_store_instances_load(f->st, f->other, NULL, 1, &l), 0);
+	assert_int_equal(l.n, 0);
+	patch = json_pack("{s:s}", "state", "terminated");
+	assert_int_equal(nb_store_instance_update(f->st, "i-00000000000000002", patch), 0);
+	json_decref(patch);
+	assert_int_equal(nb_store_instances_load(f->st, f->acct, NULL, 0, &l), 0);
+	assert_int_equal(l.n, N - 1);
+	nb_store_instance_list_free(&l);
+	assert_int_equal(nb_store_instances_load(f->st, f->acct, NULL, 1, &l), 0);
+	assert_int_equal(l.n, N);
+	nb_store_instance_list_free(&l);
+
+	/* by id: appended in the caller's order, nothing for an unknown or
+	 * another account's id */
+	assert_int_equal(nb_store_instances_load(f->st, f->acct, "i-00000000000000008", 1, &l), 0);
+	assert_int_equal(nb_store_instances_load(f->st, f->acct, "i-00000000000000002", 1, &l), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.v[0].id, "i-00000000000000008");
+	assert_int_equal(l.v[0].ntags, 2);
+	assert_string_equal(l.v[0].tags[1].value, "i-00000000000000008");
+	assert_string_equal(l.v[1].state, "terminated");
+	before = l.n;
+	assert_int_equal(nb_store_instances_load(f->st, f->acct, "i-99999999999999999", 1, &l), 0);
+	assert_int_equal(nb_store_instances_load(f->st, f->other, "i-00000000000000008", 1, &l),
+			 0);
+	assert_int_equal(l.n, before);
+	assert_int_equal(nb_store_instances_load(f->st, NULL, NULL, 1, &l), -EINVAL);
+	nb_store_instance_list_free(&l);
+}
+
 static void nested_transactions(void **state)
 {
 	struct fixture *f = *state;
@@ -430,6 +537,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(tokens_are_kept_as_hashes, setup, teardown),
 		cmocka_unit_test_setup_teardown(types_crud, setup, teardown),
 		cmocka_unit_test_setup_teardown(hosts_images_instances, setup, teardown),
+		cmocka_unit_test_setup_teardown(instances_load_with_their_tags, setup, teardown),
 		cmocka_unit_test_setup_teardown(nested_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(epoch_follows_commits, setup, teardown),
 	};
