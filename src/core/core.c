@@ -466,6 +466,11 @@ int nb_core_run_ex(struct nb_ctl *c, const char *account_id, const json_t *req, 
 	/* as many as the quota allows, never fewer than min_count */
 	while (placed_n > min_count && quota_check(c, account_id, &need, placed_n, NULL, 0) < 0)
 		placed_n--;
+	/* and as many as the subnet has addresses for (too few for min_count:
+	 * the first interface that finds none fails the launch) */
+	int64_t free_ips = nb_core_net_free(c, &plan);
+	if (free_ips >= 0 && placed_n > free_ips)
+		placed_n = free_ips > min_count ? free_ips : min_count;
 	r = 0;
 	nb_id_new("r", rid, sizeof(rid));
 	r = nb_store_reservation_insert(c->st, rid, account_id, token, hash);

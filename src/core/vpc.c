@@ -1308,6 +1308,19 @@ fail:
 	return r;
 }
 
+int64_t nb_core_net_free(struct nb_ctl *c, const struct nb_net_plan *p)
+{
+	json_t *s = NULL;
+	int64_t n;
+	int r = nb_store_subnet_get(c->st, NULL, nb_json_str_or(p->subnet, "id"), &s);
+
+	if (r < 0)
+		return r;
+	n = subnet_last(s) - subnet_first(s) + 1 - nb_json_int(s, "used", 0);
+	json_decref(s);
+	return n > 0 ? n : 0;
+}
+
 /* mac_keep: the MAC the interface must have (an instance older than the
  * networks keeps its own), or NULL for a new one. */
 static int attach(struct nb_ctl *c, const char *account_id, const struct nb_net_plan *p,

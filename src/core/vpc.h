@@ -140,6 +140,10 @@ void nb_core_net_plan_free(struct nb_net_plan *p);
 int nb_core_net_attach(struct nb_ctl *c, const char *account_id, const struct nb_net_plan *p,
 		       const char *instance_id, char ip[16], char mac[18], char *err,
 		       size_t errsz, const char **code);
+/* Free addresses of the plan's subnet now (inside the launch transaction:
+ * a launch makes as many as fit, never fewer than its minimum); < 0 on a
+ * store error. */
+int64_t nb_core_net_free(struct nb_ctl *c, const struct nb_net_plan *p);
 /* Wakes the agents of every host with instances in the VPC (bumps their
  * generation): a rule, a membership or an association changed. */
 void nb_core_net_changed(struct nb_ctl *c, const char *vpc_id);

@@ -486,9 +486,14 @@ def test_terminate_releases_address_and_disassociates(cloud, world):
     # the next launch takes the freed address
     third = run_one(world["acme"], world["idle"], SubnetId=sub)
     assert third["PrivateIpAddress"] == "10.70.0.4"
-    # nine more fill the subnet; the tenth finds no address and makes nothing
-    more = world["acme"].boto().run_instances(ImageId=world["idle"], InstanceType="t1.nano",
-                                              MinCount=9, MaxCount=9, SubnetId=sub)["Instances"]
+    # more than fit than the subnet has addresses for: MinCount 10 fails and
+    # makes nothing; MinCount 1 makes the nine that fit
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=world["idle"], InstanceType="t1.nano", MinCount=10,
+                          MaxCount=20, SubnetId=sub)
+    assert code_of(e) == "InsufficientFreeAddressesInSubnet"
+    more = ec2.run_instances(ImageId=world["idle"], InstanceType="t1.nano", MinCount=1,
+                             MaxCount=20, SubnetId=sub)["Instances"]
     assert sorted(i["PrivateIpAddress"] for i in more) == sorted(f"10.70.0.{n}" for n in range(6, 15))
     before = len(instances_of(ec2))
     with pytest.raises(ClientError) as e:
