@@ -103,6 +103,7 @@ static const struct quota_flag {
     {"vcpus", "vcpus", "vcpus", 100000000},
     {"memory", "memory_mb", "memory", 1ull << 40},
     {"images", "images", "images", 1000000},
+    {"addresses", "addresses", "addresses", 1000000},
 };
 
 static const struct nb_cli_opt quota_opts[] = {
@@ -110,6 +111,7 @@ static const struct nb_cli_opt quota_opts[] = {
     {"vcpus", 0, "N", "most virtual CPUs of those instances"},
     {"memory", 0, "MB", "most memory of those instances, in MiB"},
     {"images", 0, "N", "most images"},
+    {"addresses", 0, "N", "most elastic IPs"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -523,7 +525,7 @@ const struct nb_cli_cmd nb_cli_account_cmds[] = {
     {"account", "create", "NAME", "create an account (cloud admins)", no_opts, 1, 1,
      cmd_account_create},
     {"account", "ls", "", "list accounts (cloud admins)", no_opts, 0, 0, cmd_account_ls},
-    {"account", "quota", "NAME [--instances N] [--vcpus N] [--memory MB] [--images N]",
+    {"account", "quota", "NAME [--instances N] [--vcpus N] [--memory MB] [--images N] [--addresses N]",
      "show an account's quotas and usage, or set some of its limits (cloud admins)", quota_opts, 1,
      1, cmd_account_quota},
     {"account", "users", "--account NAME",

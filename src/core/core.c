@@ -1887,12 +1887,13 @@ out:
 
 /* ---- accounts, keys, quotas ---- */
 
-static const char *const quota_names[] = {"instances", "vcpus", "memory_mb", "images"};
+static const char *const quota_names[] = {"instances", "vcpus", "memory_mb", "images",
+					  "addresses"};
 
 static int64_t quota_default(struct nb_ctl *c, int i)
 {
 	const int64_t d[] = {c->quota_instances, c->quota_vcpus, c->quota_memory_mb,
-			     c->quota_images};
+			     c->quota_images, c->quota_addresses};
 	return d[i];
 }
 
@@ -2163,8 +2164,8 @@ int nb_core_quotas_set(struct nb_ctl *c, const char *account, const json_t *req,
 		if (!known || !json_is_integer(v) || json_integer_value(v) < 0) {
 			json_decref(acct);
 			return fail(-NB_E_INVALID, err, errsz,
-				    "quota '%s' must be one of instances, vcpus, memory_mb, images "
-				    "with an integer >= 0",
+				    "quota '%s' must be one of instances, vcpus, memory_mb, images, "
+				    "addresses with an integer >= 0",
 				    k);
 		}
 	}

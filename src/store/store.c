@@ -1343,7 +1343,8 @@ int nb_store_account_usage(struct nb_store *st, const char *account_id, json_t *
 		     "  state != 'terminated') AS vcpus,"
 		     " (SELECT coalesce(sum(memory_mb), 0) FROM instances WHERE account_id = ?1 AND"
 		     "  state != 'terminated') AS memory_mb,"
-		     " (SELECT count(*) FROM images WHERE account_id = ?1) AS images",
+		     " (SELECT count(*) FROM images WHERE account_id = ?1) AS images,"
+		     " (SELECT count(*) FROM addresses WHERE account_id = ?1) AS addresses",
 		     "s", account_id);
 }
 

@@ -195,7 +195,8 @@ int nb_store_quota_get(struct nb_store *st, const char *account_id, const char *
 		       int64_t def, int64_t *out);
 int nb_store_quota_set(struct nb_store *st, const char *account_id, const char *name,
 		       int64_t value);
-/* Live use of an account: {"instances", "vcpus", "memory_mb", "images"}. */
+/* Live use of an account: {"instances", "vcpus", "memory_mb", "images",
+ * "addresses" (elastic IPs)}. */
 int nb_store_account_usage(struct nb_store *st, const char *account_id, json_t **out);
 /* A snapshot image became ready (or failed: sha256 NULL, state "failed"). */
 int nb_store_image_ready(struct nb_store *st, const char *id, const char *sha256,

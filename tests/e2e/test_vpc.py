@@ -5,6 +5,7 @@ terminate gives back. Only API-level facts: guest connectivity is the
 datapath's tests' (docs/network.md)."""
 
 import ipaddress
+import re
 import subprocess
 
 import pytest
@@ -358,6 +359,18 @@ def test_address_limit(cloud, world):
     for a in got:
         ec2.release_address(AllocationId=a["AllocationId"])
     assert ec2.describe_addresses()["Addresses"] == []
+    # a cloud admin sets the account's own limit (nubo account quota); the
+    # account's use shows
+    out = cloud.cli("account", "quota", "globex", "--addresses", "1").stdout
+    assert re.search(r"^addresses\s+0\s+1\s*$", out, re.M), out
+    one = ec2.allocate_address(Domain="vpc")
+    with pytest.raises(ClientError) as e:
+        ec2.allocate_address(Domain="vpc")
+    assert code_of(e) == "AddressLimitExceeded"
+    q = cloud.api("GET", "/v1/accounts/globex/quotas")
+    assert q["limits"]["addresses"] == 1 and q["usage"]["addresses"] == 1
+    ec2.release_address(AllocationId=one["AllocationId"])
+    cloud.api("PUT", "/v1/accounts/globex/quotas", {"addresses": 5})
 
 
 def test_isolation_and_read_only(cloud, world):
