@@ -29,16 +29,23 @@ static json_t *lookup(void *arg, const char *vpc_id, const char *src_ip)
 		json_array_foreach(json_object_get(d, "nics"), k, nic)
 		{
 			json_t *n;
+			const char *cidr;
 			if (strcmp(nb_json_str_or(nic, "vpc_id"), vpc_id) ||
 			    strcmp(nb_json_str_or(nic, "ip"), src_ip))
 				continue;
 			n = json_deep_copy(nic);
+			cidr = nb_json_str(json_object_get(json_object_get(a->net_doc, "vpcs"), vpc_id),
+					   "cidr");
+			if (n && cidr)
+				json_object_set_new(n, "vpc_cidr", json_string(cidr));
 			out = json_pack("{s:o, s:o}", "metadata", json_deep_copy(md), "nic",
 					n ? n : json_object());
 			break;
 		}
 	}
 	pthread_mutex_unlock(&a->lock);
+	if (!out)
+		nb_debug("metadata service: no instance has %s in %s", src_ip, vpc_id);
 	return out;
 }
 
