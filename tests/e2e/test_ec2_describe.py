@@ -43,6 +43,9 @@ def fleet(cloud, tmp_path_factory):
     yield tenant, ids, want
     for k in range(0, len(ids), 10):
         ec2.terminate_instances(InstanceIds=ids[k:k + 10])
+    # gone before the module's cloud stops (it gives its QEMUs 20 s)
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids,
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 180})
 
 
 def tags_of(answer):
