@@ -95,6 +95,9 @@ datasource:
     strict_id: false
 # one host key type: generating RSA keys is slow under TCG
 ssh_genkeytypes: [ ed25519 ]
+# a locale that exists without generating one (en_US.UTF-8, cloud-init's
+# default, fails update-locale here and marks the boot as in error)
+locale: C.UTF-8
 CFG
 
 # DHCP on every Ethernet NIC (cloud-init's network stage needs the network
