@@ -851,8 +851,104 @@ static const char *col_str(struct nb_store_instance_list *l, sqlite3_stmt *s, in
 #define LOAD_COLUMNS                                                                       \
 	"SELECT i.id, i.reservation_id, i.type, i.image_id, i.state, i.ip, i.key_name,"    \
 	" i.state_reason, i.az, i.launch_index, i.vcpus, i.created_at, t.key, t.value,"    \
-	" i.http_tokens, i.http_hop_limit, i.http_endpoint"                                \
-	" FROM instances i LEFT JOIN tags t ON t.resource_id = i.id"
+	" i.http_tokens, i.http_hop_limit, i.http_endpoint,"                               \
+	" n.id, n.subnet_id, n.vpc_id, n.mac, n.ip, n.device_index, n.created_at,"         \
+	" a.public_ip, a.id, a.association_id"                                             \
+	" FROM instances i LEFT JOIN tags t ON t.resource_id = i.id"                       \
+	" LEFT JOIN network_interfaces n ON n.instance_id = i.id AND n.device_index = 0"   \
+	" AND n.account_id = i.account_id LEFT JOIN addresses a ON a.eni_id = n.id"
+
+static int eni_cmp(const void *a, const void *b)
+{
+	const struct nb_store_instance *x = *(const struct nb_store_instance *const *)a;
+	const struct nb_store_instance *y = *(const struct nb_store_instance *const *)b;
+
+	return strcmp(x->eni->id, y->eni->id);
+}
+
+/* The security groups of the interfaces of l->v[first..] (under st->lock):
+ * one query ordered by interface id, merged with those instances sorted the
+ * same way. */
+static int load_groups(struct nb_store *st, const char *account_id, const char *id,
+		       struct nb_store_instance_list *l, size_t first)
+{
+	static const char *const sql =
+		"SELECT e.eni_id, e.group_id, g.name FROM eni_groups e"
+		" JOIN security_groups g ON g.id = e.group_id"
+		" JOIN network_interfaces n ON n.id = e.eni_id"
+		" WHERE g.account_id = ?1 AND n.account_id = ?1 AND n.device_index = 0"
+		" AND (?2 IS NULL OR n.instance_id = ?2)"
+		" ORDER BY e.eni_id, g.created_at, g.id";
+	struct nb_store_instance **by = NULL;
+	struct nb_store_group *gs = NULL;
+	size_t nby = 0, k = 0, ng = 0, gcap = 0;
+	sqlite3_stmt *s;
+	bool fail = false;
+	int rc, r;
+
+	for (size_t i = first; i < l->n; i++)
+		nby += l->v[i].eni != NULL;
+	if (!nby)
+		return 0;
+	by = malloc(nby * sizeof(*by));
+	if (!by)
+		return -ENOMEM;
+	nby = 0;
+	for (size_t i = first; i < l->n; i++)
+		if (l->v[i].eni)
+			by[nby++] = &l->v[i];
+	qsort(by, nby, sizeof(*by), eni_cmp);
+	r = stmt_get(st, sql, &s);
+	if (r < 0) {
+		free(by);
+		return r;
+	}
+	sqlite3_bind_text(s, 1, account_id, -1, SQLITE_STATIC);
+	if (id)
+		sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+	for (;;) {
+		rc = sqlite3_step(s);
+		const char *eid = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+		/* the groups gathered belong to by[k]: into the arena */
+		if (ng && (!eid || strcmp(eid, by[k]->eni->id))) {
+			struct nb_store_group *gv = arena_alloc(l, ng * sizeof(*gv));
+			if (!gv) {
+				fail = true;
+				break;
+			}
+			memcpy(gv, gs, ng * sizeof(*gv));
+			by[k]->eni->groups = gv;
+			by[k]->eni->ngroups = ng;
+			ng = 0;
+		}
+		if (rc != SQLITE_ROW)
+			break;
+		while (k < nby && strcmp(by[k]->eni->id, eid) < 0)
+			k++;
+		if (k == nby || strcmp(by[k]->eni->id, eid))
+			continue; /* an interface not listed */
+		if (ng == gcap) {
+			size_t cap = gcap ? gcap * 2 : 8;
+			void *p = realloc(gs, cap * sizeof(*gs));
+			if (!p) {
+				fail = true;
+				break;
+			}
+			gs = p;
+			gcap = cap;
+		}
+		gs[ng].group_id = col_str(l, s, 1, false, &fail);
+		gs[ng].name = col_str(l, s, 2, false, &fail);
+		ng++;
+		if (fail)
+			break;
+	}
+	r = fail ? -E2BIG : sql_err(rc);
+	stmt_done(s);
+	free(gs);
+	free(by);
+	return r;
+}
 
 int nb_store_instances_load(struct nb_store *st, const char *account_id, const char *id,
 			    int include_terminated, struct nb_store_instance_list *l)
@@ -866,6 +962,7 @@ int nb_store_instances_load(struct nb_store *st, const char *account_id, const c
 	struct nb_store_tag *tags = NULL, *tv;
 	size_t ntags = 0, tcap = 0;
 	struct nb_store_instance *cur = NULL;
+	size_t first = l->n;
 	sqlite3_stmt *s;
 	bool fail = false;
 	int rc, r;
@@ -935,6 +1032,25 @@ int nb_store_instances_load(struct nb_store *st, const char *account_id, const c
 			cur->http_tokens = col_str(l, s, 14, false, &fail);
 			cur->http_hop_limit = sqlite3_column_int64(s, 15);
 			cur->http_endpoint = col_str(l, s, 16, false, &fail);
+			if (sqlite3_column_type(s, 17) != SQLITE_NULL) {
+				struct nb_store_eni *n = arena_alloc(l, sizeof(*n));
+				if (!n) {
+					fail = true;
+					break;
+				}
+				*n = (struct nb_store_eni){0};
+				n->id = col_str(l, s, 17, false, &fail);
+				n->subnet_id = col_str(l, s, 18, false, &fail);
+				n->vpc_id = col_str(l, s, 19, false, &fail);
+				n->mac = col_str(l, s, 20, false, &fail);
+				n->ip = col_str(l, s, 21, false, &fail);
+				n->device_index = sqlite3_column_int64(s, 22);
+				n->created_at = sqlite3_column_int64(s, 23);
+				n->public_ip = col_str(l, s, 24, true, &fail);
+				n->allocation_id = col_str(l, s, 25, true, &fail);
+				n->association_id = col_str(l, s, 26, true, &fail);
+				cur->eni = n;
+			}
 			if (fail)
 				break;
 		}
@@ -960,6 +1076,8 @@ int nb_store_instances_load(struct nb_store *st, const char *account_id, const c
 	if (fail && cur) /* the instance being read stays out, with its tags */
 		l->n--;
 	stmt_done(s);
+	if (r == 0)
+		r = load_groups(st, account_id, id, l, first);
 	pthread_mutex_unlock(&st->lock);
 	free(tags);
 	return r;

@@ -82,6 +82,17 @@ int nb_store_instances_on_host(struct nb_store *st, const char *host_id, json_t 
 struct nb_store_tag {
 	const char *key, *value;
 };
+struct nb_store_group {
+	const char *group_id, *name;
+};
+/* An instance's interface 0 (the caller's own). */
+struct nb_store_eni {
+	const char *id, *subnet_id, *vpc_id, *mac, *ip;
+	const char *public_ip, *allocation_id, *association_id; /* NULL: no address */
+	int64_t device_index, created_at;
+	const struct nb_store_group *groups; /* ordered by the group's creation */
+	size_t ngroups;
+};
 struct nb_store_instance {
 	const char *id, *reservation_id, *type, *image_id, *state;
 	const char *ip;		  /* "" when none */
@@ -93,6 +104,7 @@ struct nb_store_instance {
 	int64_t http_hop_limit;
 	const struct nb_store_tag *tags; /* ordered by key */
 	size_t ntags;
+	struct nb_store_eni *eni; /* NULL when it has none */
 };
 struct nb_store_arena;
 struct nb_store_instance_list {
