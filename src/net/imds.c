@@ -382,6 +382,7 @@ static int user_data(const json_t *md, unsigned char **out, size_t *len)
 	r = EVP_DecodeBlock(*out, (const unsigned char *)b64, (int)n);
 	if (r < 0) {
 		free(*out);
+		*out = NULL; /* the caller frees *out whatever the result */
 		return -EINVAL;
 	}
 	if (n >= 1 && b64[n - 1] == '=')
