@@ -8,6 +8,7 @@ inside it is private. Binaries come from $NUBO_BUILD (default build-asan).
 
 import base64
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -239,6 +240,22 @@ class Cloud:
                 if d.exists():
                     wait_until(lambda: _try_rmdir(d), 10, f"removal of {d}")
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        # the VPC namespaces this agent made (/run/netns is the machine's):
+        # their processes (dnsmasq) first, then the namespaces
+        prefix = "nb" + hashlib.sha256(str(self.agent_state).encode()).hexdigest()[:8] + "-"
+        try:
+            names = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        except FileNotFoundError:
+            names = []
+        for ns in names:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ValueError, ProcessLookupError):
+                    pass
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         pidf = self.agent_state / "net" / "dnsmasq.pid"
         if pidf.exists():
             try:
@@ -334,6 +351,55 @@ class Cloud:
 
     def instance_dir(self, iid):
         return self.agent_state / "instances" / iid
+
+    def vpc_netns(self, iid):
+        """The network namespace of the instance's VPC on this cloud's host
+        (docs/network.md: nb + 8 hex of sha256(agent state dir) + - + VNI),
+        found as the one of this agent's that holds the instance's tap."""
+        prefix = "nb" + hashlib.sha256(str(self.agent_state).encode()).hexdigest()[:8] + "-"
+        tap = "nb" + iid[2:15]
+        try:
+            names = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        except FileNotFoundError:
+            names = []
+        for ns in names:
+            r = subprocess.run(["ip", "-n", ns, "link", "show", "dev", tap],
+                               capture_output=True)
+            if r.returncode == 0:
+                return ns
+        return None
+
+    def open_admin_default_group(self):
+        """Lets everything into the admin account's default VPC's default
+        security group (EC2's default group admits only its own members),
+        so tests can reach the admin's guests from the VPC's namespace.
+        Tenants made with make_tenant keep the default rules."""
+        if getattr(self, "_admin_group_open", False):
+            return
+        admin = make_tenant(self, "admin", user="harness")
+        ec2 = admin.boto()
+        sg = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]
+        try:
+            ec2.authorize_security_group_ingress(
+                GroupId=sg["GroupId"],
+                IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        except Exception as e:  # already there (a second cloud on one state)
+            if "Duplicate" not in str(e):
+                raise
+        self._admin_group_open = True
+
+    def guest_http(self, iid, ip=None, path="/", timeout=3):
+        """GET http://<ip><path> from inside the instance's VPC namespace
+        (a guest's private address is reachable only there, as in a VPC):
+        the body, or None when nothing answered."""
+        self.open_admin_default_group()
+        ns = self.vpc_netns(iid)
+        ip = ip or self.instance(iid)["ip"]
+        if not ns:
+            return None
+        r = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "-f", "-m", str(timeout),
+                            f"http://{ip}{path}"], capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 else None
 
     def qemu_pid(self, iid):
         p = self.instance_dir(iid) / "qemu.pid"

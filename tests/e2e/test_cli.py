@@ -290,7 +290,7 @@ def test_accounts_quotas_keys_as_admin(cloud):
 
     # quotas: shown, then set one by one; untouched limits keep their values
     before = {r["QUOTA"]: r for r in table(cloud.cli("account", "quota", "cliacct").stdout)}
-    assert set(before) == {"instances", "vcpus", "memory", "images"}
+    assert set(before) == {"instances", "vcpus", "memory", "images", "addresses"}
     assert all(r["USED"] == "0" for r in before.values())
     p = cloud.cli("account", "quota", "cliacct", "--instances", "3", "--memory", "1024")
     after = {r["QUOTA"]: r for r in table(p.stdout)}
@@ -299,7 +299,7 @@ def test_accounts_quotas_keys_as_admin(cloud):
     q = json.loads(cloud.cli("--json", "account", "quota", "cliacct").stdout)
     assert q["account"] == "cliacct"
     assert q["limits"]["instances"] == 3 and q["limits"]["memory_mb"] == 1024
-    assert q["usage"] == {"instances": 0, "vcpus": 0, "memory_mb": 0, "images": 0}
+    assert q["usage"] == {"instances": 0, "vcpus": 0, "memory_mb": 0, "images": 0, "addresses": 0}
     p = cloud.cli("account", "quota", "cliacct", "--vcpus", "-1", check=False)
     assert p.returncode == 2 and "--vcpus" in p.stderr
     p = cloud.cli("account", "quota", "no-such-account", check=False)
@@ -593,24 +593,15 @@ def test_help_on_every_command(cloud):
             assert not SAN_RE.search(p.stderr), p.stderr
 
 
-def _http(ip):
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://{ip}/", timeout=3) as r:
-            return r.read().decode()
-    except OSError:
-        return None
-
-
 def test_pause_resume_reboot(cloud):
     iid = cloud.run(name="cliprr")["instances"][0]["id"]
     try:
         _, ip = cloud.wait_ready(iid)
-        assert iid in wait_until(lambda: _http(ip), 30, "HTTP from the guest")
+        assert iid in wait_until(lambda: cloud.guest_http(iid, ip), 30, "HTTP from the guest")
         p = cloud.cli("pause", iid)
         assert p.stdout.split()[0] == iid
         cloud.wait_state(iid, "paused", 20)
-        assert _http(ip) is None, "a paused guest answered HTTP"
+        assert cloud.guest_http(iid, ip) is None, "a paused guest answered HTTP"
         assert table(cloud.cli("ls").stdout) and \
             {r["ID"]: r for r in table(cloud.cli("ls").stdout)}[iid]["STATE"] == "paused"
         p = cloud.cli("reboot", iid, check=False)
@@ -618,7 +609,7 @@ def test_pause_resume_reboot(cloud):
         p = cloud.cli("--json", "resume", iid)
         assert json.loads(p.stdout)["id"] == iid
         cloud.wait_state(iid, "running", 20)
-        assert iid in wait_until(lambda: _http(ip), 30, "HTTP after resume")
+        assert iid in wait_until(lambda: cloud.guest_http(iid, ip), 30, "HTTP after resume")
         ready = lambda: len(re.findall(f"NUBO-READY {iid}", cloud.console_output(iid)))
         n = ready()
         pid = cloud.qemu_pid(iid)

@@ -7,17 +7,11 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import ApiError, Cloud, ConsoleSession, wait_until
-
-
-def http_get(ip, timeout=5):
-    with urllib.request.urlopen(f"http://{ip}/", timeout=timeout) as r:
-        return r.read().decode()
 
 
 def assert_nothing_left(cloud, iid):
@@ -70,16 +64,9 @@ def test_three_vms_boot_and_serve(cloud, three):
         inst = cloud.instance(iid)
         assert ip == inst["ip"], "DHCP gave the address the controller allocated"
         assert inst["host_name"] == "node1" and inst["type"] == "t1.nano"
-        assert iid in wait_until(lambda: _try_http(ip), 30, f"HTTP from {iid}")
+        assert iid in wait_until(lambda: cloud.guest_http(iid, ip), 30, f"HTTP from {iid}")
         ips.add(ip)
     assert len(ips) == 3
-
-
-def _try_http(ip):
-    try:
-        return http_get(ip, timeout=3)
-    except OSError:
-        return None
 
 
 def test_pause_stops_the_guest_and_resume_continues(cloud, three):
@@ -88,15 +75,14 @@ def test_pause_stops_the_guest_and_resume_continues(cloud, three):
     cloud.api("POST", f"/v1/instances/{iid}/pause")
     cloud.wait_state(iid, "paused", 20)
     # a paused guest's CPU does not run: it cannot answer a TCP handshake
-    with pytest.raises(OSError):
-        http_get(ip, timeout=3)
+    assert cloud.guest_http(iid, ip) is None, "a paused guest answered HTTP"
     before = cloud.console_output(iid)
     with pytest.raises(ApiError) as e:
         cloud.api("POST", f"/v1/instances/{iid}/reboot")
     assert e.value.code == "IncorrectInstanceState" and "paused" in e.value.message
     cloud.api("POST", f"/v1/instances/{iid}/resume")
     cloud.wait_state(iid, "running", 20)
-    assert iid in wait_until(lambda: _try_http(ip), 30, "HTTP after resume")
+    assert iid in wait_until(lambda: cloud.guest_http(iid, ip), 30, "HTTP after resume")
     assert cloud.console_output(iid).startswith(before[:1000])
 
 
@@ -280,7 +266,7 @@ def test_network_cap_shapes_traffic_to_the_guest(cloud):
     iid = cloud.run(type="x1.slow", name="slow")["instances"][0]["id"]
     try:
         _, ip = cloud.wait_ready(iid)
-        assert iid in wait_until(lambda: _try_http(ip), 30, f"HTTP from {iid}")
+        assert iid in wait_until(lambda: cloud.guest_http(iid, ip), 30, f"HTTP from {iid}")
         tap = "nb" + iid[2:15]
         dropped, over, out = qdisc_stats(tap)
         assert "rate 1Mbit" in out, out
@@ -434,7 +420,7 @@ def test_agent_restart_readopts_running_and_paused_guests(cloud, three):
     cloud.wait_state(paused, "running", 20)
     con.wait_prompt()
     con.close()
-    assert paused in wait_until(lambda: _try_http(ip), 30, "HTTP after resume")
+    assert paused in wait_until(lambda: cloud.guest_http(paused, ip), 30, "HTTP after resume")
     con = ConsoleSession(cloud, three[1])
     out, rc = con.run("echo still-here")
     assert "still-here" in out
@@ -500,7 +486,7 @@ def test_reused_address_reaches_the_next_guest(cloud):
     seen, got = cloud.wait_ready(second)
     assert seen == second
     assert got == ip, f"the guest on the reused address {ip} got {got} from DHCP"
-    assert second in wait_until(lambda: _try_http(ip), 30, "HTTP on the reused address")
+    assert second in wait_until(lambda: cloud.guest_http(second, ip), 30, "HTTP on the reused address")
     for iid in made:
         cloud.api("DELETE", f"/v1/instances/{iid}")
     for iid in made:
