@@ -75,6 +75,12 @@ struct nb_agent {
 	bool teardown;         /* --teardown: clean the host and exit */
 	struct nb_imds *imds;  /* the instance metadata service (metadata.c) */
 	json_t *net_doc;       /* latest desired document: its vpcs, security_groups */
+	/* The latest whole desired document, for the metadata service: never
+	 * changed once set (replaced whole), guarded by imds_lock alone so a
+	 * lookup never waits for a->lock, which the main loop holds while it
+	 * starts guests. */
+	pthread_mutex_t imds_lock;
+	json_t *imds_doc;
 	struct nb_vpcs *vpcs;  /* vpc.c's view of the tenant networks here */
 };
 
@@ -137,5 +143,7 @@ void nb_agent_imds_stop(struct nb_agent *a);
 int nb_agent_imds_listen(struct nb_agent *a, const char *vpc_id, int fd);
 /* Stops serving vpc_id and closes its socket; nothing when not serving. */
 void nb_agent_imds_unlisten(struct nb_agent *a, const char *vpc_id);
+/* Hands the metadata service the new desired document (takes a reference). */
+void nb_agent_imds_update(struct nb_agent *a, json_t *doc);
 
 #endif

@@ -159,6 +159,7 @@ static void apply_desired(struct nb_agent *a, json_t *doc)
 	a->have_desired = true;
 	a->generation = nb_json_int(doc, "generation", a->generation);
 	pthread_mutex_unlock(&a->lock);
+	nb_agent_imds_update(a, doc);
 	wake(a);
 }
 
@@ -545,6 +546,7 @@ int main(int argc, char **argv)
 	int r;
 
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->imds_lock, NULL);
 	if (load_config(argc, argv, a) < 0)
 		return 2;
 	nb_httpc_global_init();

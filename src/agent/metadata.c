@@ -11,19 +11,27 @@
 #include "net/imds.h"
 
 /* (VPC, source address) -> {"metadata", "nic"}: the instance whose NIC in
- * that VPC has that address. Copies, made under a->lock: the desired
- * documents may be replaced as soon as it is let go. */
+ * that VPC has that address, from the newest desired document. The document
+ * is immutable once handed over (nb_agent_imds_update replaces it whole), so
+ * a reference taken under imds_lock is read without any lock: a lookup never
+ * waits for the main loop. */
 static json_t *lookup(void *arg, const char *vpc_id, const char *src_ip)
 {
 	struct nb_agent *a = arg;
-	json_t *out = NULL;
+	json_t *out = NULL, *doc, *d;
+	size_t i;
 
-	pthread_mutex_lock(&a->lock);
-	for (int i = 0; i < a->nvms && !out; i++) {
-		const json_t *d = a->vms[i]->desired, *nic;
+	pthread_mutex_lock(&a->imds_lock);
+	doc = json_incref(a->imds_doc);
+	pthread_mutex_unlock(&a->imds_lock);
+	json_array_foreach(json_object_get(doc, "instances"), i, d)
+	{
+		const json_t *nic;
 		json_t *md = json_object_get(d, "metadata");
 		size_t k;
 
+		if (out)
+			break;
 		if (!json_is_object(md) || !strcmp(nb_json_str_or(d, "desired_state"), "terminated"))
 			continue;
 		json_array_foreach(json_object_get(d, "nics"), k, nic)
@@ -34,8 +42,7 @@ static json_t *lookup(void *arg, const char *vpc_id, const char *src_ip)
 			    strcmp(nb_json_str_or(nic, "ip"), src_ip))
 				continue;
 			n = json_deep_copy(nic);
-			cidr = nb_json_str(json_object_get(json_object_get(a->net_doc, "vpcs"), vpc_id),
-					   "cidr");
+			cidr = nb_json_str(json_object_get(json_object_get(doc, "vpcs"), vpc_id), "cidr");
 			if (n && cidr)
 				json_object_set_new(n, "vpc_cidr", json_string(cidr));
 			out = json_pack("{s:o, s:o}", "metadata", json_deep_copy(md), "nic",
@@ -43,10 +50,21 @@ static json_t *lookup(void *arg, const char *vpc_id, const char *src_ip)
 			break;
 		}
 	}
-	pthread_mutex_unlock(&a->lock);
+	json_decref(doc);
 	if (!out)
 		nb_debug("metadata service: no instance has %s in %s", src_ip, vpc_id);
 	return out;
+}
+
+void nb_agent_imds_update(struct nb_agent *a, json_t *doc)
+{
+	json_t *old;
+
+	pthread_mutex_lock(&a->imds_lock);
+	old = a->imds_doc;
+	a->imds_doc = json_incref(doc);
+	pthread_mutex_unlock(&a->imds_lock);
+	json_decref(old);
 }
 
 int nb_agent_imds_start(struct nb_agent *a)
@@ -62,6 +80,7 @@ void nb_agent_imds_stop(struct nb_agent *a)
 {
 	nb_imds_stop(a->imds);
 	a->imds = NULL;
+	nb_agent_imds_update(a, NULL);
 }
 
 int nb_agent_imds_listen(struct nb_agent *a, const char *vpc_id, int fd)
