@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def assert_nothing_left(cloud, iid):
     wait_until(lambda: not cloud.instance_dir(iid).exists(), 10, f"removal of {iid}'s directory")
     tap = "nb" + iid[2:15]
     assert subprocess.run(["ip", "link", "show", tap], capture_output=True).returncode != 0, tap
+    assert cloud.vpc_netns(iid) is None, f"{tap} is still in a VPC namespace"
     for ctl in ("cpu", "memory", "pids"):
         assert not Path(f"/sys/fs/cgroup/{ctl}/nubo/{iid}").exists(), f"{ctl} cgroup of {iid}"
     assert not any(iid.encode() in Path(f"/proc/{p}/cmdline").read_bytes()
@@ -157,11 +159,15 @@ def test_terminate_leaves_nothing_behind(cloud):
     d = cloud.instance_dir(iid)
     assert (d / "root.qcow2").exists()
     tap = "nb" + iid[2:15]
-    assert subprocess.run(["ip", "link", "show", tap], capture_output=True).returncode == 0
+    # the tap is in the VPC's namespace, not the host's
+    ns = wait_until(lambda: cloud.vpc_netns(iid), 10, f"{tap} in a VPC namespace")
+    assert subprocess.run(["ip", "link", "show", tap], capture_output=True).returncode != 0
     cloud.api("DELETE", f"/v1/instances/{iid}")
     cloud.wait_state(iid, "terminated", 30)
     wait_until(lambda: not d.exists(), 10, "instance dir removal")
-    assert subprocess.run(["ip", "link", "show", tap], capture_output=True).returncode != 0
+    assert subprocess.run(["ip", "-n", ns, "link", "show", tap],
+                          capture_output=True).returncode != 0
+    assert cloud.vpc_netns(iid) is None
     assert not Path(f"/sys/fs/cgroup/memory/nubo/{iid}").exists()
     assert not any(iid in open(f"/proc/{p}/cmdline").read() for p in cloud.qemu_pids())
     # terminating twice is fine, anything else is not
@@ -205,7 +211,10 @@ def test_caps_are_in_force(cloud, three):
     cmd = open(f"/proc/{pid}/cmdline").read().split("\0")
     assert cmd[cmd.index("-smp") + 1].split(",")[0] in ("1", "cpus=1")
     tap = "nb" + iid[2:15]
-    qd = subprocess.run(["tc", "qdisc", "show", "dev", tap], capture_output=True, text=True).stdout
+    ns = cloud.vpc_netns(iid)
+    assert ns, f"{tap} in no VPC namespace"
+    qd = subprocess.run(["tc", "-n", ns, "qdisc", "show", "dev", tap], capture_output=True,
+                        text=True).stdout
     assert "100Mbit" in qd or "100000Kbit" in qd, qd
 
 
@@ -251,8 +260,8 @@ def test_caps_hold_the_running_qemu(cloud, three):
     con.close()
 
 
-def qdisc_stats(tap):
-    out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", tap], capture_output=True,
+def qdisc_stats(tap, ns):
+    out = subprocess.run(["tc", "-n", ns, "-s", "qdisc", "show", "dev", tap], capture_output=True,
                          text=True, check=True).stdout
     m = re.search(r"dropped (\d+), overlimits (\d+)", out)
     assert m, out
@@ -268,15 +277,18 @@ def test_network_cap_shapes_traffic_to_the_guest(cloud):
         _, ip = cloud.wait_ready(iid)
         assert iid in wait_until(lambda: cloud.guest_http(iid, ip), 30, f"HTTP from {iid}")
         tap = "nb" + iid[2:15]
-        dropped, over, out = qdisc_stats(tap)
+        ns = cloud.vpc_netns(iid)  # the tap and the guest's address live there
+        dropped, over, out = qdisc_stats(tap, ns)
         assert "rate 1Mbit" in out, out
-        # 4 MiB of UDP at the guest as fast as the host sends: far over 1 Mbit/s
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        payload = os.urandom(1400)
-        for _ in range(3000):
-            s.sendto(payload, (ip, 9))
-        s.close()
-        dropped2, over2, out = qdisc_stats(tap)
+        # 4 MiB of UDP at the guest as fast as the VPC's namespace sends:
+        # far over 1 Mbit/s
+        flood = ("import os, socket\n"
+                 "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                 "p = os.urandom(1400)\n"
+                 f"for _ in range(3000): s.sendto(p, ({ip!r}, 9))\n")
+        subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", flood], check=True,
+                       timeout=60)
+        dropped2, over2, out = qdisc_stats(tap, ns)
         assert dropped2 > dropped and over2 > over, out
     finally:
         cloud.api("DELETE", f"/v1/instances/{iid}")
