@@ -401,8 +401,10 @@ class Bench:
         self.img = self.ti.build_tiny()
         # The agent offers more vCPUs than the machine has (overcommit) so a
         # burst of 20 one-vCPU instances fits.
+        # vpc_keep: the agent's default (the harness removes a VPC's
+        # namespace with its last instance; a user's agent keeps it 60 s)
         self.cloud = self.ct.Cloud(self.work / "cloud", agent_extra=[
-            "-s", f"vcpus={max(24, self.args.burst + 4)}"])
+            "-s", f"vcpus={max(24, self.args.burst + 4)}", "-s", "vpc_keep=60"])
         self.cloud.start()
         self.cloud.import_tiny(self.img)
         self.poll = Poller(self.cloud)

@@ -54,6 +54,7 @@ struct nb_agent_cfg {
 	char cgroup_root[128];
 	bool network;
 	int stop_timeout_s;
+	int vpc_keep_s; /* a VPC's namespace outlives its last instance here by this */
 	uint64_t console_log_max;
 	int64_t vcpus, memory_mb, disk_gb;
 };

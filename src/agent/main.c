@@ -42,6 +42,8 @@ static const struct nb_conf_key agent_schema[] = {
 	{"cidr", NB_CONF_STR, "10.213.0.0/24", "the bridge's network; .1 is the gateway"},
 	{"cgroup_root", NB_CONF_STR, "/sys/fs/cgroup", "where the cgroup hierarchies are mounted"},
 	{"stop_timeout", NB_CONF_INT, "30", "seconds an ACPI shutdown may take before a hard stop"},
+	{"vpc_keep", NB_CONF_INT, "60",
+	 "seconds a VPC's namespace stays after its last instance here went (0: removed at once)"},
 	{"console_log_max", NB_CONF_SIZE, "1M", "cap of each VM's console log (one older file kept)"},
 	{"vcpus", NB_CONF_INT, "0", "vCPUs offered (0: the host's cores)"},
 	{"memory_mb", NB_CONF_INT, "0", "memory offered in MiB (0: the host's memory)"},
@@ -513,6 +515,7 @@ static int load_config(int argc, char **argv, struct nb_agent *a)
 	nb_strlcpy(c->cidr, nb_config_str(&cfg, "cidr"), sizeof(c->cidr));
 	nb_strlcpy(c->cgroup_root, nb_config_str(&cfg, "cgroup_root"), sizeof(c->cgroup_root));
 	c->stop_timeout_s = (int)nb_config_int(&cfg, "stop_timeout");
+	c->vpc_keep_s = (int)nb_config_int(&cfg, "vpc_keep");
 	c->console_log_max = nb_config_size(&cfg, "console_log_max");
 	c->vcpus = nb_config_int(&cfg, "vcpus");
 	c->memory_mb = nb_config_int(&cfg, "memory_mb");

@@ -180,7 +180,10 @@ class Cloud:
                 "-s", f"bridge={self.bridge}",
                 "-s", f"cidr={self.cidr}",
                 "-s", f"shim={BUILD / 'src/shim/nubo-shim'}",
-                "-s", "stop_timeout=8"] + self.agent_extra
+                "-s", "stop_timeout=8",
+                # a VPC's namespace goes with its last instance here, so
+                # tests see teardown at once (the default keeps it 60 s)
+                "-s", "vpc_keep=0"] + self.agent_extra
 
     def start_agent(self):
         self.agent = Daemon("nubo-agent", self.agent_argv(), self.root / "agent.log")
