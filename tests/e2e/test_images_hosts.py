@@ -103,7 +103,10 @@ def test_instance_types_are_editable(cloud):
     assert cmd[cmd.index("-m") + 1].startswith("192")
     cpu = Path(f"/sys/fs/cgroup/cpu/nubo/{iid}")
     assert int((cpu / "cpu.cfs_quota_us").read_text()) == 2 * int((cpu / "cpu.cfs_period_us").read_text())
-    qd = subprocess.run(["tc", "qdisc", "show", "dev", "nb" + iid[2:15]], capture_output=True, text=True).stdout
+    ns = cloud.vpc_netns(iid)  # the tap lives in its VPC's namespace
+    assert ns, "no VPC namespace holds the instance's tap"
+    qd = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "nb" + iid[2:15]],
+                        capture_output=True, text=True).stdout
     assert "10Mbit" in qd, qd
     cloud.api("DELETE", f"/v1/instances/{iid}")
     with pytest.raises(ApiError) as e:
