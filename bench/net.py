@@ -413,17 +413,28 @@ class NetBench:
             f"average {l0:.1f} before, {res['load_after']:.1f} after\n")
 
     # -- 3. TCP throughput --
-    def transfer(self, run_a, run_b, ip_a):
-        """run_a/run_b(cmd, timeout) -> output; returns seconds for --mib MiB."""
-        n = self.args.mib * 16  # 64 KiB blocks
-        run_a("nc -l -p 5001 >/dev/null </dev/null & true", 10)
+    def transfer(self, run_a, run_b, ip_a, mib):
+        """run_a/run_b(cmd, timeout) -> output; returns (seconds on the host's
+        clock, seconds by the guest's `time`, output) for mib MiB."""
+        n = mib * 16  # 64 KiB blocks
+        # the listener's stdin stays open (busybox nc drops the connection
+        # when its stdin ends); wc writes the count when the sender closed
+        run_a("rm -f /tmp/nbrx; (sleep 300 | nc -l -p 5001 | wc -c > /tmp/nbrx) & true", 10)
         # until the listener accepts (nc -z is not in every busybox: retry the send)
         t0 = mono()
-        out = run_b(f"time sh -c 'dd if=/dev/zero bs=64k count={n} 2>/dev/null | nc {ip_a} 5001'",
+        out = run_b(f"time sh -c 'dd if=/dev/zero bs=64k count={n} 2>/dev/null | nc -w 2 {ip_a} 5001'",
                     600)
         t = mono() - t0
         if re.search(r"refused|can't|No route|unreachable", out):
             raise RuntimeError(f"the transfer failed: {out[-500:]!r}")
+        # the receiver counted every byte
+        deadline = mono() + 30
+        while True:
+            got = run_a("cat /tmp/nbrx 2>/dev/null", 10).strip()
+            if got or mono() > deadline:
+                break
+        if got != str(n * 65536):
+            raise RuntimeError(f"the receiver got {got!r} bytes, not {n * 65536}")
         m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", out)
         guest_t = int(m.group(1)) * 60 + float(m.group(2)) if m else None
         return t, guest_t, out
@@ -439,10 +450,9 @@ class NetBench:
             res = {"nubo": [], "bare": []}
             for _ in range(self.args.tcp_reps):
                 self.check_budget()
-                t, gt, out = self.transfer(lambda c, tmo: ca.run(c, tmo)[0],
-                                           lambda c, tmo: cb.run(c, tmo)[0], self.ips[a])
-                res["nubo"].append((t, gt))
-                log(f"  nubo: {t:.2f} s (guest's time {gt})")
+                res["nubo"].append(self.pair(lambda c, tmo: ca.run(c, tmo)[0],
+                                             lambda c, tmo: cb.run(c, tmo)[0], self.ips[a],
+                                             "nubo"))
         finally:
             ca.close()
             cb.close()
@@ -450,24 +460,40 @@ class NetBench:
         va, vb = self.bare
         for _ in range(self.args.tcp_reps):
             self.check_budget()
-            t, gt, out = self.transfer(lambda c, tmo: va.run(c, tmo)[1],
-                                       lambda c, tmo: vb.run(c, tmo)[1], f"{BARE_NET}.2")
-            res["bare"].append((t, gt))
-            log(f"  bare: {t:.2f} s (guest's time {gt})")
+            res["bare"].append(self.pair(lambda c, tmo: va.run(c, tmo)[1],
+                                         lambda c, tmo: vb.run(c, tmo)[1], f"{BARE_NET}.2",
+                                         "bare"))
         self.results["tcp"] = res
-        mib = self.args.mib
-        rows = []
+        mib, small = self.args.mib, max(1, self.args.mib // 4)
+        rows, mbit = [], {}
         for k, what in (("nubo", "nubo: two guests in one VPC, group with "
                          f"{self.args.rules + 1} rules, anti-spoofing"),
                         ("bare", "bare QEMUs, tap on a plain bridge, no nft rules (ceiling)")):
-            hs = [x[0] for x in res[k]]
-            gs = [x[1] for x in res[k] if x[1]]
-            rows.append([what, f"{mib * 8 / pct(hs, 50):.0f}",
-                         f"{mib * 8 / pct(gs, 50):.0f}" if gs else "n/a", len(hs)])
-        log(table([f"{mib} MiB, dd | busybox nc", "Mbit/s (host clock, p50)",
-                   "Mbit/s (guest's time, p50)", "runs"], rows))
-        log(f"\nnubo / ceiling: {ratio(pct([x[0] for x in res['bare']], 50), pct([x[0] for x in res['nubo']], 50))}"
-            " (under TCG the guests' CPUs are the bottleneck)\n")
+            mbit[k] = pct([x["mbit_slope"] for x in res[k]], 50)
+            rows.append([what, f"{pct([x['mbit_large'] for x in res[k]], 50):.1f}",
+                         f"{mbit[k]:.1f}",
+                         f"{pct([x['mbit_guest'] for x in res[k] if x['mbit_guest']], 50):.1f}",
+                         len(res[k])])
+        log(table([f"dd \\| busybox nc, {small} and {mib} MiB", f"Mbit/s, {mib} MiB (host clock)",
+                   f"Mbit/s, {mib} - {small} MiB slope (host clock)",
+                   f"Mbit/s, {mib} MiB (guest's time)", "runs (p50)"], rows))
+        log(f"\nnubo / ceiling (slope): {ratio(mbit['nubo'], mbit['bare'])} (under TCG the "
+            "guests' CPUs are the bottleneck)\n")
+
+    def pair(self, run_a, run_b, ip_a, label):
+        """A transfer of mib/4 and one of mib MiB; the slope between them
+        cancels what does not grow with the size (console round trips,
+        connection set-up, nc's end)."""
+        mib, small = self.args.mib, max(1, self.args.mib // 4)
+        ts, _, _ = self.transfer(run_a, run_b, ip_a, small)
+        tl, gl, _ = self.transfer(run_a, run_b, ip_a, mib)
+        r = {"small_mib": small, "large_mib": mib, "t_small": ts, "t_large": tl,
+             "t_large_guest": gl, "mbit_large": mib * 8.388608 / tl,
+             "mbit_slope": (mib - small) * 8.388608 / (tl - ts) if tl > ts else float("nan"),
+             "mbit_guest": mib * 8.388608 / gl if gl else None}
+        log(f"  {label}: {small} MiB {ts:.2f} s, {mib} MiB {tl:.2f} s (guest's time {gl}) -> "
+            f"{r['mbit_slope']:.1f} Mbit/s")
+        return r
 
     def start_bare(self):
         run = lambda *a: self.sh(*a)  # noqa: E731
