@@ -167,6 +167,7 @@ class NetBench:
         self.netns = []  # named namespaces we made
         self.links = []  # (netns or None, link) we made
         self.bare = []
+        self.cgroups = []  # cgroup dirs we made for the bare QEMUs
         self.t_start = mono()
 
     def check_budget(self):
@@ -527,8 +528,30 @@ class NetBench:
                                                f"virtio-net-pci,netdev=net0,"
                                                f"mac=52:54:00:bf:00:{k:02x}"])
             self.bare.append(vm)
+            self.bare_cgroup(vm, k)
         for vm in self.bare:
             vm.wait_ready(180)
+
+    def bare_cgroup(self, vm, k):
+        """Puts a bare QEMU where nubo puts its guests: a group of its own
+        under nubo/ in each controller (cgroup v1), with the limits of nubo's
+        first guest, so both compete for the CPU on the same footing."""
+        src = self.iids[0]
+        name = f"nbnetb-{os.stat('/proc/self/ns/net').st_ino}-{k}"
+        for ctl, files in (("cpu", ("cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.shares")),
+                           ("memory", ("memory.limit_in_bytes",)), ("pids", ("pids.max",))):
+            parent = Path("/sys/fs/cgroup") / ctl / "nubo"
+            if not parent.is_dir():
+                continue
+            d = parent / name
+            d.mkdir(exist_ok=True)
+            self.cgroups.append(d)
+            for f in files:
+                try:
+                    (d / f).write_text((parent / src / f).read_text().strip())
+                except OSError:
+                    pass
+            (d / "cgroup.procs").write_text(str(vm.proc.pid))
 
     def close(self):
         for vm in self.bare:
@@ -554,6 +577,12 @@ class NetBench:
                 log(f"net bench: cloud shutdown: {e}")
         for ns in self.netns:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for d in self.cgroups:
+            try:
+                self.ct.wait_until(lambda: self.ct._try_rmdir(d), 10, f"removal of {d}",
+                                   interval=0.01)
+            except TimeoutError as e:
+                log(f"net bench: {e}")
 
 
 def main():
