@@ -326,6 +326,7 @@ def test_elastic_ip_reaches_the_guest_from_the_host(world):
 
 
 def test_terminate_releases_tap_address_eip_and_namespace(world):
+    """Terminates the module's guests: last in the file, on purpose."""
     cloud, A, B = world["cloud"], world["A"], world["B"]
     a1, a2, b1 = world["a1"], world["a2"], world["b1"]
     ns_a, ns_b = world["ns_a"], world["ns_b"]
