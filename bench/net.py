@@ -29,7 +29,7 @@ process in a network namespace of its own at import) and real tiny guests:
 Prints Markdown tables; --json FILE keeps the raw numbers.
 
 usage: net.py [--reps N] [--rules N] [--wrk-seconds S] [--mib N]
-              [--budget S] [--json FILE]
+              [--tcp-reps N] [--accel tcg|kvm] [--budget S] [--json FILE]
        net.py --probe   (internal: the connect prober, run in the VPC namespace)
 """
 
@@ -230,7 +230,7 @@ class NetBench:
             f"Linux {m['kernel']}; nubo {m['commit']} ({m['build']}); load average at start "
             f"{m['loadavg_at_start']}\n")
         self.img = self.ti.build_tiny()
-        self.cloud = self.ct.Cloud(self.work / "cloud")
+        self.cloud = self.ct.Cloud(self.work / "cloud", accel=self.args.accel)
         self.cloud.start()
         self.cloud.import_tiny(self.img)
         admin = self.ct.make_tenant(self.cloud, "admin")
@@ -456,6 +456,9 @@ class NetBench:
         # the listener's stdin stays open (busybox nc drops the connection
         # when its stdin ends); wc writes the count when the sender closed
         run_a("rm -f /tmp/nbrx; (sleep 300 | nc -l -p 5001 | wc -c > /tmp/nbrx) & true", 10)
+        # until it listens (port 5001 = 0x1389, state 0A = LISTEN)
+        run_a("n=0; while ! grep -q ':1389 00000000:0000 0A' /proc/net/tcp && "
+              "[ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done", 30)
         # until the listener accepts (nc -z is not in every busybox: retry the send)
         t0 = mono()
         out = run_b(f"time sh -c 'dd if=/dev/zero bs=64k count={n} 2>/dev/null | nc -w 2 {ip_a} 5001'",
@@ -513,8 +516,8 @@ class NetBench:
         log(table([f"dd \\| busybox nc, {small} and {mib} MiB", f"Mbit/s, {mib} MiB (host clock)",
                    f"Mbit/s, {mib} - {small} MiB slope (host clock)",
                    f"Mbit/s, {mib} MiB (guest's time)", "runs (p50)"], rows))
-        log(f"\nnubo / ceiling (slope): {ratio(mbit['nubo'], mbit['bare'])} (under TCG the "
-            "guests' CPUs are the bottleneck)\n")
+        log(f"\nnubo / ceiling (slope): {ratio(mbit['nubo'], mbit['bare'])} ({self.args.accel}"
+            f"{'; under TCG the guests CPUs are the bottleneck' if self.args.accel == 'tcg' else ''})\n")
 
     def pair(self, run_a, run_b, ip_a, label):
         """A transfer of mib/4 and one of mib MiB; the slope between them
@@ -556,8 +559,11 @@ class NetBench:
         for k in range(2):
             wd = self.work / "bare" / str(k)
             wd.mkdir(parents=True, exist_ok=True)
+            kvm = self.args.accel == "kvm"
+            # as the agent starts its guests (src/agent/qmp/qemu_cmd.c)
             vm = self.ti.boot_bare(self.img.dir, f"i-bbbbbbbbbbbb0000{k}", wd, net=None,
-                                   extra_args=["-cpu", "Nehalem", "-netdev",
+                                   accel="kvm" if kvm else "tcg,tb-size=64",
+                                   extra_args=["-cpu", "host" if kvm else "Nehalem", "-netdev",
                                                f"tap,id=net0,ifname=nbnt{k},script=no,"
                                                "downscript=no,vhost=off", "-device",
                                                f"virtio-net-pci,netdev=net0,"
@@ -632,6 +638,9 @@ def main():
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--mib", type=int, default=32)
     ap.add_argument("--tcp-reps", type=int, default=3)
+    ap.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
+                    help="the guests' accelerator, nubo's and the bare peers' (default tcg, "
+                    "as the tests)")
     ap.add_argument("--budget", type=float, default=720,
                     help="seconds after which no new step starts")
     ap.add_argument("--json", help="write the raw results here")
