@@ -253,7 +253,7 @@ class NetBench:
         # the transfer of section 3 and the probes' source (the VPC
         # namespace's own address on the bridge is in the VPC CIDR)
         self.ec2.authorize_security_group_ingress(GroupId=self.sg, IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 5001, "ToPort": 5001,
+            {"IpProtocol": "tcp", "FromPort": 5001, "ToPort": 5100,
              "IpRanges": [{"CidrIp": self.vpc_cidr}]}])
         res = self.ec2.run_instances(ImageId=tiny, InstanceType="t1.nano", MinCount=2,
                                      MaxCount=2, SecurityGroupIds=[self.sg])
@@ -455,13 +455,16 @@ class NetBench:
         n = mib * 16  # 64 KiB blocks
         # the listener's stdin stays open (busybox nc drops the connection
         # when its stdin ends); wc writes the count when the sender closed
-        run_a("rm -f /tmp/nbrx; (sleep 300 | nc -l -p 5001 | wc -c > /tmp/nbrx) & true", 10)
-        # until it listens (port 5001 = 0x1389, state 0A = LISTEN)
-        run_a("n=0; while ! grep -q ':1389 00000000:0000 0A' /proc/net/tcp && "
-              "[ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done", 30)
+        # a new port each time: the last one may linger in TIME_WAIT
+        self.port = getattr(self, "port", 5000) % 100 + 5001
+        port = self.port
+        run_a(f"rm -f /tmp/nbrx; (sleep 300 | nc -l -p {port} | wc -c > /tmp/nbrx) & true", 10)
+        # until it listens (state 0A = LISTEN)
+        run_a(f"n=0; while ! grep -q ':{port:04X} 00000000:0000 0A' /proc/net/tcp && "
+              "[ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done", 60)
         # until the listener accepts (nc -z is not in every busybox: retry the send)
         t0 = mono()
-        out = run_b(f"time sh -c 'dd if=/dev/zero bs=64k count={n} 2>/dev/null | nc -w 2 {ip_a} 5001'",
+        out = run_b(f"time sh -c 'dd if=/dev/zero bs=64k count={n} 2>/dev/null | nc -w 2 {ip_a} {port}'",
                     600)
         t = mono() - t0
         if re.search(r"refused|can't|No route|unreachable", out):
