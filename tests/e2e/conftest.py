@@ -245,12 +245,7 @@ class Cloud:
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         # the VPC namespaces this agent made (/run/netns is the machine's):
         # their processes (dnsmasq) first, then the namespaces
-        prefix = "nb" + hashlib.sha256(str(self.agent_state).encode()).hexdigest()[:8] + "-"
-        try:
-            names = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
-        except FileNotFoundError:
-            names = []
-        for ns in names:
+        for ns in self.vpc_netns_names():
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
                                   text=True).stdout.split()
             for pid in pids:
@@ -355,17 +350,21 @@ class Cloud:
     def instance_dir(self, iid):
         return self.agent_state / "instances" / iid
 
-    def vpc_netns(self, iid):
-        """The network namespace of the instance's VPC on this cloud's host
-        (docs/network.md: nb + 8 hex of sha256(agent state dir) + - + VNI),
-        found as the one of this agent's that holds the instance's tap."""
+    def vpc_netns_names(self):
+        """The VPC namespaces this cloud's agent has made (docs/network.md:
+        nb + 8 hex of sha256(agent state dir) + - + VNI; /run/netns is the
+        machine's)."""
         prefix = "nb" + hashlib.sha256(str(self.agent_state).encode()).hexdigest()[:8] + "-"
-        tap = "nb" + iid[2:15]
         try:
-            names = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+            return [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
         except FileNotFoundError:
-            names = []
-        for ns in names:
+            return []
+
+    def vpc_netns(self, iid):
+        """The network namespace of the instance's VPC on this cloud's host:
+        the one of this agent's that holds the instance's tap."""
+        tap = "nb" + iid[2:15]
+        for ns in self.vpc_netns_names():
             r = subprocess.run(["ip", "-n", ns, "link", "show", "dev", tap],
                                capture_output=True)
             if r.returncode == 0:
@@ -540,6 +539,21 @@ class Tenant:
         return boto3.client(service, endpoint_url=self.cloud.endpoint, region_name=REGION,
                             aws_access_key_id=self.key_id, aws_secret_access_key=self.secret,
                             config=Config(retries={"max_attempts": 1}, **kw))
+
+    def wait_console(self, iid, pattern, timeout):
+        """Waits for pattern on the instance's console, read as its owner
+        reads it (EC2 GetConsoleOutput); returns the re.Match."""
+        rx = re.compile(pattern)
+        ec2 = self.boto()
+        seen = [""]
+
+        def look():
+            seen[0] = ec2.get_console_output(InstanceId=iid).get("Output") or ""
+            return rx.search(seen[0])
+        try:
+            return wait_until(look, timeout, f"{pattern!r} on the console of {iid}", interval=1)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; console tail:\n{seen[0][-3000:]}") from None
 
     def aws(self, *args, check=True):
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key_id, AWS_SECRET_ACCESS_KEY=self.secret,

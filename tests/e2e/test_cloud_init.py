@@ -20,7 +20,7 @@ import subprocess
 import pytest
 
 import tinyimage
-from conftest import ConsoleSession, make_tenant, wait_until
+from conftest import ConsoleSession, make_tenant
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -35,21 +35,6 @@ runcmd:
   - [ sh, -c, 'echo "runcmd: $((6 * 7)) $(cloud-init query instance_id)" > /root/nubo-runcmd' ]
 """
 
-
-def wait_console(t, iid, pattern, timeout):
-    """Waits for pattern in the instance's console, read as its owner reads
-    it (EC2 GetConsoleOutput); returns the re.Match."""
-    rx = re.compile(pattern)
-    ec2 = t.boto()
-    seen = [""]
-
-    def look():
-        seen[0] = ec2.get_console_output(InstanceId=iid).get("Output") or ""
-        return rx.search(seen[0])
-    try:
-        return wait_until(look, timeout, f"{pattern!r} on the console of {iid}", interval=1)
-    except TimeoutError as e:
-        raise TimeoutError(f"{e}; console tail:\n{seen[0][-3000:]}") from None
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +68,7 @@ def test_cloud_init_reads_metadata(cloud, debian_image, tmp_path):
         want_host = inst["PrivateDnsName"].split(".")[0]
         assert re.fullmatch(r"ip-\d+-\d+-\d+-\d+", want_host), inst["PrivateDnsName"]
         # cloud-init's last word; about a minute under TCG on an idle host
-        m = wait_console(acme, iid, r"Cloud-init v\. (\S+) finished at .*Datasource (\S+)",
+        m = acme.wait_console(iid, r"Cloud-init v\. (\S+) finished at .*Datasource (\S+)",
                                timeout=900)
         print(f"\ncloud-init {m.group(1)} finished, datasource {m.group(2)}")
         assert m.group(2).startswith("DataSourceEc2"), m.group(0)

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import ConsoleSession, make_tenant, wait_until
+from conftest import ConsoleSession, make_tenant
 
 MD = "http://169.254.169.254/latest"
 # a token from the guest's shell: busybox wget cannot PUT, nc can
@@ -40,21 +40,6 @@ def world(cloud, tmp_path_factory):
     return w
 
 
-def wait_console(t, iid, pattern, timeout):
-    """Waits for pattern in the instance's console, read as its owner reads
-    it (EC2 GetConsoleOutput); returns the re.Match."""
-    rx = re.compile(pattern)
-    ec2 = t.boto()
-    seen = [""]
-
-    def look():
-        seen[0] = ec2.get_console_output(InstanceId=iid).get("Output") or ""
-        return rx.search(seen[0])
-    try:
-        return wait_until(look, timeout, f"{pattern!r} on the console of {iid}", interval=1)
-    except TimeoutError as e:
-        raise TimeoutError(f"{e}; console tail:\n{seen[0][-3000:]}") from None
-
 
 def launch(t, tiny, key, user_data, **kw):
     ec2 = t.boto()
@@ -76,14 +61,14 @@ def test_guests_read_their_own_metadata(cloud, world):
         host_a = ia["PrivateDnsName"].split(".")[0]
         # the init: a token, then its id, hostname and key (nubo's answers)
         acme, globex = world["mdacme"], world["mdglobex"]
-        wait_console(acme, a, re.escape(f"metadata service (IMDSv2): instance {a}, "
+        acme.wait_console(a, re.escape(f"metadata service (IMDSv2): instance {a}, "
                                         f"hostname {host_a}, key yes"), timeout=180)
-        wait_console(acme, a, f"ud-acme-42 {host_a}", timeout=30)
-        wait_console(globex, g, re.escape(f"metadata service (IMDSv2): instance {g},") +
+        acme.wait_console(a, f"ud-acme-42 {host_a}", timeout=30)
+        globex.wait_console(g, re.escape(f"metadata service (IMDSv2): instance {g},") +
                            r" hostname ip-\S+, key yes", timeout=180)
-        wait_console(globex, g, "ud-globex-42", timeout=30)
-        wait_console(acme, a, f"NUBO-READY {a} ", timeout=60)
-        wait_console(globex, g, f"NUBO-READY {g} ", timeout=60)
+        globex.wait_console(g, "ud-globex-42", timeout=30)
+        acme.wait_console(a, f"NUBO-READY {a} ", timeout=60)
+        globex.wait_console(g, f"NUBO-READY {g} ", timeout=60)
 
         con = ConsoleSession(cloud, a, tenant=acme)
         try:

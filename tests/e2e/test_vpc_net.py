@@ -13,7 +13,6 @@ Run: NUBO_BUILD=... /usr/bin/python3 -m pytest tests/e2e/test_vpc_net.py (as roo
 """
 
 import os
-import re
 import subprocess
 import time
 
@@ -25,21 +24,6 @@ VPC_CIDR = "172.31.0.0/16"
 FORGED_MAC = "52:54:00:de:ad:01"
 FORGED_IP = "172.31.0.200"
 
-
-def wait_console(t, iid, pattern, timeout):
-    """pattern on the instance's console, read as its owner (EC2
-    GetConsoleOutput); the re.Match."""
-    rx = re.compile(pattern)
-    ec2 = t.boto()
-    seen = [""]
-
-    def look():
-        seen[0] = ec2.get_console_output(InstanceId=iid).get("Output") or ""
-        return rx.search(seen[0])
-    try:
-        return wait_until(look, timeout, f"{pattern!r} on the console of {iid}", interval=1)
-    except TimeoutError as e:
-        raise TimeoutError(f"{e}; console tail:\n{seen[0][-3000:]}") from None
 
 
 def describe(t, iid):
@@ -137,7 +121,7 @@ def world(cloud, tmp_path_factory):
          "cloud": cloud}
     try:
         for name, iid in ids.items():
-            m = wait_console(owner[name], iid, rf"NUBO-READY {iid} ip=(\S+)", timeout=300)
+            m = owner[name].wait_console(iid, rf"NUBO-READY {iid} ip=(\S+)", timeout=300)
             assert m.group(1) == describe(owner[name], iid)["PrivateIpAddress"]
         for name, iid in ids.items():
             w[name] = Guest(cloud, owner[name], iid)
