@@ -432,6 +432,19 @@ static int start_finish(struct nb_agent *a, struct nb_vm *vm, char *why, size_t 
 	return 1;
 }
 
+/* A start for seq that failed, in vm_start or while QEMU came up. A first
+ * launch leaves nothing behind and ends terminated (the agent says error); a
+ * restart leaves the instance stopped with its disk, the reason shown. That
+ * seq is not tried again. */
+static void start_failed(struct nb_agent *a, struct nb_vm *vm, bool first, int64_t seq,
+			 const char *why)
+{
+	set_actual(a, vm, first ? "error" : "stopped", why);
+	vm->started_seq = seq;
+	if (!first)
+		write_num(vm, "start_seq", seq);
+}
+
 bool nb_vm_starting(const struct nb_vm *vm)
 {
 	return vm->qmp_wait_until != 0;
@@ -486,11 +499,9 @@ void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm)
 		const char *name = nb_json_str_or(ev, "event");
 		/* a guest being stopped stays "stopping" whatever it does meanwhile
 		 * (the stop sends cont before the ACPI button: RESUME) */
-		if (vm->powerdown_sent)
-			;
-		else if (!strcmp(name, "STOP"))
+		if (!vm->powerdown_sent && !strcmp(name, "STOP"))
 			set_actual(a, vm, "paused", NULL);
-		else if (!strcmp(name, "RESUME"))
+		else if (!vm->powerdown_sent && !strcmp(name, "RESUME"))
 			set_actual(a, vm, "running", NULL);
 		json_decref(ev);
 	}
@@ -578,10 +589,7 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 			const char *why_stop = vm->stop_forced ? "forced stop"
 				: vm->qmp ? "hard stop after timeout"
 				: "hard stop: no QMP connection for the ACPI shutdown";
-			if (vm->stop_forced)
-				nb_info("%s: forced stop", vm->id);
-			else
-				nb_info("%s: %s", vm->id, why_stop);
+			nb_info("%s: %s", vm->id, why_stop);
 			vm_kill(vm);
 			undo_start(a, vm, false);
 			set_actual(a, vm, "stopped", why_stop);
@@ -596,10 +604,7 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 		if (r == 0)
 			return;
 		if (r < 0) {
-			set_actual(a, vm, first ? "error" : "stopped", why);
-			vm->started_seq = vm->start_want_seq;
-			if (!first)
-				write_num(vm, "start_seq", vm->started_seq);
+			start_failed(a, vm, first, vm->start_want_seq, why);
 			return;
 		}
 	} else if (!vm->pid) {
@@ -607,16 +612,8 @@ void nb_vm_reconcile(struct nb_agent *a, struct nb_vm *vm)
 			bool first = vm->started_seq == 0 && !nb_path_exists(vm->dir);
 			if (vm_start(a, vm, why, sizeof(why)) == 0)
 				return; /* QEMU comes up; start_finish takes it from here */
-			{
-				/* a first launch that fails leaves nothing behind and ends
-				 * terminated; a restart that fails leaves the instance
-				 * stopped with its disk, the reason shown */
-				set_actual(a, vm, first ? "error" : "stopped", why);
-				vm->started_seq = start_seq;
-				if (!first)
-					write_num(vm, "start_seq", start_seq);
-				return;
-			}
+			start_failed(a, vm, first, start_seq, why);
+			return;
 		} else {
 			if (strcmp(vm->actual, "stopped")) {
 				exit_reason(vm, why, sizeof(why));

@@ -427,18 +427,30 @@ static int try_connect(const struct sockaddr_un *sa, int64_t deadline)
 	return r;
 }
 
+/* The unix socket address of path. */
+static int sock_addr(const char *path, struct sockaddr_un *sa)
+{
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	if (!path || !*path)
+		return -EINVAL;
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa->sun_path, path, strlen(path));
+	return 0;
+}
+
 int nb_qmp_connect(const char *path, int timeout_ms, struct nb_qmp **out)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa;
 	int64_t deadline;
 	int fd;
 
 	*out = NULL;
-	if (!path || !*path || timeout_ms < 0)
+	if (timeout_ms < 0)
 		return -EINVAL;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path));
+	fd = sock_addr(path, &sa);
+	if (fd < 0)
+		return fd;
 	deadline = deadline_after(timeout_ms);
 	for (;;) {
 		fd = try_connect(&sa, deadline);
@@ -457,15 +469,15 @@ int nb_qmp_connect(const char *path, int timeout_ms, struct nb_qmp **out)
 
 int nb_qmp_connect_once(const char *path, int handshake_ms, struct nb_qmp **out)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa;
 	int fd;
 
 	*out = NULL;
-	if (!path || !*path || handshake_ms < 0)
+	if (handshake_ms < 0)
 		return -EINVAL;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path));
+	fd = sock_addr(path, &sa);
+	if (fd < 0)
+		return fd;
 	fd = try_connect(&sa, deadline_after(handshake_ms));
 	if (fd == -ECONNREFUSED || fd == -ENOENT || fd == -EAGAIN)
 		return -EAGAIN;
