@@ -10,8 +10,9 @@ same run:
      the guest's "NUBO-READY <id>" console line (read from the instance's
      console socket as it arrives); the peer is the same image under a bare
      qemu-system-x86_64 (tinyimage.boot_bare: same memory, vCPUs, CPU model,
-     accel tcg, machine pc, a tap on a bridge with a DHCP server of its own),
-     20 times, each right after a nubo launch. Before those, 6 more launches
+     accel tcg, machine pc, a tap on a bridge with a DHCP server and a
+     metadata service of its own: PeerMetadata), 20 times, each right after a
+     nubo launch. Before those, 6 more launches
      whose guests hand their DHCP lease back before they are terminated (the
      workaround for a stale-lease bug, see docs/performance.md), with 6 peers;
   3. clone: a 64 MiB and a 4 GiB base image, from the API call until the
@@ -32,6 +33,7 @@ usage: bench.py --work DIR [--launches N] [--released N] [--burst N]
 import argparse
 import datetime
 import http.client
+import http.server
 import json
 import os
 import platform
@@ -336,6 +338,62 @@ def try_connect(path):
 
 # ---------------------------------------------------------------- the benchmark
 
+class PeerMetadata:
+    """The bare peers' metadata service at 169.254.169.254:80 on their
+    bridge, answering what the tiny image asks (an IMDSv2 token, then
+    meta-data/instance-id, local-hostname, a key and user-data, the last two
+    404 as for an instance with neither), so that both guests take the same
+    boot path: without one a peer's guest waits up to 9 s for the service."""
+    ADDR = "169.254.169.254"
+
+    def __init__(self, ids):
+        self.ids = ids  # guest IPv4 -> instance id
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, code, body=b""):
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_PUT(self):
+                if self.path == "/latest/api/token":
+                    self.reply(200, b"bench-peer-token")
+                else:
+                    self.reply(404)
+
+            def do_GET(self):
+                iid = outer.ids.get(self.client_address[0], "")
+                ip = self.client_address[0]
+                answers = {"/latest/meta-data/instance-id": iid,
+                           "/latest/meta-data/local-hostname":
+                               "ip-" + ip.replace(".", "-") + ".bench.internal"}
+                if self.path in answers and iid:
+                    self.reply(200, answers[self.path].encode())
+                else:
+                    self.reply(404)
+
+        subprocess.run(["ip", "addr", "add", f"{self.ADDR}/32", "dev", "lo"],
+                       check=True, capture_output=True)
+        self.httpd = http.server.ThreadingHTTPServer((self.ADDR, 80), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        subprocess.run(["ip", "addr", "del", f"{self.ADDR}/32", "dev", "lo"],
+                       capture_output=True)
+
+
 class Bench:
     def __init__(self, args, conftest, tinyimage):
         self.args = args
@@ -347,6 +405,8 @@ class Bench:
         self.poll = None
         self.img = None
         self.peer_dnsmasq = None
+        self.peer_md = None
+        self.peer_ids = {}  # a bare peer's IPv4 -> its instance id
         self.peer_taps = []
         self.bare = []  # BareVMs alive
         self.peer_cg = dict(CG_DEFAULTS)  # replaced by a real instance's limits
@@ -441,6 +501,7 @@ class Bench:
         if self.peer_dnsmasq.poll() is not None:
             raise RuntimeError("the peer's dnsmasq failed: " +
                                (d / "dnsmasq.err").read_text(errors="replace")[-2000:])
+        self.peer_md = PeerMetadata(self.peer_ids)
 
     @staticmethod
     def peer_mac(k):
@@ -583,6 +644,7 @@ class Bench:
         wd = self.work / "bare" / f"{k}"
         extra = ["-cpu", "Nehalem", "-pidfile", str(wd / "qemu.pid")]
         if net:
+            self.peer_ids[f"{PEER_NET}.{slot + 2}"] = iid
             extra += ["-netdev", f"tap,id=net0,ifname={self.peer_taps[slot]},script=no,"
                       "downscript=no,vhost=off",
                       "-device", f"virtio-net-pci,netdev=net0,mac={self.peer_mac(slot)}"]
@@ -1138,6 +1200,8 @@ class Bench:
                 self.cloud.shutdown()
             except Exception as e:
                 log(f"bench: cloud shutdown: {e}")
+        if self.peer_md:
+            self.peer_md.close()
         if self.peer_dnsmasq and self.peer_dnsmasq.poll() is None:
             self.peer_dnsmasq.terminate()
             try:

@@ -35,7 +35,13 @@ struct nb_vm {
 	 * Nonzero: the monotonic ms by which QMP must answer. */
 	int64_t qmp_wait_until;
 	int64_t start_want_seq;  /* the start_seq that start is for */
+	/* QMP connected, QEMU's greeting not read yet (-1: none): the main
+	 * loop polls it, so the agent never blocks on a QEMU still coming up */
+	int qmp_greet_fd;
 	bool start_fresh;        /* that start created the instance directory */
+	/* when that start began and its steps' ends (monotonic us), logged once
+	 * QMP answers: image, disk, cgroups, network, shim */
+	int64_t start_us[6];
 	char netns[24];          /* the VPC namespace of its tap; "": first form */
 };
 
@@ -101,6 +107,9 @@ void nb_vm_pump(struct nb_agent *a, struct nb_vm *vm);
 /* True while an instance's QEMU has been started but not answered QMP yet:
  * the main loop then polls briefly so the start completes without delay. */
 bool nb_vm_starting(const struct nb_vm *vm);
+/* The fd a starting QEMU's greeting will arrive on, for the main loop's
+ * poll; -1 while its QMP socket does not take connections yet. */
+int nb_vm_greet_fd(const struct nb_vm *vm);
 /* Copies vm's disk, flattened, to dir/snap-<name>.qcow2: a QMP backup job
  * while QEMU runs (a point-in-time copy), qemu-img convert while stopped.
  * Call with a->lock held. */
@@ -117,10 +126,12 @@ int nb_vm_net_sync(struct nb_agent *a);
 json_t *nb_vpc_nic0(const json_t *desired);
 /* The namespace name of vpc_id (from its VNI in a->net_doc), or -ENOENT. */
 int nb_vpc_ns_of(struct nb_agent *a, const char *vpc_id, char ns[24]);
-/* Makes the VPC's network ready for a start (namespace, dnsmasq, rules
- * with the starting NIC in them); ns gets the namespace name. */
-int nb_vpc_prepare(struct nb_agent *a, const char *vpc_id, char ns[24], char *err,
-		   size_t errsz);
+/* Makes the VPC's network ready for a start: namespace, dnsmasq, the tap
+ * (opened first, *tap_fd gets its queue), rules with the starting NIC in
+ * them, then the tap on the VPC's bridge capped at rate_mbps. ns gets the
+ * namespace name. On failure *tap_fd is -1; the caller deletes the tap. */
+int nb_vpc_prepare(struct nb_agent *a, const char *vpc_id, const char *tap, uint64_t rate_mbps,
+		   char ns[24], int *tap_fd, char *err, size_t errsz);
 /* Brings every VPC namespace, rule set, lease list, metadata listener and
  * the host table in line with the desired state; removes the namespaces no
  * instance here uses. Cheap when nothing changed. */

@@ -664,10 +664,14 @@ int main(int argc, char **argv)
 			nb_vpc_sync(a);
 		}
 		pfd[n++] = (struct pollfd){.fd = a->wake_fd[0], .events = POLLIN};
-		for (int i = 0; i < a->nvms; i++)
+		for (int i = 0; i < a->nvms; i++) {
+			int gfd = nb_vm_greet_fd(a->vms[i]);
 			if (a->vms[i]->qmp)
 				pfd[n++] = (struct pollfd){.fd = nb_qmp_fd(a->vms[i]->qmp),
 							   .events = POLLIN};
+			else if (gfd >= 0) /* a QEMU's greeting ends the wait at once */
+				pfd[n++] = (struct pollfd){.fd = gfd, .events = POLLIN};
+		}
 		bool dirty = a->dirty, starting = false;
 		for (int i = 0; i < a->nvms && !starting; i++)
 			starting = nb_vm_starting(a->vms[i]);

@@ -71,15 +71,25 @@ struct nb_vm *nb_vm_new(struct nb_agent *a, const char *id)
 	nb_strlcpy(vm->id, id, sizeof(vm->id));
 	snprintf(vm->dir, sizeof(vm->dir), "%s/instances/%s", a->cfg.state_dir, id);
 	nb_strlcpy(vm->actual, "pending", sizeof(vm->actual));
+	vm->qmp_greet_fd = -1;
 	vm->started_seq = read_num(vm, "start_seq", 0);
 	vm->reboot_done = read_num(vm, "reboot_seq", 0);
 	return vm;
+}
+
+/* Closes a QMP connection still waiting for QEMU's greeting. */
+static void greet_drop(struct nb_vm *vm)
+{
+	if (vm->qmp_greet_fd >= 0)
+		close(vm->qmp_greet_fd);
+	vm->qmp_greet_fd = -1;
 }
 
 void nb_vm_free(struct nb_vm *vm)
 {
 	if (!vm)
 		return;
+	greet_drop(vm);
 	nb_qmp_close(vm->qmp);
 	json_decref(vm->desired);
 	free(vm);
@@ -225,6 +235,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	int ncg = 0, r, n = 0;
 
 	nb_buf_init(&out, 64 << 10);
+	vm->start_us[0] = nb_now_us();
 	if (!im) {
 		snprintf(why, whysz, "no image in the desired state");
 		return -EINVAL;
@@ -241,6 +252,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 			 r == -EBADMSG ? ": checksum mismatch" : "");
 		return r;
 	}
+	vm->start_us[1] = nb_now_us();
 	r = nb_mkdir_p(vm->dir, 0700);
 	if (r < 0) {
 		snprintf(why, whysz, "cannot create %s", vm->dir);
@@ -279,6 +291,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 			goto fail;
 		}
 	}
+	vm->start_us[2] = nb_now_us();
 	ncg = nb_cgroup_create(a->cfg.cgroup_root, vm->id, (int)nb_json_int(d, "vcpus", 1),
 			       (uint64_t)nb_json_int(d, "memory_mb", 128), cg);
 	if (ncg < 0) {
@@ -286,16 +299,20 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 		r = ncg;
 		goto fail;
 	}
+	/* the shim's child joins these groups in a few ms: start the grace
+	 * period that join would wait for now (cgroup.c; not before the groups
+	 * are made, the primer holds the cgroup mutex while it waits) */
+	nb_cgroup_prime(a->cfg.cgroup_root);
+	vm->start_us[3] = nb_now_us();
 	json_t *nic = a->cfg.network ? nb_vpc_nic0(d) : NULL;
 	if (nic) {
 		/* a tenant network: the tap is made in the VPC's namespace and
 		 * QEMU gets its open queue (a restart opens a new one) */
 		char err[512] = "";
 		net_names(vm, tap);
-		r = nb_vpc_prepare(a, nb_json_str_or(nic, "vpc_id"), vm->netns, err, sizeof(err));
-		if (r == 0)
-			r = nb_net_vpc_tap_open(vm->netns, tap, (uint64_t)nb_json_int(d, "net_mbps", 0),
-						&tap_fd, err, sizeof(err));
+		r = nb_vpc_prepare(a, nb_json_str_or(nic, "vpc_id"), tap,
+				   (uint64_t)nb_json_int(d, "net_mbps", 0), vm->netns, &tap_fd, err,
+				   sizeof(err));
 		if (r < 0) {
 			snprintf(why, whysz, "network setup failed: %s", err);
 			goto fail;
@@ -310,6 +327,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 			goto fail;
 		}
 	}
+	vm->start_us[4] = nb_now_us();
 	/* SMBIOS uuid from the instance id, stable across restarts */
 	nb_sha256_hex(vm->id, strlen(vm->id), hex);
 	hex[32] = '\0';
@@ -367,6 +385,7 @@ static int vm_start(struct nb_agent *a, struct nb_vm *vm, char *why, size_t whys
 	unlink(exitf);
 	nb_buf_reset(&out);
 	r = nb_run_fds(argv, 15000, &out, &tap_fd, tap_fd > 2 ? 1 : 0);
+	vm->start_us[5] = nb_now_us();
 	if (tap_fd >= 0)
 		close(tap_fd); /* QEMU holds it now (or failed to start) */
 	tap_fd = -1;
@@ -405,10 +424,26 @@ static int start_finish(struct nb_agent *a, struct nb_vm *vm, char *why, size_t 
 
 	vm_path(vm, "qmp.sock", sock, sizeof(sock));
 	vm_path(vm, "exit", exitf, sizeof(exitf));
-	r = nb_qmp_connect_once(sock, 5000, &vm->qmp);
+	/* QEMU listens on its QMP socket long before its main loop runs and
+	 * greets: connect first, then wait for the greeting in the main loop's
+	 * poll, and only then handshake (which is quick once greeted) */
+	if (vm->qmp_greet_fd < 0) {
+		r = nb_qmp_try_connect(sock, &vm->qmp_greet_fd);
+	} else {
+		struct pollfd p = {.fd = vm->qmp_greet_fd, .events = POLLIN};
+		r = poll(&p, 1, 0) > 0 ? 0 : -EAGAIN;
+		if (r == 0) {
+			r = nb_qmp_attach(vm->qmp_greet_fd, 5000, &vm->qmp);
+			vm->qmp_greet_fd = -1; /* attach owns it now, closed on failure */
+		}
+	}
+	if (r == 0 && !vm->qmp)
+		r = -EAGAIN; /* connected: the greeting comes later */
 	if (r == -EAGAIN && !nb_path_exists(exitf) && nb_now_ms() < vm->qmp_wait_until)
 		return 0;
 	vm->qmp_wait_until = 0;
+	if (r == -EAGAIN)
+		greet_drop(vm);
 	if (r < 0) {
 		char qlog[PATH_MAX], *text = NULL;
 		vm_path(vm, "qemu.log", qlog, sizeof(qlog));
@@ -428,7 +463,15 @@ static int start_finish(struct nb_agent *a, struct nb_vm *vm, char *why, size_t 
 	write_num(vm, "start_seq", vm->started_seq);
 	write_num(vm, "reboot_seq", vm->reboot_done);
 	vm->powerdown_sent = false;
-	nb_info("%s: started QEMU pid %d (%s)", vm->id, vm->pid, a->accel);
+	{
+		const int64_t *t = vm->start_us;
+		nb_info("%s: started QEMU pid %d (%s) in %.1f ms: image %.1f, disk %.1f, "
+			"cgroups %.1f, network %.1f, shim %.1f, QMP %.1f",
+			vm->id, vm->pid, a->accel, (double)(nb_now_us() - t[0]) / 1e3,
+			(double)(t[1] - t[0]) / 1e3, (double)(t[2] - t[1]) / 1e3,
+			(double)(t[3] - t[2]) / 1e3, (double)(t[4] - t[3]) / 1e3,
+			(double)(t[5] - t[4]) / 1e3, (double)(nb_now_us() - t[5]) / 1e3);
+	}
 	return 1;
 }
 
@@ -450,6 +493,11 @@ bool nb_vm_starting(const struct nb_vm *vm)
 	return vm->qmp_wait_until != 0;
 }
 
+int nb_vm_greet_fd(const struct nb_vm *vm)
+{
+	return vm->qmp_wait_until ? vm->qmp_greet_fd : -1;
+}
+
 /* Kills QEMU now and waits (bounded) for it to be gone. */
 static void vm_kill(struct nb_vm *vm)
 {
@@ -466,6 +514,7 @@ static void vm_kill(struct nb_vm *vm)
 		if (!pid && child > 0)
 			kill(child, SIGKILL);
 		vm->qmp_wait_until = 0;
+		greet_drop(vm);
 	}
 
 	if (vm->qmp && pid) {

@@ -164,18 +164,30 @@ static struct vpc_state *ensure(struct nb_agent *a, const char *vpc_id, char *er
 
 static void sync_vpc(struct nb_agent *a, struct vpc_state *st);
 
-int nb_vpc_prepare(struct nb_agent *a, const char *vpc_id, char ns[NB_NET_NS_NAME_MAX], char *err,
-                   size_t errsz)
+int nb_vpc_prepare(struct nb_agent *a, const char *vpc_id, const char *tap, uint64_t rate_mbps,
+                   char ns[NB_NET_NS_NAME_MAX], int *tap_fd, char *err, size_t errsz)
 {
 	struct vpc_state *st = ensure(a, vpc_id, err, errsz);
+	int r;
 
+	*tap_fd = -1;
 	if (!st)
 		return -EIO;
 	nb_strlcpy(ns, st->ns, NB_NET_NS_NAME_MAX);
-	/* the new NIC's anti-spoofing and groups are in force before its tap
-	 * exists */
+	/* the tap is made first, down and on no bridge (a netdev registered
+	 * just after the rules' commit would wait out that commit's socket
+	 * close: net.h); the new NIC's anti-spoofing and groups are then put
+	 * in force, and only then is the tap attached and up */
+	r = nb_net_vpc_tap_open(st->ns, tap, tap_fd, err, errsz);
+	if (r < 0)
+		return r;
 	sync_vpc(a, st);
-	return 0;
+	r = nb_net_vpc_tap_attach(st->ns, tap, rate_mbps, err, errsz);
+	if (r < 0) {
+		close(*tap_fd);
+		*tap_fd = -1;
+	}
+	return r;
 }
 
 /* Rules of direction dir ("ingress"/"egress") of the NIC's groups, merged

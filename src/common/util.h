@@ -14,6 +14,8 @@
 
 /* Monotonic milliseconds. */
 int64_t nb_now_ms(void);
+/* CLOCK_MONOTONIC in microseconds: for timing steps. */
+int64_t nb_now_us(void);
 /* Wall-clock seconds and milliseconds since the epoch. */
 int64_t nb_wall_ms(void);
 /* ISO 8601 UTC "2026-11-22T05:01:02.000Z" into out (>= 25 bytes). */

@@ -153,11 +153,18 @@ int nb_net_vpc_delete(const char *ns, const char *dir);
 /* The namespaces in /run/netns starting with prefix: how many were stored. */
 int nb_net_vpc_list(const char *prefix, char (*names)[NB_NET_NS_NAME_MAX], size_t max);
 /* Opens (making it if needed) the persistent tap inside ns with
- * IFF_VNET_HDR, on nbbr, up, capped at rate_mbps both ways (0: no cap).
- * *fd gets the open queue (close-on-exec; the caller owns it, for QEMU's
- * -netdev tap,fd=N). */
-int nb_net_vpc_tap_open(const char *ns, const char *tap, uint64_t rate_mbps, int *fd,
-                        char *err, size_t errsz);
+ * IFF_VNET_HDR; a new one is down and on no bridge, so it carries nothing
+ * until nb_net_vpc_tap_attach. *fd gets the open queue (close-on-exec; the
+ * caller owns it, for QEMU's -netdev tap,fd=N). */
+int nb_net_vpc_tap_open(const char *ns, const char *tap, int *fd, char *err, size_t errsz);
+/* Puts the tap on nbbr, up, capped at rate_mbps both ways (0: no cap).
+ * Registering a netdev waits on the namespace's nf_tables commit mutex,
+ * which the close of a socket that committed a deleting batch holds for an
+ * RCU grace period (7-15 ms measured): a start opens its tap before the
+ * rules' commit and attaches it after, so the rules are in force before
+ * the tap carries a frame and the open does not wait. */
+int nb_net_vpc_tap_attach(const char *ns, const char *tap, uint64_t rate_mbps, char *err,
+                          size_t errsz);
 /* Deletes the tap (and its ingress table) inside ns; missing is fine. */
 int nb_net_vpc_tap_delete(const char *ns, const char *tap);
 bool nb_net_vpc_tap_exists(const char *ns, const char *tap);

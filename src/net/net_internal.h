@@ -37,8 +37,12 @@ int nb_net_dnsmasq_forget(const char *dir);
 /* net_link.c */
 /* ip_forward=1 in the calling thread's network namespace. */
 int nb_net_ip_forward(char *err, size_t errsz);
-/* Runs an nft script through libnftables, as one transaction. */
+/* Runs an nft script through libnftables, as one transaction, on a
+ * context kept open for the calling thread's network namespace. */
 int nb_net_nft_run(const char *script, char *err, size_t errsz);
+/* Frees the kept context of the namespace at ns_path (a /run/netns entry):
+ * before the namespace is deleted, since the context's socket holds it. */
+void nb_net_nft_forget(const char *ns_path);
 /* Deletes family/table if it is there. */
 int nb_net_nft_table_delete(const char *family, const char *table, char *err, size_t errsz);
 /* Replaces family/table whole with body, in one transaction. */

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -55,51 +57,102 @@ static int is_bridge(const char *name)
 	return r;
 }
 
-static void *ctx_free_thread(void *ctx)
+/* One libnftables context per network namespace, kept open. Closing the
+ * netfilter socket of a context whose batch deleted something waits, in
+ * the kernel, for that batch's objects to be freed after an RCU grace
+ * period (7-15 ms measured), holding the namespace's nf_tables commit
+ * mutex; the next nft batch and the next netdev registered in that
+ * namespace (a new tap) wait on that mutex. A context that stays open
+ * never closes its socket, so nothing waits. A context's socket holds its
+ * namespace: nb_net_nft_forget lets go of it before the namespace goes. */
+#define NFT_CTX_MAX 64
+
+static struct nft_slot {
+	dev_t dev;
+	ino_t ino;
+	struct nft_ctx *ctx;
+	uint64_t used; /* for eviction: the least recently used goes first */
+} nft_slots[NFT_CTX_MAX];
+static uint64_t nft_clock;
+static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The calling thread's namespace's context, made on first use; NULL when
+ * none can be made. With nft_lock held. */
+static struct nft_ctx *nft_ctx_here(void)
 {
-	nft_ctx_free(ctx);
-	return NULL;
+	struct stat st;
+	struct nft_slot *free_slot = NULL, *lru = NULL;
+
+	if (stat("/proc/thread-self/ns/net", &st) < 0)
+		return NULL;
+	for (int i = 0; i < NFT_CTX_MAX; i++) {
+		struct nft_slot *sl = &nft_slots[i];
+		if (sl->ctx && sl->dev == st.st_dev && sl->ino == st.st_ino) {
+			sl->used = ++nft_clock;
+			return sl->ctx;
+		}
+		if (!sl->ctx && !free_slot)
+			free_slot = sl;
+		if (sl->ctx && (!lru || sl->used < lru->used))
+			lru = sl;
+	}
+	if (!free_slot) {
+		nft_ctx_free(lru->ctx); /* more namespaces than slots: the oldest goes */
+		lru->ctx = NULL;
+		free_slot = lru;
+	}
+	free_slot->ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	if (!free_slot->ctx)
+		return NULL;
+	nft_ctx_buffer_output(free_slot->ctx);
+	nft_ctx_buffer_error(free_slot->ctx);
+	free_slot->dev = st.st_dev;
+	free_slot->ino = st.st_ino;
+	free_slot->used = ++nft_clock;
+	return free_slot->ctx;
 }
 
-/* Frees ctx off the caller's path: closing the netfilter netlink socket of
- * a context that committed a batch waits 7-15 ms in the kernel (measured),
- * which every guest start and stop paid, twice. The commit is done by then;
- * nothing waits for the close. */
-static void ctx_free_later(struct nft_ctx *ctx)
+void nb_net_nft_forget(const char *ns_path)
 {
-	pthread_attr_t at;
-	pthread_t t;
+	struct stat st;
 
-	if (pthread_attr_init(&at) == 0 &&
-	    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED) == 0 &&
-	    pthread_create(&t, &at, ctx_free_thread, ctx) == 0) {
-		pthread_attr_destroy(&at);
+	if (stat(ns_path, &st) < 0)
 		return;
+	pthread_mutex_lock(&nft_lock);
+	for (int i = 0; i < NFT_CTX_MAX; i++) {
+		struct nft_slot *sl = &nft_slots[i];
+		if (sl->ctx && sl->dev == st.st_dev && sl->ino == st.st_ino) {
+			nft_ctx_free(sl->ctx);
+			sl->ctx = NULL;
+		}
 	}
-	pthread_attr_destroy(&at);
-	nft_ctx_free(ctx);
+	pthread_mutex_unlock(&nft_lock);
 }
 
 /* Runs an nft script in this process through libnftables, as one
- * transaction (the nft command would cost a fork and exec each time). */
+ * transaction (the nft command would cost a fork and exec each time), on
+ * the calling thread's namespace's kept context. */
 int nb_net_nft_run(const char *script, char *err, size_t errsz)
 {
-	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	struct nft_ctx *ctx;
 	int r;
 
+	pthread_mutex_lock(&nft_lock);
+	ctx = nft_ctx_here();
 	if (!ctx) {
+		pthread_mutex_unlock(&nft_lock);
 		nb_net_errf(err, errsz, "nft: cannot create a libnftables context");
 		return -ENOMEM;
 	}
-	nft_ctx_buffer_output(ctx);
-	nft_ctx_buffer_error(ctx);
 	r = nft_run_cmd_from_buffer(ctx, script);
+	/* reading the buffers rewinds them: they do not grow run after run */
+	const char *e = nft_ctx_get_error_buffer(ctx);
+	(void)nft_ctx_get_output_buffer(ctx);
 	if (r != 0) {
-		const char *e = nft_ctx_get_error_buffer(ctx);
 		nb_net_errf(err, errsz, "nft '%.200s' failed: %.300s", script, e ? e : "");
 		r = -EIO;
 	}
-	ctx_free_later(ctx);
+	pthread_mutex_unlock(&nft_lock);
 	return r;
 }
 

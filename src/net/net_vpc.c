@@ -322,6 +322,7 @@ int nb_net_vpc_delete(const char *ns, const char *dir)
 		/* Deleting the namespace deletes its taps, bridge and tables
 		 * once nothing holds it. */
 		const char *del[] = {"ip", "netns", "del", ns, NULL};
+		nb_net_nft_forget(path);
 		e = nb_net_run(del, NULL, 0);
 		if (e < 0 && r == 0)
 			r = e;
@@ -376,18 +377,52 @@ static int tap_open(const char *tap, int *fd_out, char *err, size_t errsz)
 	return r;
 }
 
-int nb_net_vpc_tap_open(const char *ns, const char *tap, uint64_t rate_mbps, int *fd_out,
-                        char *err, size_t errsz)
+static int tap_args_ok(const char *ns, const char *tap, char *err, size_t errsz)
 {
-	int r, saved, fd = -1;
-
-	if (fd_out)
-		*fd_out = -1;
 	if (!ns_name_valid(ns) || !nb_net_ifname_valid(tap) || !strcmp(tap, VPC_BRIDGE) ||
 	    !strcmp(tap, VPC_UPLINK)) {
 		nb_net_errf(err, errsz, "bad namespace or tap name \"%s\"", tap ? tap : "");
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int nb_net_vpc_tap_open(const char *ns, const char *tap, int *fd_out, char *err, size_t errsz)
+{
+	int r, saved, fd = -1;
+
+	if (fd_out)
+		*fd_out = -1;
+	r = tap_args_ok(ns, tap, err, errsz);
+	if (r < 0)
+		return r;
+	r = nb_net_ns_enter(ns, &saved);
+	if (r < 0) {
+		nb_net_errf(err, errsz, "entering %s: %s", ns, strerror(-r));
+		return r;
+	}
+	if (!nb_net_link_exists(VPC_BRIDGE)) {
+		nb_net_errf(err, errsz, "%s has no bridge %s", ns, VPC_BRIDGE);
+		r = -ENOENT;
+	} else {
+		r = tap_open(tap, &fd, err, errsz);
+	}
+	nb_net_ns_leave(saved);
+	if (r == 0 && fd_out)
+		*fd_out = fd;
+	else if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int nb_net_vpc_tap_attach(const char *ns, const char *tap, uint64_t rate_mbps, char *err,
+                          size_t errsz)
+{
+	int r, saved;
+
+	r = tap_args_ok(ns, tap, err, errsz);
+	if (r < 0)
+		return r;
 	if (rate_mbps > MAX_RATE_MBPS) {
 		nb_net_errf(err, errsz, "rate %" PRIu64 " Mbit/s is over %u", rate_mbps,
 		            MAX_RATE_MBPS);
@@ -398,29 +433,13 @@ int nb_net_vpc_tap_open(const char *ns, const char *tap, uint64_t rate_mbps, int
 		nb_net_errf(err, errsz, "entering %s: %s", ns, strerror(-r));
 		return r;
 	}
-	if (!nb_net_link_exists(VPC_BRIDGE)) {
-		nb_net_errf(err, errsz, "%s has no bridge %s", ns, VPC_BRIDGE);
-		r = -ENOENT;
-		goto out;
-	}
-	r = tap_open(tap, &fd, err, errsz);
-	if (r < 0)
-		goto out;
 	r = nb_net_nl_link_master_up(tap, VPC_BRIDGE);
-	if (r < 0) {
+	if (r < 0)
 		nb_net_errf(err, errsz, "adding %s to %s: %s", tap, VPC_BRIDGE, strerror(-r));
-		goto out;
-	}
-	r = rate_mbps ? nb_net_tap_limit(tap, rate_mbps, err, errsz)
-	              : nb_net_tap_unlimit(tap, err, errsz);
-out:
+	else
+		r = rate_mbps ? nb_net_tap_limit(tap, rate_mbps, err, errsz)
+		              : nb_net_tap_unlimit(tap, err, errsz);
 	nb_net_ns_leave(saved);
-	if (r < 0 && fd >= 0)
-		close(fd);
-	else if (r == 0 && fd_out)
-		*fd_out = fd;
-	else if (fd >= 0)
-		close(fd);
 	return r;
 }
 

@@ -769,9 +769,9 @@ static void test_vpc_ensure(void **state)
 		bad = vpc_of(0);
 		bad.ns = "eth0";
 		assert_int_equal(nb_net_vpc_ensure(&bad, err, sizeof(err)), -EINVAL);
-		assert_int_equal(nb_net_vpc_tap_open(V.ns[0], "eth0", 0, NULL, err, sizeof(err)),
+		assert_int_equal(nb_net_vpc_tap_open(V.ns[0], "eth0", NULL, err, sizeof(err)),
 		                 -EINVAL);
-		assert_int_equal(nb_net_vpc_tap_open(V.ns[0], "nbup", 0, NULL, err, sizeof(err)),
+		assert_int_equal(nb_net_vpc_tap_attach(V.ns[0], "nbup", 0, err, sizeof(err)),
 		                 -EINVAL);
 	}
 	for (int i = 0; i < 3; i++)
@@ -984,12 +984,23 @@ static void test_vpc_tap(void **state)
 	(void)state;
 
 	nb_net_tap_name("i-0123456789abcdef0", tap);
-	if (nb_net_vpc_tap_open(V.ns[0], tap, 100, &fd, err, sizeof(err)) != 0)
+	if (nb_net_vpc_tap_open(V.ns[0], tap, &fd, err, sizeof(err)) != 0)
 		fail_msg("tap_open: %s", err);
 	assert_true(fd > 2);
 	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 	assert_false(link_exists(tap)); /* not in the host's namespace */
 	assert_true(nb_net_vpc_tap_exists(V.ns[0], tap));
+	{
+		/* opened: down and on no bridge until attached */
+		char *t = shout("ip netns exec %s ip -d link show dev %s", V.ns[0], tap);
+		assert_null(strstr(t, "master nbbr"));
+		assert_null(strstr(t, ",UP"));
+		free(t);
+	}
+	if (nb_net_vpc_tap_attach(V.ns[0], tap, 100, err, sizeof(err)) != 0)
+		fail_msg("tap_attach: %s", err);
+	assert_int_equal(nb_net_vpc_tap_attach(V.ns[0], tap, 1u << 30, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "rate"));
 	{
 		char *t = shout("ip netns exec %s ip -d link show dev %s; "
 		                "ip netns exec %s tc qdisc show dev %s", V.ns[0], tap, V.ns[0], tap);
@@ -1002,7 +1013,7 @@ static void test_vpc_tap(void **state)
 	/* persistent: closed and opened again (a restart) */
 	close(fd);
 	assert_true(nb_net_vpc_tap_exists(V.ns[0], tap));
-	if (nb_net_vpc_tap_open(V.ns[0], tap, 0, &fd2, err, sizeof(err)) != 0)
+	if (nb_net_vpc_tap_open(V.ns[0], tap, &fd2, err, sizeof(err)) != 0)
 		fail_msg("tap_open again: %s", err);
 	close(fd2);
 	assert_int_equal(nb_net_vpc_tap_delete(V.ns[0], tap), 0);

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -746,6 +747,47 @@ static void test_connect_timeout(void **state)
 	assert_int_equal(nb_qmp_connect("/tmp/x", -1, &q), -EINVAL);
 }
 
+/* One non-blocking attempt: -EAGAIN until something listens, then a
+ * connected fd the greeting can be waited for on. */
+static void test_try_connect(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char path[108], longp[200];
+	int l, fd = 7;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/nb-qmp-try-%d.sock", (int)getpid());
+	unlink(path);
+	assert_int_equal(nb_qmp_try_connect(path, &fd), -EAGAIN); /* no socket */
+	assert_int_equal(fd, -1);
+	l = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(l >= 0);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(nb_qmp_try_connect(path, &fd), -EAGAIN); /* bound, not listening */
+	assert_int_equal(listen(l, 4), 0);
+	assert_int_equal(nb_qmp_try_connect(path, &fd), 0);
+	assert_true(fd > 2);
+	assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	{
+		/* nothing to read until the peer greets */
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int c = accept(l, NULL, NULL);
+		assert_int_equal(poll(&p, 1, 0), 0);
+		assert_int_equal(write(c, "{}\n", 3), 3);
+		assert_int_equal(poll(&p, 1, 1000), 1);
+		close(c);
+	}
+	close(fd);
+	close(l);
+	unlink(path);
+	memset(longp, 'x', sizeof(longp) - 1);
+	longp[0] = '/';
+	longp[sizeof(longp) - 1] = '\0';
+	assert_int_equal(nb_qmp_try_connect(longp, &fd), -ENAMETOOLONG);
+}
+
 /* --- a real QEMU ------------------------------------------------------ */
 
 static bool in_path(const char *prog, char *out, size_t outsz)
@@ -895,6 +937,7 @@ int main(void)
 	    cmocka_unit_test(test_wrong_reply_shape),
 	    cmocka_unit_test(test_no_greeting),
 	    cmocka_unit_test(test_connect_timeout),
+	    cmocka_unit_test(test_try_connect),
 	    cmocka_unit_test_setup_teardown(test_real_qemu, real_setup, real_teardown),
 	};
 

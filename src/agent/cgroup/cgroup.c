@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,4 +353,80 @@ int nb_cgroup_remove(const char *root, const char *name)
 			r = e;
 	}
 	return r;
+}
+
+/* ---- priming the next migration ----
+ * Every move of a process into a cgroup (cgroup.procs) takes the global
+ * cgroup_threadgroup_rwsem for writing, and the first writer after a quiet
+ * spell waits out a whole RCU grace period first (rcu_sync): 7-15 ms
+ * measured here, on a start's path when the shim's child joins its VM's
+ * groups. Writers that come while one is waiting, or within a grace period
+ * after the last one, share it. So a start primes at its beginning: a
+ * helper thread writes its own thread id to its own group's tasks file (a
+ * move to where it already is, which takes the lock all the same); by the
+ * time the child joins, a few ms later, the grace period is over or under
+ * way. Measured: the child's joins took 14.5 ms unprimed, 2.5 ms primed 5 ms
+ * before and 0.6 ms primed 15 ms before. */
+static char prime_path[PATH_MAX];
+static pthread_once_t prime_once = PTHREAD_ONCE_INIT;
+static const char *prime_root;
+
+/* The tasks file (v1, any hierarchy: the lock is global) or cgroup.threads
+ * (v2) of this process's own group. */
+static void prime_find(void)
+{
+	const char *rt = root_or_default(prime_root);
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	char line[PATH_MAX];
+	int version = nb_cgroup_version(rt);
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+		if (!path)
+			continue;
+		*path++ = '\0';
+		ctl++;
+		path[strcspn(path, "\n")] = '\0';
+		if (version == 2 && !*ctl) {
+			snprintf(prime_path, sizeof(prime_path), "%s%s/cgroup.threads", rt, path);
+			break;
+		}
+		if (version == 1 && !strcmp(ctl, "pids")) {
+			snprintf(prime_path, sizeof(prime_path), "%s/pids%s/tasks", rt, path);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+static void *prime_thread(void *arg)
+{
+	char tid[24];
+	int fd = open(prime_path, O_WRONLY | O_CLOEXEC);
+	(void)arg;
+
+	if (fd >= 0) {
+		int n = snprintf(tid, sizeof(tid), "%ld", (long)gettid());
+		if (write(fd, tid, (size_t)n) < 0) {
+			/* nothing to undo: the lock was taken before any check */
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+void nb_cgroup_prime(const char *root)
+{
+	pthread_attr_t at;
+	pthread_t t;
+
+	prime_root = root;
+	pthread_once(&prime_once, prime_find);
+	if (!prime_path[0] || pthread_attr_init(&at) != 0)
+		return;
+	if (pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED) == 0)
+		pthread_create(&t, &at, prime_thread, NULL);
+	pthread_attr_destroy(&at);
 }

@@ -52,6 +52,11 @@ int nb_cgroup_create_limits(const char *root, const char *name, uint64_t cpu_quo
 /* The directories of name's group(s) without touching them (for re-adopting
  * a running VM); returns their count. */
 int nb_cgroup_dirs(const char *root, const char *name, char dirs_out[NB_CG_MAX_DIRS][512]);
+/* Makes the moves into cgroups that follow in the next few ms cheap: a
+ * helper thread takes the kernel's migration lock now, so the RCU grace
+ * period the next move would wait out is under way or over (cgroup.c).
+ * Returns at once; does nothing where this process's group is not found. */
+void nb_cgroup_prime(const char *root);
 /* Moves pid into every dir. */
 int nb_cgroup_attach(char dirs[][512], int ndirs, int pid);
 /* Removes the group(s); missing ones are fine, and so are groups whose

@@ -467,23 +467,22 @@ int nb_qmp_connect(const char *path, int timeout_ms, struct nb_qmp **out)
 	return nb_qmp_attach(fd, ms_left(deadline), out);
 }
 
-int nb_qmp_connect_once(const char *path, int handshake_ms, struct nb_qmp **out)
+int nb_qmp_try_connect(const char *path, int *fd_out)
 {
 	struct sockaddr_un sa;
 	int fd;
 
-	*out = NULL;
-	if (handshake_ms < 0)
-		return -EINVAL;
+	*fd_out = -1;
 	fd = sock_addr(path, &sa);
 	if (fd < 0)
 		return fd;
-	fd = try_connect(&sa, deadline_after(handshake_ms));
-	if (fd == -ECONNREFUSED || fd == -ENOENT || fd == -EAGAIN)
+	fd = try_connect(&sa, deadline_after(0));
+	if (fd == -ECONNREFUSED || fd == -ENOENT || fd == -EAGAIN || fd == -ETIMEDOUT)
 		return -EAGAIN;
 	if (fd < 0)
 		return fd;
-	return nb_qmp_attach(fd, handshake_ms, out);
+	*fd_out = fd;
+	return 0;
 }
 
 void nb_qmp_close(struct nb_qmp *q)

@@ -21,12 +21,12 @@ struct nb_qmp;
  * capabilities, all within timeout_ms. On success *out is the caller's
  * (free with nb_qmp_close). */
 int nb_qmp_connect(const char *path, int timeout_ms, struct nb_qmp **out);
-/* One connection attempt, without waiting for QEMU to listen: -EAGAIN when
- * nothing listens on path yet (no socket, refused, backlog full); else as
- * nb_qmp_connect, with handshake_ms for the greeting and capabilities. */
-int nb_qmp_connect_once(const char *path, int handshake_ms, struct nb_qmp **out);
 /* Same over an already connected fd (takes ownership of fd); used by tests. */
 int nb_qmp_attach(int fd, int timeout_ms, struct nb_qmp **out);
+/* One non-blocking connect to the socket at path: 0 with *fd_out connected
+ * (close-on-exec, non-blocking; hand it to nb_qmp_attach once readable),
+ * -EAGAIN while nothing listens there yet, else -errno. */
+int nb_qmp_try_connect(const char *path, int *fd_out);
 /* Closes the socket and frees q with its queued events; NULL is fine. */
 void nb_qmp_close(struct nb_qmp *q);
 /* The socket fd (still q's), to poll for readability (events or EOF). */
