@@ -27,6 +27,9 @@ method, body and headers); wrk's own latency histogram gives p99. Variants:
   uncached  (nubo only) as "all", but every request differs (a signed
             instance-id filter i-* plus a distinct id that matches nothing),
             so nubod's Describe cache never answers
+  changing  (nubo only) as "uncached", while the store changes ten times a
+            second (a CreateTags on one instance, signed, every 100 ms): the
+            first answer after each change reads and renders every row again
   reporting (nubo only) as "all", while the seeded host reports to nubod
             as one nubo-agent does (POST /v1/agent/report every 2.5 s: its
             heartbeat and its report, 5 s apart each); each report writes
@@ -41,7 +44,7 @@ Everything runs in a network namespace of this process's own (loopback
 only); every process started here is stopped by pid on every path.
 
 usage: ec2_describe.py [--records 1000,10000] [--duration 10] [--connections 8]
-                       [--threads 1] [--variants all,filtered,uncached,reporting]
+                       [--threads 1] [--variants all,filtered,uncached,changing,reporting]
                        [--repeat 1] [--moto-max 1000] [--moto-connections N] [--moto-cap 60]
                        [--budget 300] [--json FILE] [--keep DIR]
 environment: NUBO_BUILD (build directory, default build)
@@ -87,6 +90,7 @@ BODY_FILTERED = (BODY_ALL + "&Filter.1.Name=instance-state-name&Filter.1.Value.1
                  "&Filter.2.Name=tag%3Ateam&Filter.2.Value.1=blue")
 UNCACHED_DISTINCT = 1000  # distinct signed requests cycled by the "uncached" variant
 AGENT_TOKEN = hashlib.sha256(b"nubo-bench-ec2 host").hexdigest()  # the seeded host's
+CHANGE_EVERY_S = 0.1  # the "changing" variant's store writes
 REPORT_EVERY_S = 2.5  # one nubo-agent: a heartbeat and a report every 5 s each
 
 
@@ -475,6 +479,41 @@ class Reporter:
             raise RuntimeError(self.error)
 
 
+class Changer:
+    """A CreateTags on one seeded instance every CHANGE_EVERY_S (values
+    alternating, so each is a real change): every one bumps the store's
+    epoch, so the next Describe reads the rows again."""
+
+    def __init__(self, port, key, iid):
+        import threading
+        bodies = [f"Action=CreateTags&ResourceId.1={iid}&Tag.1.Key=bench-change"
+                  f"&Tag.1.Value={v}&Version={EC2_VERSION}" for v in ("a", "b")]
+        self.signed = Signed(port, key["access_key_id"], key["secret_access_key"], bodies, REGION)
+        self.sent, self.error = 0, None
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.halt.is_set():
+            try:
+                status, payload = self.signed.fetch(self.sent % 2)
+                if status != 200:
+                    self.error = f"CreateTags: {status} {payload[:200]!r}"
+                    return
+                self.sent += 1
+            except OSError as e:
+                self.error = f"CreateTags: {e}"
+                return
+            self.halt.wait(CHANGE_EVERY_S)
+
+    def stop(self):
+        self.halt.set()
+        self.thread.join(35)
+        if self.error:
+            raise RuntimeError(self.error)
+
+
 # ---------------------------------------------------------------------- moto
 
 class Moto:
@@ -659,7 +698,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", dest="conns", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--variants", default="all,filtered,uncached,reporting")
+    ap.add_argument("--variants", default="all,filtered,uncached,changing,reporting")
     ap.add_argument("--moto-max", type=int, default=1000,
                     help="largest record count moto is run at (its answers take minutes at 10,000)")
     ap.add_argument("--moto-connections", type=int, default=0,
@@ -676,7 +715,7 @@ def main():
     counts = sorted(int(x) for x in args.records.split(","))
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
-        if v not in ("all", "filtered", "uncached", "reporting"):
+        if v not in ("all", "filtered", "uncached", "changing", "reporting"):
             ap.error(f"unknown variant {v}")
     build = Path(os.environ.get("NUBO_BUILD", REPO / "build")).resolve()
     if not (build / "src/nubod").exists():
@@ -760,7 +799,8 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
                   "uncached": [BODY_ALL + "&Filter.1.Name=instance-id&Filter.1.Value.1=i-%2A"
                                f"&Filter.1.Value.2=i-{k:017x}" for k in range(UNCACHED_DISTINCT)],
                   "reporting": [BODY_ALL]}
-        expect = {"all": n, "uncached": n, "reporting": n,
+        bodies["changing"] = bodies["uncached"]
+        expect = {"all": n, "uncached": n, "changing": n, "reporting": n,
                   "filtered": sum(1 for r in recs if r["state"] == "running" and r["team"] == "blue")}
         sizes, prepared = {}, {}
         for v in variants:
@@ -800,14 +840,20 @@ def bench(args, counts, variants, build, work, procs, deadline, results):
                     if status != 200:
                         raise RuntimeError(f"nubo {v}: {status}")
                 reporter = Reporter(nubo.port) if v == "reporting" else None
+                changer = Changer(nubo.port, key, next(r["id"] for r in recs if r["state"] == "running")) \
+                    if v == "changing" else None
                 try:
                     r = run_wrk(f"http://127.0.0.1:{nubo.port}/", script, args, args.duration,
                                 10, nubo.proc.pid)
                 finally:
                     if reporter:
                         reporter.stop()
+                    if changer:
+                        changer.stop()
                 if reporter:
                     r["reports"] = reporter.sent
+                if changer:
+                    r["changes"] = changer.sent
                 check_wrk("nubo", v, r, sizes[v])
                 r.update(server="nubo", records=n, variant=v, size=sizes[v], instances=got,
                          first_ms=cold * 1000, rep=rep)
@@ -941,6 +987,8 @@ def report(args, results, table):
     for r in results["runs"]:
         if r.get("reports") is not None:
             print(f"nubo {r['records']:,} reporting: {r['reports']} agent reports during the run")
+        if r.get("changes") is not None:
+            print(f"nubo {r['records']:,} changing: {r['changes']} store changes during the run")
         if r["server"] == "moto":
             print(f"moto {r['records']:,} {r['variant']}: {r['requests']:.0f} answers in "
                   f"{r['duration_us'] / 1e6:.0f} s on {args.moto_connections or args.conns} "

@@ -652,7 +652,13 @@ int main(int argc, char **argv)
 					if (starting)
 						nb_vm_net_sync(a);
 					nb_vm_reconcile(a, a->vms[i]);
-					if (a->dirty && nb_now_ms() - last_report > 1000) {
+					/* the guests started earlier in this pass whose
+					 * QEMU has greeted meanwhile are running now, not
+					 * after the whole burst */
+					for (int j = 0; starting && j < i; j++)
+						if (nb_vm_starting(a->vms[j]))
+							nb_vm_reconcile(a, a->vms[j]);
+					if (a->dirty && nb_now_ms() - last_report > 100) {
 						pthread_mutex_unlock(&a->lock);
 						report(a);
 						last_report = nb_now_ms();

@@ -50,6 +50,7 @@ struct ec2_ctx {
 	char code[64];
 	char message[512];
 	json_t *net; /* the caller's instances' interfaces, loaded once (ec2_net.inc) */
+	uint64_t epoch; /* the store's, read before a cacheable action runs; 0: none */
 };
 
 /* ec2_net.inc */
@@ -365,6 +366,103 @@ static enum MHD_Result reply_shared(struct MHD_Connection *c, struct nb_ec2_shar
 	return ret;
 }
 
+/* ---- instance snapshots (ec2.h) ---- */
+
+struct nb_ec2_snap {
+	_Atomic int refs;
+	char account[64];
+	uint64_t epoch;
+	int64_t used;
+	struct nb_store_instance_list l; /* every instance, terminated ones too */
+	size_t *off;                     /* l.v[i]'s <item> is xml[off[i], off[i + 1]) */
+	struct nb_buf xml;
+};
+
+static void snap_put(struct nb_ec2_snap *s)
+{
+	if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+		nb_store_instance_list_free(&s->l);
+		nb_buf_free(&s->xml);
+		free(s->off);
+		free(s);
+	}
+}
+
+static void x_instance(struct ec2_ctx *t, const struct nb_store_instance *v);
+
+/* The caller's instances at t->epoch, rendered: a kept snapshot, or one
+ * read and rendered now (and kept, the oldest one giving way). NULL when
+ * it cannot be made (t has the error) or when there is no epoch. */
+static struct nb_ec2_snap *snap_get(struct ec2_ctx *t)
+{
+	struct nb_ec2 *e = t->e;
+	struct nb_ec2_snap *s = NULL, **slot = NULL;
+	struct nb_xml saved;
+
+	if (!t->epoch || strlen(t->account_id) >= sizeof(s->account))
+		return NULL;
+	pthread_mutex_lock(&e->cache_lock);
+	for (int i = 0; i < NB_EC2_SNAPS; i++) {
+		struct nb_ec2_snap *c = e->snaps[i];
+		if (c && c->epoch == t->epoch && !strcmp(c->account, t->account_id)) {
+			atomic_fetch_add(&c->refs, 1);
+			c->used = nb_now_ms();
+			pthread_mutex_unlock(&e->cache_lock);
+			return c;
+		}
+	}
+	pthread_mutex_unlock(&e->cache_lock);
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		ec2_fail(t, 500, "InternalError", "out of memory");
+		return NULL;
+	}
+	s->refs = 1;
+	nb_strlcpy(s->account, t->account_id, sizeof(s->account));
+	s->epoch = t->epoch;
+	nb_buf_init(&s->xml, EC2_MAX_RESPONSE);
+	if (nb_store_instances_load(t->ctl->st, t->account_id, NULL, 1, &s->l) < 0 ||
+	    !(s->off = malloc((s->l.n + 1) * sizeof(*s->off)))) {
+		snap_put(s);
+		ec2_fail(t, 500, "InternalError", "listing failed");
+		return NULL;
+	}
+	/* each <item> on a writer of its own, at depth 0: the fragments are
+	 * balanced and are spliced in where the answer's writer stands */
+	saved = t->x;
+	t->x = (struct nb_xml){.out = &s->xml};
+	for (size_t i = 0; i < s->l.n; i++) {
+		s->off[i] = s->xml.len;
+		x_instance(t, &s->l.v[i]);
+	}
+	s->off[s->l.n] = s->xml.len;
+	int err = t->x.err;
+	t->x = saved;
+	if (err) {
+		snap_put(s);
+		ec2_fail(t, 500, "InternalError", "the response is too large");
+		return NULL;
+	}
+	pthread_mutex_lock(&e->cache_lock);
+	for (int i = 0; i < NB_EC2_SNAPS; i++) {
+		struct nb_ec2_snap *c = e->snaps[i];
+		/* this account's older snapshot goes first, then a free slot,
+		 * then the least recently used */
+		if (c && !strcmp(c->account, s->account)) {
+			slot = &e->snaps[i];
+			break;
+		}
+		if (!slot || (*slot && (!c || c->used < (*slot)->used)))
+			slot = &e->snaps[i];
+	}
+	snap_put(*slot);
+	atomic_fetch_add(&s->refs, 1);
+	s->used = nb_now_ms();
+	*slot = s;
+	pthread_mutex_unlock(&e->cache_lock);
+	return s;
+}
+
 int nb_ec2_init(struct nb_ec2 *e, struct nb_ctl *ctl, struct nb_secrets *secrets)
 {
 	pthread_condattr_t ca;
@@ -386,6 +484,8 @@ void nb_ec2_fini(struct nb_ec2 *e)
 {
 	for (int i = 0; i < NB_EC2_CACHE_ENTRIES; i++)
 		shared_put(e->cache[i].body);
+	for (int i = 0; i < NB_EC2_SNAPS; i++)
+		snap_put(e->snaps[i]);
 	pthread_mutex_destroy(&e->cache_lock);
 	pthread_cond_destroy(&e->inflight_done);
 	while (e->rates) {
@@ -1033,6 +1133,7 @@ static int act_describe_instances(struct ec2_ctx *t)
 	int64_t max = 0, start = 0;
 	const char *token = param(t, "NextToken");
 	struct nb_store_instance_list l = {0};
+	struct nb_ec2_snap *snap = NULL;
 	int64_t shown = 0, seen = 0;
 	const char *rid = NULL;
 	bool more = false;
@@ -1054,12 +1155,21 @@ static int act_describe_instances(struct ec2_ctx *t)
 		}
 		start = (int64_t)u;
 	}
-	if (load_listed(t, ids, nids, 1, &l) < 0)
+	/* every instance: from the snapshot at this epoch (rows and rendered
+	 * items); by id: loaded and rendered here */
+	if (nids == 0 && t->epoch) {
+		snap = snap_get(t);
+		if (!snap)
+			goto out;
+	} else if (load_listed(t, ids, nids, 1, &l) < 0) {
 		goto out;
+	}
+	const struct nb_store_instance *rows = snap ? snap->l.v : l.v;
+	size_t nrows = snap ? snap->l.n : l.n;
 	x_begin(t);
 	nb_xml_open(&t->x, "reservationSet");
-	for (size_t i = 0; i < l.n; i++) {
-		const struct nb_store_instance *v = &l.v[i];
+	for (size_t i = 0; i < nrows; i++) {
+		const struct nb_store_instance *v = &rows[i];
 		int m = filters_match_instance(t, f, nf, v);
 		if (m < 0)
 			goto out;
@@ -1079,7 +1189,11 @@ static int act_describe_instances(struct ec2_ctx *t)
 			rid = v->reservation_id;
 			x_reservation_open(t, rid);
 		}
-		x_instance(t, v);
+		if (snap)
+			nb_xml_raw(&t->x, snap->xml.data + snap->off[i],
+				   snap->off[i + 1] - snap->off[i]);
+		else
+			x_instance(t, v);
 		shown++;
 	}
 	if (rid) {
@@ -1094,6 +1208,7 @@ static int act_describe_instances(struct ec2_ctx *t)
 	}
 out:
 	nb_store_instance_list_free(&l);
+	snap_put(snap);
 	return t->status ? -1 : 0;
 }
 
@@ -2538,6 +2653,7 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 	if (actions[idx].cacheable) {
 		struct nb_ec2_shared *hit;
 		epoch = nb_store_epoch(e->ctl->st);
+		t.epoch = epoch;
 		cache_key(&t, key);
 		hit = cache_get(e, key, epoch, &building);
 		if (hit) {

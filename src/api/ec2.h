@@ -28,6 +28,12 @@ struct nb_ec2_limits {
 #define NB_EC2_CACHE_BYTES (256u << 20)
 
 struct nb_ec2_shared; /* a refcounted response body */
+/* An account's instances as read at one store epoch, each with its <item>
+ * rendered once: DescribeInstances requests that differ (filters, pages)
+ * but come while the store is unchanged filter these and splice the
+ * fragments instead of reading and rendering every row again. */
+struct nb_ec2_snap;
+#define NB_EC2_SNAPS 4
 
 struct nb_ec2_cached {
 	char key[65];
@@ -56,6 +62,7 @@ struct nb_ec2 {
 	struct nb_ec2_cached cache[NB_EC2_CACHE_ENTRIES];
 	size_t cache_bytes;
 	struct nb_ec2_inflight inflight[NB_EC2_INFLIGHT]; /* under cache_lock */
+	struct nb_ec2_snap *snaps[NB_EC2_SNAPS];           /* under cache_lock */
 	pthread_cond_t inflight_done; /* a build ended (CLOCK_MONOTONIC) */
 };
 

@@ -374,6 +374,14 @@ void nb_xml_bool(struct nb_xml *x, const char *name, int v)
 	nb_xml_text(x, name, v ? "true" : "false");
 }
 
+void nb_xml_raw(struct nb_xml *x, const char *xml, size_t len)
+{
+	if (x->err || !x->out)
+		return;
+	if (nb_buf_append(x->out, xml, len) < 0)
+		x->err = -E2BIG;
+}
+
 int nb_xml_end(struct nb_xml *x)
 {
 	size_t mark;

@@ -27,6 +27,9 @@ void nb_xml_close(struct nb_xml *x);
 void nb_xml_text(struct nb_xml *x, const char *name, const char *text);
 void nb_xml_int(struct nb_xml *x, const char *name, long long v);
 void nb_xml_bool(struct nb_xml *x, const char *name, int v);
+/* Appends len bytes of XML written earlier by another nb_xml (balanced:
+ * every element it opened closed) at the current position. */
+void nb_xml_raw(struct nb_xml *x, const char *xml, size_t len);
 /* Closes every open element; returns x->err. */
 int nb_xml_end(struct nb_xml *x);
 /* Appends s with &, <, >, ", ' escaped and control characters other than

@@ -78,6 +78,43 @@ def test_each_instance_shows_exactly_its_own_tags(fleet):
     assert not set(tags_of(other.describe_instances())) & set(ids)
 
 
+def test_distinct_requests_between_changes_show_the_current_rows(fleet):
+    """Requests that differ while the store is unchanged share one read of
+    the rows (an instance snapshot with each item rendered once); a change
+    makes the next one read them again."""
+    tenant, ids, want = fleet
+    ec2 = tenant.boto()
+    # distinct filters, the same epoch: each answer exactly its instance
+    for k in (1, 2, 3, 4, 6):
+        got = tags_of(ec2.describe_instances(
+            Filters=[{"Name": "instance-id", "Values": [ids[k]]}]))
+        assert got == {ids[k]: want[ids[k]]}
+    # a change, then requests none of which was asked before
+    ec2.create_tags(Resources=[ids[1]], Tags=[{"Key": "fresh", "Value": "yes"}])
+    try:
+        assert set(tags_of(ec2.describe_instances(
+            Filters=[{"Name": "tag-key", "Values": ["fresh"]}]))) == {ids[1]}
+        got = tags_of(ec2.describe_instances(
+            Filters=[{"Name": "instance-id", "Values": [ids[1], ids[2]]},
+                     {"Name": "instance-state-name", "Values": ["pending", "running",
+                                                             "stopped"]}]))
+        assert got == {ids[1]: sorted(want[ids[1]] + [("fresh", "yes")]),
+                       ids[2]: want[ids[2]]}
+        # pages of a filtered answer: the same rows, cut
+        pages = {}
+        for page in ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "tag-key", "Values": ["own"]}],
+                PaginationConfig={"PageSize": 6}):
+            pages.update(tags_of(page))
+        assert set(pages) == {i for i in ids if want[i]}
+        assert pages[ids[1]] == sorted(want[ids[1]] + [("fresh", "yes")])
+    finally:
+        ec2.delete_tags(Resources=[ids[1]], Tags=[{"Key": "fresh"}])
+    assert tags_of(ec2.describe_instances(InstanceIds=[ids[1]])) == {ids[1]: want[ids[1]]}
+    assert tags_of(ec2.describe_instances(
+        Filters=[{"Name": "tag-key", "Values": ["fresh"]}])) == {}
+
+
 def test_concurrent_identical_describes_all_get_the_current_answer(fleet):
     tenant, ids, want = fleet
     admin = tenant.boto()
