@@ -301,18 +301,21 @@ static void cache_build_done(struct nb_ec2 *e, int slot)
 	pthread_mutex_unlock(&e->cache_lock);
 }
 
-static void cache_put(struct nb_ec2 *e, const char *key, uint64_t epoch, const char *data,
-		      size_t len)
+/* Keeps the answer; returns it with a reference for the caller, who
+ * replies from it (reply_shared: no second copy), or NULL when it is not
+ * kept. */
+static struct nb_ec2_shared *cache_put(struct nb_ec2 *e, const char *key, uint64_t epoch,
+				       const char *data, size_t len)
 {
 	struct nb_ec2_cached *victim = NULL;
 	struct nb_ec2_shared *b;
 
 	if (len > NB_EC2_CACHE_BYTES / 4)
-		return;
+		return NULL;
 	b = malloc(sizeof(*b) + len);
 	if (!b)
-		return;
-	atomic_init(&b->refs, 1);
+		return NULL;
+	atomic_init(&b->refs, 2);
 	b->len = len;
 	memcpy(b->data, data, len);
 	pthread_mutex_lock(&e->cache_lock);
@@ -348,6 +351,7 @@ static void cache_put(struct nb_ec2 *e, const char *key, uint64_t epoch, const c
 	victim->body = b;
 	e->cache_bytes += len;
 	pthread_mutex_unlock(&e->cache_lock);
+	return b;
 }
 
 static enum MHD_Result reply_shared(struct MHD_Connection *c, struct nb_ec2_shared *b)
@@ -1166,6 +1170,10 @@ static int act_describe_instances(struct ec2_ctx *t)
 	}
 	const struct nb_store_instance *rows = snap ? snap->l.v : l.v;
 	size_t nrows = snap ? snap->l.n : l.n;
+	if (snap && nb_buf_reserve(&t->out, snap->xml.len + 4096) < 0) {
+		ec2_fail(t, 500, "InternalError", "the response is too large");
+		goto out;
+	}
 	x_begin(t);
 	nb_xml_open(&t->x, "reservationSet");
 	for (size_t i = 0; i < nrows; i++) {
@@ -2668,8 +2676,18 @@ enum MHD_Result nb_ec2_handle(struct nb_ec2 *e, struct MHD_Connection *c, const 
 	actions[idx].fn(&t);
 	if (!t.status && nb_xml_end(&t.x) < 0)
 		ec2_fail(&t, 500, "InternalError", "the response is too large");
-	if (!t.status && actions[idx].cacheable)
-		cache_put(e, key, epoch, t.out.data, t.out.len);
+	if (!t.status && actions[idx].cacheable) {
+		struct nb_ec2_shared *kept = cache_put(e, key, epoch, t.out.data, t.out.len);
+		cache_build_done(e, building);
+		if (kept) {
+			nb_buf_free(&t.out);
+			nb_query_free(t.q);
+			json_decref(t.who);
+			json_decref(t.net);
+			return reply_shared(c, kept);
+		}
+		building = -1;
+	}
 	cache_build_done(e, building);
 done:
 	if (t.status) {

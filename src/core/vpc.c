@@ -1388,38 +1388,56 @@ int nb_core_net_attach(struct nb_ctl *c, const char *account_id, const struct nb
 
 /* Instances made before the networks get interface 0 in their account's
  * default subnet, with the default group, keeping their MAC; their address
- * changes to the subnet's (the guest learns it at its next DHCP lease). */
+ * changes to the subnet's (the guest learns it at its next DHCP lease). An
+ * instance that cannot have one (its account's default subnet is full) is
+ * left without, with one warning per account: nubod still starts. */
 static int adopt_instances(struct nb_ctl *c, char *err, size_t errsz)
 {
-	json_t *rows = NULL, *row, *req = json_object();
+	json_t *rows = NULL, *row, *req = json_object(), *full = json_object();
 	size_t i;
-	int r = nb_store_instances_without_eni(c->st, &rows);
+	int r = nb_store_instances_without_eni(c->st, &rows), left = 0;
 
 	json_array_foreach(rows, i, row)
 	{
 		struct nb_net_plan p;
 		const char *id = nb_json_str_or(row, "id"), *mac_keep = nb_json_str(row, "mac");
+		const char *account = nb_json_str_or(row, "account_id"), *code = NULL;
 		char ip[16], mac[18];
 		if (r < 0)
 			break;
-		r = nb_core_net_plan(c, nb_json_str_or(row, "account_id"), req, &p, err, errsz, NULL);
-		if (r < 0)
-			break;
-		r = nb_store_begin(c->st);
+		if (json_object_get(full, account)) {
+			left++;
+			continue;
+		}
+		r = nb_core_net_plan(c, account, req, &p, err, errsz, &code);
 		if (r == 0) {
-			r = attach(c, nb_json_str_or(row, "account_id"), &p, id,
-				   mac_keep && *mac_keep ? mac_keep : NULL, ip, mac, err, errsz, NULL);
-			if (r == 0)
-				r = nb_store_commit(c->st);
-			else
-				nb_store_rollback(c->st);
+			r = nb_store_begin(c->st);
+			if (r == 0) {
+				r = attach(c, account, &p, id, mac_keep && *mac_keep ? mac_keep : NULL,
+					   ip, mac, err, errsz, &code);
+				if (r == 0)
+					r = nb_store_commit(c->st);
+				else
+					nb_store_rollback(c->st);
+			}
+			nb_core_net_plan_free(&p);
 		}
 		if (r == 0) {
 			nb_info("instance %s: interface 0 in the default VPC, address %s", id, ip);
 			nb_core_host_changed(c, nb_json_str(row, "host_id"));
+		} else if (code) {
+			/* the account's network cannot take it (no free address):
+			 * its instances keep running without an interface */
+			nb_warn("account %s: instance %s and the account's other instances older than "
+				"the networks get no interface: %s", account, id, err);
+			json_object_set_new(full, account, json_true());
+			left++;
+			r = 0;
 		}
-		nb_core_net_plan_free(&p);
 	}
+	if (left)
+		nb_warn("%d instance(s) left without an interface", left);
+	json_decref(full);
 	json_decref(rows);
 	json_decref(req);
 	return r;

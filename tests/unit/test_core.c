@@ -412,6 +412,43 @@ static void old_instances_adopted(void **state)
 	assert_non_null(strstr(err, "198.51.100.7/24"));
 }
 
+/* An old instance that cannot have an interface (here: its account's
+ * default VPC has no subnet left) stays without one, with its account's
+ * others; nubod still starts, and other accounts' old instances get theirs. */
+static void old_instances_without_room_stay_without(void **state)
+{
+	struct netfix *f = *state;
+	json_t *hosts = NULL, *row, *enis = NULL, *vpc = NULL, *sub = NULL;
+	const char *ids[3] = {"i-00000000000000a01", "i-00000000000000a02", "i-00000000000000b01"};
+	const char *accts[3] = {f->acct, f->acct, f->other};
+	char rid[32], err[256] = "";
+
+	assert_int_equal(nb_core_default_vpc(&f->c, f->acct, &vpc, err, sizeof(err)), 0);
+	assert_int_equal(nb_store_subnet_default(f->st, nb_json_str_or(vpc, "id"), &sub), 0);
+	assert_int_equal(nb_store_subnet_delete(f->st, nb_json_str_or(sub, "id")), 0);
+	json_decref(sub);
+	json_decref(vpc);
+	nb_store_hosts_list(f->st, &hosts);
+	for (int i = 0; i < 3; i++) {
+		nb_id_new("r", rid, sizeof(rid));
+		assert_int_equal(nb_store_reservation_insert(f->st, rid, accts[i], NULL, "h"), 0);
+		row = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
+				ids[i], "account_id", accts[i], "reservation_id", rid, "name", "",
+				"type", "t1.nano", "image_id", "ami-00000000000000001", "host_id",
+				nb_json_str_or(json_array_get(hosts, 0), "id"), "state", "running",
+				"desired_state", "running", "ip", "", "mac", "");
+		assert_int_equal(nb_store_instance_insert(f->st, row), 0);
+		json_decref(row);
+	}
+	json_decref(hosts);
+	assert_int_equal(nb_core_net_init(&f->c, err, sizeof(err)), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(nb_store_enis_of_instance(f->st, ids[i], &enis), 0);
+		assert_int_equal(json_array_size(enis), accts[i] == f->other ? 1 : 0);
+		json_decref(enis);
+	}
+}
+
 static void ipam_small_subnet_fills(void **state)
 {
 	struct netfix *f = *state;
@@ -763,6 +800,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(ipam_default_vpc, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(ipam_small_subnet_fills, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(old_instances_adopted, net_setup, net_teardown),
+		cmocka_unit_test_setup_teardown(old_instances_without_room_stay_without, net_setup,
+						net_teardown),
 		cmocka_unit_test_setup_teardown(ipam_burst_no_duplicates, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(vni_unique, net_setup, net_teardown),
 		cmocka_unit_test_setup_teardown(desired_state_groups_and_metadata, net_setup,
