@@ -63,6 +63,7 @@ struct conn {
 	int64_t deadline;
 	bool close_after;
 	bool want_out;
+	bool rd_eof;        /* the client shut its side: answer, then close */
 	struct conn *prev, *next;
 };
 
@@ -683,8 +684,9 @@ static void fail(struct nb_imds *m, struct conn *c, int status)
 }
 
 /* Answers every complete request in c->in, one at a time (a pipelined
- * request waits until the answer before it is written). */
-static void conn_process(struct nb_imds *m, struct conn *c)
+ * request waits until the answer before it is written). false when the
+ * connection was closed. */
+static bool conn_process(struct nb_imds *m, struct conn *c)
 {
 	while (c->out.len == 0 && !c->close_after) {
 		char *hend = memmem(c->in, c->inlen, "\r\n\r\n", 4);
@@ -731,10 +733,20 @@ static void conn_process(struct nb_imds *m, struct conn *c)
 		c->inlen -= hlen + cl;
 		c->deadline = nb_now_ms() + NB_IMDS_IDLE_MS;
 		if (!conn_flush(m, c))
-			return; /* closed */
+			return false;
 	}
 	if (c->out.len)
-		conn_flush(m, c);
+		return conn_flush(m, c);
+	return true;
+}
+
+/* After a pass over c: a client that has shut its side is closed once
+ * every answer it asked for is written (what is left in c->in is an
+ * incomplete request that can never complete). */
+static void conn_done(struct nb_imds *m, struct conn *c)
+{
+	if (c->rd_eof && c->out.len == 0)
+		conn_close(m, c);
 }
 
 static void conn_event(struct nb_imds *m, struct conn *c, uint32_t events)
@@ -742,8 +754,9 @@ static void conn_event(struct nb_imds *m, struct conn *c, uint32_t events)
 	if (events & EPOLLOUT) {
 		if (!conn_flush(m, c))
 			return;
-		if (!c->out.len)
-			conn_process(m, c); /* a pipelined request may be waiting */
+		/* a pipelined request may be waiting */
+		if (!c->out.len && conn_process(m, c))
+			conn_done(m, c);
 		return;
 	}
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -761,13 +774,20 @@ static void conn_event(struct nb_imds *m, struct conn *c, uint32_t events)
 				continue;
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				break;
-			if (n <= 0) {
+			if (n < 0) {
 				conn_close(m, c);
 				return;
 			}
+			if (n == 0) {
+				/* a half-close (busybox nc, shutdown(SHUT_WR)) after the
+				 * request: what came before it is still answered */
+				c->rd_eof = true;
+				break;
+			}
 			c->inlen += (size_t)n;
 		}
-		conn_process(m, c);
+		if (conn_process(m, c))
+			conn_done(m, c);
 	}
 }
 
