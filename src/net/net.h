@@ -24,6 +24,11 @@ struct nb_dhcp_host {
 void nb_net_tap_name(const char *instance_id, char out[16]);
 /* Stable locally administered MAC from the id: "52:54:00:xx:xx:xx". */
 void nb_net_mac(const char *instance_id, char out[18]);
+/* The fixed MAC of a bridge of ours (the guests' gateway): 02:6e:62 and
+ * three bytes of seed's hash. Set explicitly, a bridge keeps it; left to
+ * itself it takes its lowest port's MAC and changes as taps come and go,
+ * and every guest's ARP entry for its gateway goes stale at once. */
+void nb_net_bridge_mac(const char *seed, char out[18]);
 /* Parses "10.213.0.0/24"; gateway is .1, the pool starts at .2. */
 int nb_net_cidr_parse(const char *cidr, uint32_t *network, int *prefix);
 /* The nth (0-based) guest address of the pool as dotted quad; -ERANGE past the end. */

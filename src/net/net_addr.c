@@ -49,6 +49,16 @@ void nb_net_mac(const char *instance_id, char out[18])
 	snprintf(out, 18, "52:54:00:%.2s:%.2s:%.2s", hash, hash + 2, hash + 4);
 }
 
+void nb_net_bridge_mac(const char *seed, char out[18])
+{
+	char hash[65];
+	const char *s = seed ? seed : "";
+
+	/* 0x02: locally administered, unicast; not QEMU's 52:54:00 */
+	nb_sha256_hex(s, strlen(s), hash);
+	snprintf(out, 18, "02:6e:62:%.2s:%.2s:%.2s", hash, hash + 2, hash + 4);
+}
+
 int nb_net_cidr_parts(const char *cidr, uint32_t *network, int *prefix, char netmask[16])
 {
 	char addr[CIDR_MAX_LEN + 1];

@@ -218,9 +218,15 @@ int nb_net_bridge_ensure(const char *bridge, const char *cidr, char *err, size_t
 		}
 	}
 	{
+		char mac[18];
+		nb_net_bridge_mac(bridge, mac);
+		const char *hw[] = {"ip", "link", "set", "dev", bridge, "address", mac, NULL};
 		const char *ad[] = {"ip", "addr", "replace", addr, "dev", bridge, NULL};
 		const char *up[] = {"ip", "link", "set", "dev", bridge, "up", NULL};
-		r = nb_net_run(ad, err, errsz);
+		/* a MAC of its own, before any guest has seen one (net.h) */
+		r = nb_net_run(hw, err, errsz);
+		if (r == 0)
+			r = nb_net_run(ad, err, errsz);
 		if (r == 0)
 			r = nb_net_run(up, err, errsz);
 		if (r < 0)

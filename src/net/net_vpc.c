@@ -203,6 +203,14 @@ static int vpc_inside(const struct nb_vpc *v, const char *host_addr, const char 
 		if ((r = run2(err, errsz, add)) < 0)
 			return r;
 	}
+	{
+		/* the gateway's MAC stays what the guests learnt (net.h) */
+		char mac[18];
+		nb_net_bridge_mac(v->ns, mac);
+		const char *hw[] = {"ip", "link", "set", "dev", VPC_BRIDGE, "address", mac, NULL};
+		if ((r = run2(err, errsz, hw)) < 0)
+			return r;
+	}
 	for (size_t i = 0; i < v->nsubnets; i++) {
 		uint32_t net;
 		int prefix;

@@ -292,6 +292,27 @@ static void test_bridge(void **state)
 	assert_null(strchr(out, '\n') ? strchr(strchr(out, '\n') + 1, '\n') : NULL); /* one */
 	free(out);
 	assert_output_has(link, ",UP");
+	{
+		/* the bridge's own MAC, kept while ports with lower ones come
+		 * and go (left alone, a bridge takes its lowest port's) */
+		char mac[18], want[40];
+		const char *mk[] = {"ip", "link", "add", "nbtestlow", "type", "veth", "peer",
+				    "name", "nbtestlow1", NULL};
+		const char *lo[] = {"ip", "link", "set", "dev", "nbtestlow", "address",
+				    "02:00:00:00:00:01", "master", BRIDGE, "up", NULL};
+		const char *rm[] = {"ip", "link", "del", "dev", "nbtestlow", NULL};
+		nb_net_bridge_mac(BRIDGE, mac);
+		snprintf(want, sizeof(want), "link/ether %s ", mac);
+		assert_output_has(link, want);
+		assert_int_equal(run_quiet(mk), 0);
+		assert_int_equal(run_quiet(lo), 0);
+		assert_output_has(link, want);
+		assert_int_equal(run_quiet(rm), 0);
+		assert_output_has(link, want);
+		if (nb_net_bridge_ensure(BRIDGE, CIDR, err, sizeof(err)) != 0)
+			fail_msg("bridge_ensure: %s", err);
+		assert_output_has(link, want);
+	}
 	assert_output_has(nft, "ip saddr 10.213.0.0/24 oifname != \"" BRIDGE "\" masquerade");
 	assert_output_has(nft, "iifname \"" BRIDGE "\" accept");
 	{
@@ -997,8 +1018,24 @@ static void test_vpc_tap(void **state)
 		assert_null(strstr(t, ",UP"));
 		free(t);
 	}
+	{
+		/* a tap whose MAC is lower than the bridge's: the gateway's MAC,
+		 * which the guests have in their ARP caches, does not move when
+		 * it joins (nor when it goes, below) */
+		char *t = shout("ip netns exec %s ip link set dev %s address 02:00:00:00:00:01",
+		                V.ns[0], tap);
+		free(t);
+	}
+	char gwmac[18], gwwant[40];
+	nb_net_bridge_mac(V.ns[0], gwmac);
+	snprintf(gwwant, sizeof(gwwant), "link/ether %s ", gwmac);
 	if (nb_net_vpc_tap_attach(V.ns[0], tap, 100, err, sizeof(err)) != 0)
 		fail_msg("tap_attach: %s", err);
+	{
+		char *t = shout("ip netns exec %s ip link show dev nbbr", V.ns[0]);
+		assert_non_null(strstr(t, gwwant));
+		free(t);
+	}
 	assert_int_equal(nb_net_vpc_tap_attach(V.ns[0], tap, 1u << 30, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "rate"));
 	{
@@ -1018,6 +1055,11 @@ static void test_vpc_tap(void **state)
 	close(fd2);
 	assert_int_equal(nb_net_vpc_tap_delete(V.ns[0], tap), 0);
 	assert_false(nb_net_vpc_tap_exists(V.ns[0], tap));
+	{
+		char *t = shout("ip netns exec %s ip link show dev nbbr", V.ns[0]);
+		assert_non_null(strstr(t, gwwant));
+		free(t);
+	}
 	assert_int_equal(nb_net_vpc_tap_delete(V.ns[0], tap), 0);
 }
 
