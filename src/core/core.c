@@ -1265,6 +1265,8 @@ int nb_core_blob_open(struct nb_ctl *c, const char *sha256, struct nb_s3_reader 
 	blob_key(sha256, key, sizeof(key));
 	r = nb_s3_object_open(c->s3, NB_LIBRARY_BUCKET, key, NULL, NB_LIBRARY_OWNER, NULL, NULL,
 			      out);
+	if (r == 0)
+		r = nb_s3_reader_fd(out); /* a small blob is kept in its row */
 	return r == -NB_S3_E_NO_SUCH_KEY ? -NB_E_NOT_FOUND : r;
 }
 
@@ -1511,6 +1513,8 @@ static int source_open(struct nb_ctl *c, const char *account_id, const char *loc
 				      b.public_read && strcmp(b.owner, account_id) ? NULL
 										   : account_id,
 				      NULL, NULL, rd);
+	if (r == 0)
+		r = nb_s3_reader_fd(rd); /* qemu-img and the copy read a file */
 	switch (r) {
 	case 0:
 		return 0;

@@ -58,6 +58,13 @@ static int s3_bindv(sqlite3_stmt *s, const char *fmt, va_list ap)
 			rc = sqlite3_bind_blob(s, i + 1, n ? v : "", (int)n, SQLITE_TRANSIENT);
 			break;
 		}
+		case 'B': {
+			const void *v = va_arg(ap, const void *);
+			size_t n = va_arg(ap, size_t);
+			rc = v ? sqlite3_bind_blob(s, i + 1, n ? v : "", (int)n, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(s, i + 1);
+			break;
+		}
 		case 'i':
 			rc = sqlite3_bind_int64(s, i + 1, va_arg(ap, int64_t));
 			break;

@@ -9,12 +9,17 @@
  *   meta.db          SQLite (WAL, synchronous=FULL): buckets, versions,
  *                    uploads, parts, usage counters; numbered migrations
  *   data/xx/<id>     object and part data, one immutable file each, named by
- *                    a random 128-bit id (never by the key): xx = id[0..1]
+ *                    a random 128-bit id (never by the key): xx = id[0..1];
+ *                    objects of at most NB_S3_INLINE_MAX bytes put with a
+ *                    declared length have no file: their bytes are in
+ *                    their version's row
  *   tmp/<id>         uploads in progress
  *   LOCK             flock()ed by the one process that has the root open
  *
  * A write is: bytes to tmp/<id> (digests computed on the way), fsync, rename
  * to data/xx/<id>, fsync of data/xx, then the metadata row is committed.
+ * A small object's bytes stay in memory until they are committed with its
+ * row: one WAL fsync, shared by the group commit's batch, makes it durable.
  * Readers find data only through committed rows, so a partial object is never
  * visible; a crash leaves at most an unreferenced tmp or data file, which
  * nb_s3_sweep() removes (nb_s3_open() sweeps once).
@@ -56,6 +61,7 @@
 #define NB_S3_PARTS_MAX 10000
 #define NB_S3_LIST_MAX 1000  /* max-keys, max-parts, ... cap */
 #define NB_S3_TOKEN_MAX 2048 /* continuation token length */
+#define NB_S3_INLINE_MAX (16u << 10) /* objects up to this are kept in their row */
 
 /* Buffer sizes, NUL included. */
 #define NB_S3_ETAG_SIZE 48       /* "\"" 32 hex "-10000" "\"" */
@@ -337,12 +343,15 @@ void nb_s3_put_abort(struct nb_s3_put *p);
 /* ---- get, head, delete ---- */
 
 /* An open object: read length bytes of fd from offset (sendfile, or
- * MHD_create_response_from_fd_at_offset64). The fd stays valid after the
- * object is deleted. To keep the fd past nb_s3_reader_close, take it and set
- * fd to -1. */
+ * MHD_create_response_from_fd_at_offset64), or, for an object kept in its
+ * row, of data (then fd is -1): data holds the whole object (obj.size
+ * bytes), offset and length index into it. Either stays valid after the
+ * object is deleted. To keep the fd (the data) past nb_s3_reader_close, take
+ * it and set fd to -1 (data to NULL). */
 struct nb_s3_reader {
 	struct nb_s3_object obj;
 	int fd;
+	unsigned char *data; /* malloc'd */
 	uint64_t offset;
 	uint64_t length;
 	bool partial; /* a 206 with Content-Range offset-(offset+length-1)/obj.size */
@@ -363,8 +372,13 @@ int nb_s3_object_head(struct nb_s3 *s3, const char *bucket, const char *key, con
 int nb_s3_object_open(struct nb_s3 *s3, const char *bucket, const char *key, const char *version_id,
                       const char *actor, const struct nb_s3_cond *cond,
                       const struct nb_s3_range *range, struct nb_s3_reader *out);
-/* Closes the fd (unless taken) and clears the object; accepts a zeroed one. */
+/* Closes the fd (unless taken), frees data and clears the object; accepts a
+ * zeroed one. */
 void nb_s3_reader_close(struct nb_s3_reader *r);
+/* For callers that need a file descriptor whatever the object: an object
+ * held in data is copied into a memfd (r->fd, offsets unchanged). 0 or
+ * -errno. */
+int nb_s3_reader_fd(struct nb_s3_reader *r);
 
 struct nb_s3_delete_result {
 	bool delete_marker; /* a marker was created, or the removed version was one */

@@ -86,7 +86,8 @@ int s3_successor(const char *p, size_t n, struct s3_bytes *out, bool *has);
 /* ---- engine.c: database, paths, live ids ---- */
 int s3_sql_err(int rc);
 /* fmt: one char a parameter: s text (NULL binds NULL), k key (C string bound
- * as BLOB), b blob (const void *, size_t), i int64. Caller holds s3->lock. */
+ * as BLOB), b blob (const void *, size_t), B the same or NULL when the pointer
+ * is NULL, i int64. Caller holds s3->lock. */
 int s3_prep(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...);
 /* As s3_prep for the hot lookups, with sql a string constant: the statement
  * stays compiled (in s3->stmts) and is handed back with s3_done, not
@@ -143,8 +144,8 @@ void s3_unlink_data(struct nb_s3 *s3, char (*ids)[S3_ID_HEX + 1], size_t n);
 	"v.key, v.version_id, v.delete_marker, v.is_latest, v.size, v.etag, v.mtime_ms, v.owner, " \
 	"v.content_type, v.content_encoding, v.content_disposition, v.cache_control, "             \
 	"v.content_language, v.expires, v.user_meta, v.checksum_algo, v.checksum_value, v.parts, " \
-	"v.data_id, v.id"
-#define S3_VERSION_NCOLS 20
+	"v.data_id, v.id, v.body"
+#define S3_VERSION_NCOLS 21
 int s3_object_from_row(sqlite3_stmt *s, struct nb_s3_object *o);
 
 /* A new object version to commit (copy, complete, put). */
@@ -152,7 +153,8 @@ struct s3_newver {
 	int64_t bucket_id;
 	const char *key;
 	const char *owner; /* NULL: the bucket owner */
-	const char *data_id;
+	const char *data_id; /* NULL: the object is body */
+	const void *body;    /* size bytes kept in the row (data_id NULL) */
 	uint64_t size;
 	const char *etag; /* unquoted */
 	uint32_t parts;
@@ -178,13 +180,15 @@ struct s3_part_target {
 	uint32_t number;
 };
 
-enum put_state { PUT_TMP, PUT_DATA, PUT_DONE };
+/* PUT_MEM: a small object's bytes in mem, no file (NB_S3_INLINE_MAX) */
+enum put_state { PUT_TMP, PUT_DATA, PUT_MEM, PUT_DONE };
 
 struct nb_s3_put {
 	struct nb_s3 *s3;
 	struct s3_live live;
 	enum put_state state;
 	int fd;
+	unsigned char *mem; /* PUT_MEM: declared bytes */
 	int64_t declared;
 	uint64_t written, max, synced;
 	unsigned checksums;
@@ -202,7 +206,11 @@ struct nb_s3_put {
 	struct s3_part_target part;
 };
 
-int s3_put_new(struct nb_s3 *s3, int64_t declared, unsigned checksums, struct nb_s3_put **out);
+/* in_row: an object (not a part) that may be kept in its row when its
+ * declared length is at most NB_S3_INLINE_MAX (the bytes then stay in
+ * memory: PUT_MEM). */
+int s3_put_new(struct nb_s3 *s3, int64_t declared, unsigned checksums, bool in_row,
+               struct nb_s3_put **out);
 /* Streams len bytes of fd from off into p (pread + nb_s3_put_write). */
 int s3_put_from_fd(struct nb_s3_put *p, int fd, uint64_t off, uint64_t len);
 /* fsync, rename from tmp/ into data/, fsync of the directory. */

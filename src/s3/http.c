@@ -2895,11 +2895,23 @@ static void note_marker(struct s3q *q, const struct nb_s3_object *o)
  * measured). Larger ones keep sendfile. */
 #define SMALL_BODY (64u << 10)
 
-static struct MHD_Response *resp_small_body(const struct nb_s3_reader *rd)
+static struct MHD_Response *resp_small_body(struct nb_s3_reader *rd)
 {
-	char *buf = malloc(rd->length ? rd->length : 1);
+	char *buf;
 	size_t got = 0;
 
+	if (rd->data) {
+		/* kept in its row: the bytes are here already */
+		if (rd->offset == 0 && rd->length == rd->obj.size) {
+			buf = (char *)rd->data;
+			rd->data = NULL; /* the response frees it */
+			return MHD_create_response_from_buffer(rd->length, buf,
+			                                       MHD_RESPMEM_MUST_FREE);
+		}
+		return MHD_create_response_from_buffer(rd->length, rd->data + rd->offset,
+		                                       MHD_RESPMEM_MUST_COPY);
+	}
+	buf = malloc(rd->length ? rd->length : 1);
 	if (!buf)
 		return NULL;
 	while (got < rd->length) {
@@ -2970,12 +2982,14 @@ static enum MHD_Result do_get_object(struct s3q *q)
 	}
 	if (rd.length == 0 || q->head) {
 		/* HEAD: MHD sends the headers of a response this long, and no body */
-		resp = q->head && rd.length
-		           ? MHD_create_response_from_fd_at_offset64(rd.length, rd.fd, rd.offset)
-		           : resp_empty();
+		resp = !(q->head && rd.length) ? resp_empty()
+		       : rd.data ? MHD_create_response_from_buffer(rd.length, rd.data + rd.offset,
+		                                                   MHD_RESPMEM_MUST_COPY)
+		                 : MHD_create_response_from_fd_at_offset64(rd.length, rd.fd,
+		                                                           rd.offset);
 		if (resp && q->head && rd.length)
 			rd.fd = -1; /* the response owns it */
-	} else if (rd.length <= SMALL_BODY) {
+	} else if (rd.length <= SMALL_BODY || rd.data) {
 		/* Small: read into memory, so MHD sends the header and the body
 		 * with one sendmsg instead of a send and a sendfile. */
 		resp = resp_small_body(&rd);

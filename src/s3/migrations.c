@@ -74,5 +74,8 @@ const char *const nb_s3_migrations[] = {
     "CREATE INDEX versions_latest ON versions(bucket_id, key) WHERE is_latest = 1;"
     "CREATE INDEX versions_key_desc ON versions(bucket_id, key, id DESC);"
     "DROP INDEX versions_key;",
+    /* 3: small objects kept in their row (NB_S3_INLINE_MAX): body is the
+     * data of a version whose data_id is NULL and that is no delete marker */
+    "ALTER TABLE versions ADD COLUMN body BLOB;",
     NULL,
 };

@@ -211,7 +211,7 @@ int nb_s3_part_begin(struct nb_s3 *s3, const struct nb_s3_part_opts *o, struct n
 	if (o->quota.max_bytes && o->content_length > 0 &&
 	    (uint64_t)o->content_length > o->quota.max_bytes)
 		return -NB_S3_E_QUOTA_EXCEEDED;
-	r = s3_put_new(s3, o->content_length, o->checksums, &p);
+	r = s3_put_new(s3, o->content_length, o->checksums, false, &p);
 	if (r < 0)
 		return r;
 	p->is_part = true;
@@ -251,7 +251,10 @@ int nb_s3_part_copy(struct nb_s3 *s3, const struct nb_s3_part_opts *o,
 	r = nb_s3_part_begin(s3, &po, &p);
 	if (r < 0)
 		goto out;
-	r = s3_put_from_fd(p, rd.fd, rd.offset, rd.length);
+	if (rd.data)
+		r = nb_s3_put_write(p, rd.data + rd.offset, (size_t)rd.length);
+	else
+		r = s3_put_from_fd(p, rd.fd, rd.offset, rd.length);
 	if (r < 0) {
 		nb_s3_put_abort(p);
 		goto out;
@@ -613,7 +616,7 @@ int nb_s3_mpu_complete(struct nb_s3 *s3, const char *bucket, const char *key, co
 	}
 
 	/* Join the parts into one new data file. */
-	r = s3_put_new(s3, (int64_t)total, 0, &p);
+	r = s3_put_new(s3, (int64_t)total, 0, false, &p);
 	if (r < 0)
 		goto out;
 	p->max = NB_S3_OBJECT_MAX;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,9 +84,12 @@ void nb_s3_object_clear(struct nb_s3_object *o)
 /* The latest version (version_id NULL) or a given one, with its data id.
  * Delete markers: the object is filled and -NB_S3_E_NO_SUCH_KEY (latest)
  * or -NB_S3_E_METHOD_NOT_ALLOWED (by id) returned. Caller holds s3->lock. */
+/* data_id (may be NULL) gets the version's data file id, "" when it has
+ * none; body (may be NULL) a malloc'd copy of the bytes of an object kept in
+ * its row, NULL when it is not one. */
 static int version_lookup(struct nb_s3 *s3, int64_t bucket_id, const char *key,
                           const char *version_id, struct nb_s3_object *o,
-                          char data_id[S3_ID_HEX + 1])
+                          char data_id[S3_ID_HEX + 1], unsigned char **body)
 {
 	sqlite3_stmt *s;
 	int r, rc;
@@ -115,6 +119,19 @@ static int version_lookup(struct nb_s3 *s3, int64_t bucket_id, const char *key,
 			           S3_ID_HEX + 1);
 		if (r == 0 && o->delete_marker)
 			r = version_id ? -NB_S3_E_METHOD_NOT_ALLOWED : -NB_S3_E_NO_SUCH_KEY;
+		if (r == 0 && body && sqlite3_column_type(s, 18) == SQLITE_NULL) {
+			const void *p = sqlite3_column_blob(s, 20);
+			size_t n = (size_t)sqlite3_column_bytes(s, 20);
+			if (sqlite3_column_type(s, 20) == SQLITE_NULL || n != o->size) {
+				r = -NB_S3_E_INTERNAL; /* a row without its data */
+			} else {
+				*body = malloc(n ? n : 1);
+				if (!*body)
+					r = -ENOMEM;
+				else if (n)
+					memcpy(*body, p, n);
+			}
+		}
 	} else if (rc == SQLITE_DONE) {
 		r = version_id ? -NB_S3_E_NO_SUCH_VERSION : -NB_S3_E_NO_SUCH_KEY;
 	} else {
@@ -144,7 +161,7 @@ int nb_s3_object_head(struct nb_s3 *s3, const char *bucket, const char *key, con
 	pthread_mutex_lock(&s3->lock);
 	r = s3_bucket_find(s3, bucket, actor, true, &b);
 	if (r == 0)
-		r = version_lookup(s3, b.id, key, version_id, out, NULL);
+		r = version_lookup(s3, b.id, key, version_id, out, NULL, NULL);
 	pthread_mutex_unlock(&s3->lock);
 	return r;
 }
@@ -165,8 +182,8 @@ int nb_s3_object_open(struct nb_s3 *s3, const char *bucket, const char *key, con
 	pthread_mutex_lock(&s3->lock);
 	r = s3_bucket_find(s3, bucket, actor, true, &b);
 	if (r == 0)
-		r = version_lookup(s3, b.id, key, version_id, &out->obj, data_id);
-	if (r == 0) {
+		r = version_lookup(s3, b.id, key, version_id, &out->obj, data_id, &out->data);
+	if (r == 0 && !out->data) {
 		/* Opened under the lock: a delete unlinks only after its row is
 		 * gone, so the file found here is still there. */
 		s3_data_path(s3, data_id, path, sizeof(path));
@@ -191,9 +208,28 @@ void nb_s3_reader_close(struct nb_s3_reader *r)
 		return;
 	if (r->fd >= 0)
 		close(r->fd);
+	free(r->data);
 	nb_s3_object_clear(&r->obj);
 	memset(r, 0, sizeof(*r));
 	r->fd = -1;
+}
+
+int nb_s3_reader_fd(struct nb_s3_reader *r)
+{
+	int fd, e;
+
+	if (r->fd >= 0 || !r->data)
+		return r->fd >= 0 ? 0 : -EBADF;
+	fd = memfd_create("nubo-s3-object", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	e = nb_write_all(fd, r->data, (size_t)r->obj.size);
+	if (e < 0) {
+		close(fd);
+		return e;
+	}
+	r->fd = fd;
+	return 0;
 }
 
 /* ---- committing a version ---- */
@@ -300,13 +336,15 @@ static int insert_version(struct nb_s3 *s3, const struct s3_newver *nv, int64_t 
 	               "INSERT INTO versions (bucket_id, key, version_id, is_latest, delete_marker,"
 	               " data_id, size, etag, mtime_ms, owner, content_type, content_encoding,"
 	               " content_disposition, cache_control, content_language, expires, user_meta,"
-	               " checksum_algo, checksum_value, parts)"
-	               " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-	               "iksisisissssssssssi", bucket_id, nv->key, vid, (int64_t)dm, nv->data_id,
+	               " checksum_algo, checksum_value, parts, body)"
+	               " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	               "iksisisissssssssssiB", bucket_id, nv->key, vid, (int64_t)dm, nv->data_id,
 	               (int64_t)nv->size, nv->etag ? nv->etag : "", now, owner, nv->content_type,
 	               nv->content_encoding, nv->content_disposition, nv->cache_control,
 	               nv->content_language, nv->expires, nv->user_meta ? nv->user_meta : "{}",
-	               nv->checksum_algo, nv->checksum_value, (int64_t)nv->parts);
+	               nv->checksum_algo, nv->checksum_value, (int64_t)nv->parts,
+	               dm ? NULL : nv->data_id ? NULL : nv->body ? nv->body : "",
+	               dm || nv->data_id ? (size_t)0 : (size_t)nv->size);
 }
 
 /* Takes the parts of upload nv->upload_rowid: checks the listed ones are
@@ -454,6 +492,7 @@ void s3_put_free(struct nb_s3_put *p)
 		return;
 	if (p->fd >= 0)
 		close(p->fd);
+	free(p->mem);
 	if (p->state == PUT_TMP) {
 		s3_tmp_path(p->s3, p->live.id, path, sizeof(path));
 		unlink(path);
@@ -486,7 +525,8 @@ static EVP_MD_CTX *md_new(const EVP_MD *md)
 	return c;
 }
 
-int s3_put_new(struct nb_s3 *s3, int64_t declared, unsigned checksums, struct nb_s3_put **out)
+int s3_put_new(struct nb_s3 *s3, int64_t declared, unsigned checksums, bool in_row,
+               struct nb_s3_put **out)
 {
 	struct nb_s3_put *p = calloc(1, sizeof(*p));
 	char path[S3_PATH_MAX];
@@ -509,6 +549,17 @@ int s3_put_new(struct nb_s3 *s3, int64_t declared, unsigned checksums, struct nb
 	    ((checksums & NB_S3_CK_SHA256) && !p->sha256)) {
 		r = -ENOMEM;
 		goto fail;
+	}
+	if (in_row && declared >= 0 && declared <= (int64_t)NB_S3_INLINE_MAX) {
+		/* small: the bytes go with the row (no file, no fsync of its own) */
+		p->mem = malloc(declared ? (size_t)declared : 1);
+		if (!p->mem) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		p->state = PUT_MEM;
+		*out = p;
+		return 0;
 	}
 	r = s3_live_new(s3, &p->live);
 	if (r < 0)
@@ -570,7 +621,7 @@ int nb_s3_put_begin(struct nb_s3 *s3, const struct nb_s3_put_opts *o, struct nb_
 	if (o->quota.max_bytes && o->content_length > 0 &&
 	    (uint64_t)o->content_length > o->quota.max_bytes)
 		return -NB_S3_E_QUOTA_EXCEEDED;
-	r = s3_put_new(s3, o->content_length, o->checksums, &p);
+	r = s3_put_new(s3, o->content_length, o->checksums, true, &p);
 	if (r < 0)
 		return r;
 	p->bucket_id = b.id;
@@ -607,7 +658,7 @@ int nb_s3_put_write(struct nb_s3_put *p, const void *data, size_t len)
 {
 	int r;
 
-	if (p->state != PUT_TMP)
+	if (p->state != PUT_TMP && p->state != PUT_MEM)
 		return -EINVAL;
 	if (len > p->max - p->written)
 		return -NB_S3_E_ENTITY_TOO_LARGE;
@@ -626,6 +677,12 @@ int nb_s3_put_write(struct nb_s3_put *p, const void *data, size_t len)
 		p->crc32 = s3_crc32_update(p->crc32, data, len);
 	if (p->checksums & NB_S3_CK_CRC32C)
 		p->crc32c = s3_crc32c_update(p->crc32c, data, len);
+	if (p->state == PUT_MEM) {
+		/* within declared (checked above), which mem holds */
+		memcpy(p->mem + p->written, data, len);
+		p->written += len;
+		return 0;
+	}
 	r = nb_write_all(p->fd, data, len);
 	if (r < 0)
 		return r;
@@ -821,19 +878,22 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 
 	if (res)
 		memset(res, 0, sizeof(*res));
-	if (p->state != PUT_TMP) {
+	if (p->state != PUT_TMP && p->state != PUT_MEM) {
 		r = -EINVAL;
 		goto out;
 	}
 	r = put_verify(p, ex, &d);
 	if (r < 0)
 		goto out;
-	r = s3_put_place(p, dir);
+	if (p->state == PUT_MEM)
+		dir[0] = '\0'; /* nothing on disk but the row */
+	else
+		r = s3_put_place(p, dir);
 	if (r < 0)
 		goto out;
 	if (p->is_part) {
 		struct part_ctx c = {.p = p, .d = &d, .garbage = &garbage, .n_garbage = &n_garbage};
-		r = s3_group_commit(p->s3, part_commit_fn, &c, dir);
+		r = s3_group_commit(p->s3, part_commit_fn, &c, dir[0] ? dir : NULL);
 		if (r < 0) {
 			n_garbage = 0;
 			goto out;
@@ -848,7 +908,8 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 		    .bucket_id = p->bucket_id,
 		    .key = p->key,
 		    .owner = p->owner,
-		    .data_id = p->live.id,
+		    .data_id = p->state == PUT_MEM ? NULL : p->live.id,
+		    .body = p->mem,
 		    .size = p->written,
 		    .etag = d.md5_hex,
 		    .content_type = p->hdr[0],
@@ -862,7 +923,7 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 		    .checksum_value = d.ck_value[0] ? d.ck_value : NULL,
 		    .quota = &p->quota,
 		    .cond = p->has_cond ? &p->cond : NULL,
-		    .dir = dir,
+		    .dir = dir[0] ? dir : NULL,
 		};
 		r = s3_commit_version(p->s3, &nv, res, &garbage, &n_garbage);
 		if (r < 0)
@@ -883,7 +944,7 @@ int nb_s3_put_sha256_hex(struct nb_s3_put *p, char hex[65])
 	EVP_MD_CTX *c;
 	int r;
 
-	if (!p || !p->sha256 || p->state != PUT_TMP)
+	if (!p || !p->sha256 || (p->state != PUT_TMP && p->state != PUT_MEM))
 		return -EINVAL;
 	c = EVP_MD_CTX_new();
 	if (!c)
@@ -1006,6 +1067,7 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 	char(*garbage)[S3_ID_HEX + 1] = NULL;
 	size_t n_garbage = 0;
 	char *user_meta = NULL;
+	unsigned char *src_body = NULL; /* a source kept in its row: so is the copy */
 	bool linked = false, locked = false;
 	int src_fd = -1, r;
 
@@ -1026,7 +1088,8 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 	if (r == 0)
 		r = s3_bucket_find(s3, o->src_bucket, o->actor, true, &sb);
 	if (r == 0)
-		r = version_lookup(s3, sb.id, o->src_key, o->src_version_id, &src, src_data);
+		r = version_lookup(s3, sb.id, o->src_key, o->src_version_id, &src, src_data,
+		                   &src_body);
 	if (r == -NB_S3_E_METHOD_NOT_ALLOWED)
 		r = -NB_S3_E_INVALID_REQUEST; /* a delete marker cannot be copied */
 	if (r < 0)
@@ -1043,27 +1106,31 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 		r = -NB_S3_E_INVALID_REQUEST;
 		goto out;
 	}
-	r = s3_live_new(s3, &live);
-	if (r < 0)
-		goto out;
-	s3_data_path(s3, src_data, src_path, sizeof(src_path));
-	s3_data_path(s3, live.id, dst_path, sizeof(dst_path));
-	s3_data_dir(s3, live.id, dir, sizeof(dir));
-	/* Under the lock, so the source row (and its file) stays while we
-	 * link or open it. Objects are immutable: a second name is a copy. */
-	if (link(src_path, dst_path) == 0) {
-		linked = true;
-	} else {
-		src_fd = open(src_path, O_RDONLY | O_CLOEXEC);
-		if (src_fd < 0)
-			r = -errno;
+	dir[0] = '\0';
+	if (!src_body) {
+		r = s3_live_new(s3, &live);
+		if (r < 0)
+			goto out;
+		s3_data_path(s3, src_data, src_path, sizeof(src_path));
+		s3_data_path(s3, live.id, dst_path, sizeof(dst_path));
+		s3_data_dir(s3, live.id, dir, sizeof(dir));
+		/* Under the lock, so the source row (and its file) stays while
+		 * we link or open it. Objects are immutable: a second name is a
+		 * copy. */
+		if (link(src_path, dst_path) == 0) {
+			linked = true;
+		} else {
+			src_fd = open(src_path, O_RDONLY | O_CLOEXEC);
+			if (src_fd < 0)
+				r = -errno;
+		}
 	}
 	pthread_mutex_unlock(&s3->lock);
 	locked = false;
 	if (r < 0)
 		goto out;
-	if (!linked) { /* a link's directory is fsynced in the commit's batch */
-		r = s3_put_new(s3, (int64_t)src.size, 0, &p);
+	if (!linked && !src_body) { /* a link's directory is fsynced in the commit's batch */
+		r = s3_put_new(s3, (int64_t)src.size, 0, false, &p);
 		if (r == 0) {
 			p->max = NB_S3_OBJECT_MAX;
 			r = s3_put_from_fd(p, src_fd, 0, src.size);
@@ -1086,7 +1153,8 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 		    .bucket_id = db.id,
 		    .key = o->key,
 		    .owner = o->actor,
-		    .data_id = linked ? live.id : p->live.id,
+		    .data_id = src_body ? NULL : linked ? live.id : p->live.id,
+		    .body = src_body,
 		    .size = src.size,
 		    .etag = etag,
 		    .parts = src.parts,
@@ -1103,7 +1171,7 @@ int nb_s3_object_copy(struct nb_s3 *s3, const struct nb_s3_copy_opts *o,
 		    .checksum_algo = src.checksum_algo[0] ? src.checksum_algo : NULL,
 		    .checksum_value = src.checksum_value,
 		    .quota = &o->quota,
-		    .dir = dir,
+		    .dir = dir[0] ? dir : NULL,
 		};
 		r = s3_commit_version(s3, &nv, res, &garbage, &n_garbage);
 	}
@@ -1122,6 +1190,7 @@ out:
 	s3_put_free(p);
 	if (src_fd >= 0)
 		close(src_fd);
+	free(src_body);
 	free(user_meta);
 	free(garbage);
 	nb_s3_object_clear(&src);

@@ -273,7 +273,8 @@ class Cloud:
 
     # -- the object store's layout (docs/s3.md, "On disk") --
     def object_file(self, bucket, key):
-        """The data file of bucket/key's latest version, or None."""
+        """The data file of bucket/key's latest version, or None (none, or
+        an object kept in its row)."""
         db = sqlite3.connect(f"file:{self.state}/objects/meta.db?mode=ro", uri=True)
         try:
             row = db.execute(
@@ -282,7 +283,8 @@ class Cloud:
                 (bucket, key.encode())).fetchone()
         finally:
             db.close()
-        return self.state / "objects" / "data" / row[0][:2] / row[0] if row else None
+        # a small object has no file: its bytes are in its row (docs/s3.md)
+        return self.state / "objects" / "data" / row[0][:2] / row[0] if row and row[0] else None
 
     def library_file(self, sha):
         """Where the image library keeps blob sha: an object of its bucket."""

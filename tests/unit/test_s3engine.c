@@ -123,6 +123,11 @@ static char *read_reader(struct nb_s3_reader *rd)
 	size_t got = 0;
 
 	assert_non_null(buf);
+	if (rd->data) { /* an object kept in its row */
+		assert_int_equal(rd->fd, -1);
+		memcpy(buf, rd->data + rd->offset, rd->length);
+		got = rd->length;
+	}
 	while (got < rd->length) {
 		ssize_t n = pread(rd->fd, buf + got, rd->length - got, (off_t)(rd->offset + got));
 		assert_true(n > 0);
@@ -421,10 +426,13 @@ static void put_get_roundtrip_with_metadata(void **state)
 	assert_string_equal(res.etag, "\"d41d8cd98f00b204e9800998ecf8427e\"");
 	assert_content(f->s3, "bkt", "empty", NULL, "");
 
-	/* overwrite replaces (unversioned): one data file per key */
+	/* overwrite replaces (unversioned). Both objects above, of a declared
+	 * length up to NB_S3_INLINE_MAX, are in their rows; this one, of no
+	 * declared length, has a file */
+	assert_int_equal(data_files(f), 0);
 	assert_int_equal(put(f->s3, "bkt", "empty", "now full", NULL), 0);
 	assert_content(f->s3, "bkt", "empty", NULL, "now full");
-	assert_int_equal(data_files(f), 2);
+	assert_int_equal(data_files(f), 1);
 	assert_int_equal(tmp_files(f), 0);
 
 	/* missing */
@@ -1424,6 +1432,148 @@ static void multipart_part_copy(void **state)
 	free(big);
 }
 
+/* Objects of a declared length up to NB_S3_INLINE_MAX: no file, the bytes
+ * in the row, everything else as for any object. */
+static void small_objects_live_in_their_row(void **state)
+{
+	struct fixture *f = *state;
+	char *small = pattern(4096, 0), *edge = pattern(NB_S3_INLINE_MAX, 0),
+	     *over = pattern(NB_S3_INLINE_MAX + 1, 0), *big = pattern(5 * MIB, 0);
+	struct nb_s3_put_opts po = {.bucket = "bkt", .actor = ACCT_A};
+	struct nb_s3_put_result res, v1, v2, r1, r2, done;
+	struct nb_s3_reader rd;
+	struct nb_s3_range rg = {NB_S3_RANGE_FROM_TO, 100, 199};
+	char uid[NB_S3_UPLOAD_ID_SIZE];
+
+	po.key = "small";
+	po.content_length = 4096;
+	assert_int_equal(put_opts(f->s3, &po, small, 4096, 1000, NULL, &res), 0);
+	assert_int_equal(data_files(f), 0);
+	assert_int_equal(tmp_files(f), 0);
+	/* the etag is the MD5 as always: compare with the same bytes in a file */
+	po.key = "small-file";
+	po.content_length = -1;
+	assert_int_equal(put_opts(f->s3, &po, small, 4096, 0, NULL, &v1), 0);
+	assert_int_equal(data_files(f), 1);
+	assert_string_equal(res.etag, v1.etag);
+	/* whole, a range, HEAD */
+	assert_int_equal(nb_s3_object_open(f->s3, "bkt", "small", NULL, ACCT_A, NULL, NULL, &rd), 0);
+	assert_non_null(rd.data);
+	assert_int_equal(rd.length, 4096);
+	assert_memory_equal(rd.data, small, 4096);
+	nb_s3_reader_close(&rd);
+	assert_int_equal(nb_s3_object_open(f->s3, "bkt", "small", NULL, ACCT_A, NULL, &rg, &rd), 0);
+	assert_true(rd.partial);
+	assert_int_equal(rd.offset, 100);
+	assert_int_equal(rd.length, 100);
+	{
+		char *s = read_reader(&rd);
+		assert_memory_equal(s, small + 100, 100);
+		free(s);
+	}
+	/* ... and as a file for the callers that need one */
+	assert_int_equal(nb_s3_reader_fd(&rd), 0);
+	{
+		char buf[100];
+		assert_int_equal(pread(rd.fd, buf, 100, 100), 100);
+		assert_memory_equal(buf, small + 100, 100);
+	}
+	nb_s3_reader_close(&rd);
+	/* the limit itself is kept in the row, one byte more is a file */
+	po.key = "edge";
+	po.content_length = NB_S3_INLINE_MAX;
+	assert_int_equal(put_opts(f->s3, &po, edge, NB_S3_INLINE_MAX, 0, NULL, NULL), 0);
+	assert_int_equal(data_files(f), 1);
+	po.key = "over";
+	po.content_length = NB_S3_INLINE_MAX + 1;
+	assert_int_equal(put_opts(f->s3, &po, over, NB_S3_INLINE_MAX + 1, 0, NULL, NULL), 0);
+	assert_int_equal(data_files(f), 2);
+	/* a body shorter or longer than declared fails as for a file */
+	{
+		struct nb_s3_put *p;
+		po.key = "short";
+		po.content_length = 10;
+		assert_int_equal(nb_s3_put_begin(f->s3, &po, &p), 0);
+		assert_int_equal(nb_s3_put_write(p, "abc", 3), 0);
+		assert_int_equal(nb_s3_put_write(p, "0123456789", 10), -NB_S3_E_INCOMPLETE_BODY);
+		assert_int_equal(nb_s3_put_commit(p, NULL, NULL), -NB_S3_E_INCOMPLETE_BODY);
+	}
+	/* a copy of a row's object is one too, across buckets as well */
+	assert_int_equal(nb_s3_bucket_create(f->s3, "bkt2", ACCT_A, "us-east-1", NULL), 0);
+	{
+		struct nb_s3_copy_opts c = {.src_bucket = "bkt", .src_key = "small",
+		                            .bucket = "bkt2", .key = "copied", .actor = ACCT_A};
+		assert_int_equal(nb_s3_object_copy(f->s3, &c, &res, NULL), 0);
+		assert_string_equal(res.etag, v1.etag);
+	}
+	assert_int_equal(data_files(f), 2);
+	{
+		char *s = get(f->s3, "bkt2", "copied", NULL);
+		assert_memory_equal(s, small, 4096);
+		free(s);
+	}
+	/* versions: each its own row and bytes */
+	assert_int_equal(nb_s3_bucket_set_versioning(f->s3, "bkt", ACCT_A, NB_S3_VERSIONING_ENABLED),
+	                 0);
+	po.key = "v";
+	po.content_length = 5;
+	assert_int_equal(put_opts(f->s3, &po, "one..", 5, 0, NULL, &v1), 0);
+	assert_int_equal(put_opts(f->s3, &po, "two..", 5, 0, NULL, &v2), 0);
+	assert_content(f->s3, "bkt", "v", v1.version_id, "one..");
+	assert_content(f->s3, "bkt", "v", v2.version_id, "two..");
+	assert_content(f->s3, "bkt", "v", NULL, "two..");
+	assert_int_equal(nb_s3_object_delete(f->s3, "bkt", "v", v2.version_id, ACCT_A, NULL), 0);
+	assert_content(f->s3, "bkt", "v", NULL, "one..");
+	/* a part copied from one (the last part of an upload may be small) */
+	po.key = "mp";
+	po.content_length = -1;
+	assert_int_equal(nb_s3_mpu_create(f->s3, &po, uid), 0);
+	assert_int_equal(upload_part(f->s3, "mp", uid, 1, big, 5 * MIB, &r1), 0);
+	{
+		struct nb_s3_copy_opts c = {.src_bucket = "bkt", .src_key = "small", .actor = ACCT_A};
+		struct nb_s3_part_opts o = {
+		    .bucket = "bkt", .key = "mp", .actor = ACCT_A, .part_number = 2, .upload_id = uid};
+		assert_int_equal(nb_s3_part_copy(f->s3, &o, &c, &rg, &r2), 0);
+	}
+	struct nb_s3_complete_part list[] = {{1, r1.etag}, {2, r2.etag}};
+	assert_int_equal(
+	    nb_s3_mpu_complete(f->s3, "bkt", "mp", uid, ACCT_A, list, 2, NULL, NULL, &done), 0);
+	assert_int_equal(nb_s3_object_open(f->s3, "bkt", "mp", NULL, ACCT_A, NULL, NULL, &rd), 0);
+	{
+		char *all = read_reader(&rd);
+		assert_int_equal(rd.length, 5 * MIB + 100);
+		assert_memory_equal(all, big, 5 * MIB);
+		assert_memory_equal(all + 5 * MIB, small + 100, 100);
+		free(all);
+	}
+	nb_s3_reader_close(&rd);
+	/* usage counts them like any object; deleting one leaves nothing */
+	{
+		uint64_t bytes, objects;
+		assert_int_equal(nb_s3_usage(f->s3, ACCT_A, &bytes, &objects), 0);
+		assert_true(bytes >= 4096 * 3 + NB_S3_INLINE_MAX);
+	}
+	assert_int_equal(nb_s3_object_delete(f->s3, "bkt2", "copied", NULL, ACCT_A, NULL), 0);
+	assert_int_equal(nb_s3_object_open(f->s3, "bkt2", "copied", NULL, ACCT_A, NULL, NULL, &rd),
+	                 -NB_S3_E_NO_SUCH_KEY);
+	nb_s3_reader_close(&rd);
+	/* and they outlive a reopen (committed with their rows) */
+	nb_s3_close(f->s3);
+	assert_int_equal(nb_s3_open(f->root, &f->s3), 0);
+	{
+		char *s = get(f->s3, "bkt", "small", NULL);
+		assert_memory_equal(s, small, 4096);
+		free(s);
+		s = get(f->s3, "bkt", "edge", NULL);
+		assert_memory_equal(s, edge, NB_S3_INLINE_MAX);
+		free(s);
+	}
+	free(small);
+	free(edge);
+	free(over);
+	free(big);
+}
+
 /* ---- copy ---- */
 
 static void copy_object(void **state)
@@ -1710,7 +1860,7 @@ static void committed_object_survives_reopen(void **state)
 	nb_s3_close(f->s3);
 	assert_int_equal(nb_s3_open(f->root, &f->s3), 0);
 	assert_content(f->s3, "bkt", "keep", NULL, "durable");
-	assert_int_equal(nb_s3_schema_version(f->s3), 2);
+	assert_int_equal(nb_s3_schema_version(f->s3), 3);
 }
 
 /* The child commits "acked", starts "partial", writes some chunks, tells
@@ -2073,6 +2223,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(multipart_rules, setup, teardown),
 	    cmocka_unit_test_setup_teardown(multipart_abort_list_expire, setup, teardown),
 	    cmocka_unit_test_setup_teardown(multipart_part_copy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(small_objects_live_in_their_row, setup, teardown),
 	    cmocka_unit_test_setup_teardown(copy_object, setup_disk, teardown),
 	    cmocka_unit_test_setup_teardown(quotas, setup, teardown),
 	    cmocka_unit_test_setup_teardown(hostile_keys, setup, teardown),
