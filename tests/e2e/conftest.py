@@ -188,9 +188,17 @@ class Cloud:
     def start_agent(self):
         self.agent = Daemon("nubo-agent", self.agent_argv(), self.root / "agent.log")
         self.daemons.append(self.agent)
-        wait_until(lambda: any(h["name"] == self.name and h["state"] == "up"
-                               for h in self.api("GET", "/v1/hosts")["hosts"]),
-                   60, "agent to join")
+        try:
+            wait_until(lambda: any(h["name"] == self.name and h["state"] == "up"
+                                   for h in self.api("GET", "/v1/hosts")["hosts"]),
+                       60, "agent to join")
+        except TimeoutError as e:
+            # what the agent said (and whether it still runs) is what a
+            # reader of a CI log needs
+            rc = self.agent.proc.poll()
+            raise TimeoutError(f"{e}; agent {'exited ' + str(rc) if rc is not None else 'running'}"
+                               f", its log ends:\n{self.agent.log()[-3000:]}"
+                               f"\nnubod's log ends:\n{self.nubod.log()[-2000:]}") from None
 
     def start(self):
         self.root.mkdir(parents=True, exist_ok=True)
