@@ -370,10 +370,8 @@ def large(args, build, work, procs, nubo, deadline, results):
 
 def small(args, build, work, procs, nubo, deadline, results):
     servers = [S3Server("nubo", nubo.s3_port, nubo.key, REGION, nubo.pid)]
-    if "s3rver" in args.peers:
-        exe = S3rver.ensure_installed()
-        if exe:
-            servers.append(S3rver(procs, work).start(exe))
+    if "s3rver" in args.peers and args.s3rver_exe:
+        servers.append(S3rver(procs, work).start(args.s3rver_exe))
     if "moto" in args.peers:
         exe = shutil.which("moto_server")
         if exe:
@@ -623,8 +621,10 @@ def main():
     for exe in ("src/nubod", "bench/s3load"):
         if not (build / exe).exists():
             sys.exit(f"no {exe} in {build}: build first (ninja -C {build})")
-    if "large" in sections:
-        ec2.Nginx.ensure_installed()
+    # installs first: inside the namespace entered below nothing is reachable
+    ec2.Nginx.ensure_installed()  # both sections' ceilings
+    args.s3rver_exe = S3rver.ensure_installed() \
+        if "small" in sections and "s3rver" in args.peers else None
 
     start = time.monotonic()
     deadline = start + args.budget
@@ -645,7 +645,7 @@ def main():
     results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": ec2.machine(), "sections": sections,
                "fs": fs_of(work), "settings": {k: v for k, v in vars(args).items()
-                                              if k not in ("json", "keep")}, "runs": []}
+                                              if k not in ("json", "keep", "s3rver_exe")}, "runs": []}
     rc = 0
     try:
         nubo = Nubo(procs, build, work)

@@ -94,11 +94,11 @@ static int s3_prepv(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const
 	return 0;
 }
 
-int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...)
+static int s3_prep_cachedv(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt,
+                           va_list ap)
 {
 	struct s3_stmt_slot *slot = NULL;
 	sqlite3_stmt *s = NULL;
-	va_list ap;
 	int r, rc;
 
 	for (int i = 0; i < S3_STMT_CACHE && !slot; i++)
@@ -119,15 +119,40 @@ int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const 
 	}
 	if (slot)
 		slot->busy = true;
-	va_start(ap, fmt);
 	r = s3_bindv(s, fmt, ap);
-	va_end(ap);
 	if (r < 0) {
 		s3_done(s3, s);
 		return r;
 	}
 	*out = s;
 	return 0;
+}
+
+int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = s3_prep_cachedv(s3, out, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int s3_exec_cached(struct nb_s3 *s3, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *s;
+	va_list ap;
+	int r, rc;
+
+	va_start(ap, fmt);
+	r = s3_prep_cachedv(s3, &s, sql, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	s3_done(s3, s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s3_sql_err(rc);
 }
 
 void s3_done(struct nb_s3 *s3, sqlite3_stmt *s)
@@ -203,8 +228,11 @@ void s3_tx_rollback(struct nb_s3 *s3)
 
 /* One batch, in the leader's thread: the directories' fsyncs (outside
  * s3->lock, each directory once), then every member in a savepoint of one
- * transaction, then one COMMIT. */
-static void gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
+ * transaction, then one COMMIT, which writes the WAL but does not fsync it
+ * (synchronous=NORMAL for this transaction only): the caller fsyncs it
+ * (gc_sync_wal) outside s3->lock, while the next batch runs, and answers
+ * the members after. true when the batch committed. */
+static bool gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 {
 	struct s3_gc_member *m, *o;
 	int r, rc;
@@ -220,27 +248,29 @@ static void gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 		m->result = o != m ? o->result : s3_fsync_dir(m->dir);
 	}
 	pthread_mutex_lock(&s3->lock);
+	s3_exec_cached(s3, "PRAGMA synchronous = NORMAL", "");
 	rc = sqlite3_exec(s3->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		r = s3_sql_err(rc);
 		for (m = batch; m; m = m->next)
 			if (m->result == 0)
 				m->result = r;
+		s3_exec_cached(s3, "PRAGMA synchronous = FULL", "");
 		pthread_mutex_unlock(&s3->lock);
-		return;
+		return false;
 	}
 	for (m = batch; m; m = m->next) {
 		if (m->result < 0)
 			continue;
-		rc = sqlite3_exec(s3->db, "SAVEPOINT gc", NULL, NULL, NULL);
-		if (rc != SQLITE_OK) {
-			m->result = s3_sql_err(rc);
+		r = s3_exec_cached(s3, "SAVEPOINT gc", "");
+		if (r < 0) {
+			m->result = r;
 			continue;
 		}
 		r = m->fn(s3, m->ctx);
 		if (r < 0)
-			sqlite3_exec(s3->db, "ROLLBACK TO gc", NULL, NULL, NULL);
-		sqlite3_exec(s3->db, "RELEASE gc", NULL, NULL, NULL);
+			s3_exec_cached(s3, "ROLLBACK TO gc", "");
+		s3_exec_cached(s3, "RELEASE gc", "");
 		m->result = r;
 		if (r < 0 && sqlite3_get_autocommit(s3->db)) {
 			/* SQLite rolled the whole transaction back (I/O error, disk
@@ -248,8 +278,9 @@ static void gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 			for (o = batch; o; o = o->next)
 				if (o->result == 0)
 					o->result = r;
+			s3_exec_cached(s3, "PRAGMA synchronous = FULL", "");
 			pthread_mutex_unlock(&s3->lock);
-			return;
+			return false;
 		}
 	}
 	rc = sqlite3_exec(s3->db, "COMMIT", NULL, NULL, NULL);
@@ -260,7 +291,28 @@ static void gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 			if (m->result == 0)
 				m->result = r < 0 ? r : -NB_S3_E_INTERNAL;
 	}
+	/* every other transaction commits with its own fsync */
+	s3_exec_cached(s3, "PRAGMA synchronous = FULL", "");
 	pthread_mutex_unlock(&s3->lock);
+	return rc == SQLITE_OK;
+}
+
+/* Makes a batch's commit durable: fsync of the WAL file (any descriptor of
+ * its inode will do; opened by name each time, so a WAL SQLite made anew is
+ * never missed). */
+static int gc_sync_wal(struct nb_s3 *s3)
+{
+	char path[S3_PATH_MAX];
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/meta.db-wal", s3->root);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }
 
 int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), void *ctx,
@@ -287,18 +339,26 @@ int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), vo
 		s3->gc_queued = 0;
 		s3->gc_leader = true;
 		pthread_mutex_unlock(&s3->gc_lock);
-		gc_run(s3, batch);
+		bool committed = gc_run(s3, batch);
+		/* the next batch may run its transaction while this one's WAL
+		 * is fsynced; this one's writers are answered after the fsync */
+		pthread_mutex_lock(&s3->gc_lock);
+		s3->gc_leader = false;
+		pthread_cond_broadcast(&s3->gc_cond);
+		pthread_mutex_unlock(&s3->gc_lock);
+		int synced = committed ? gc_sync_wal(s3) : 0;
 		pthread_mutex_lock(&s3->gc_lock);
 		for (m = batch; m; m = next) {
 			next = m->next; /* m is its writer's: gone once done is seen */
 			n++;
+			if (synced < 0 && m->result == 0)
+				m->result = synced; /* committed, not known to be durable */
 			failed += m->result < 0;
 			m->done = true;
 		}
 		s3->gc_stats.batches++;
 		s3->gc_stats.members += n;
 		s3->gc_stats.failed += failed;
-		s3->gc_leader = false;
 		pthread_cond_broadcast(&s3->gc_cond);
 	}
 	pthread_mutex_unlock(&s3->gc_lock);
@@ -932,7 +992,7 @@ static int usage_get(struct nb_s3 *s3, const char *owner, int64_t *bytes, int64_
 	int r, rc;
 
 	*bytes = *objects = 0;
-	r = s3_prep(s3, &s, "SELECT bytes, objects FROM usage WHERE owner = ?", "s", owner);
+	r = s3_prep_cached(s3, &s, "SELECT bytes, objects FROM usage WHERE owner = ?", "s", owner);
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(s);
@@ -942,7 +1002,7 @@ static int usage_get(struct nb_s3 *s3, const char *owner, int64_t *bytes, int64_
 	} else if (rc != SQLITE_DONE) {
 		r = s3_sql_err(rc);
 	}
-	sqlite3_finalize(s);
+	s3_done(s3, s);
 	return r;
 }
 
@@ -961,7 +1021,7 @@ int s3_usage_add(struct nb_s3 *s3, const char *owner, int64_t dbytes, int64_t do
 		return -NB_S3_E_QUOTA_EXCEEDED;
 	if (q && dobjects > 0 && q->max_objects && (uint64_t)(objects + dobjects) > q->max_objects)
 		return -NB_S3_E_QUOTA_EXCEEDED;
-	return s3_exec(
+	return s3_exec_cached(
 	    s3,
 	    "INSERT INTO usage (owner, bytes, objects) VALUES (?1, ?2, ?3)"
 	    " ON CONFLICT (owner) DO UPDATE SET bytes = bytes + ?2, objects = objects + ?3",

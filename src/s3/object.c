@@ -299,10 +299,10 @@ static int vrow_get(struct nb_s3 *s3, int64_t bucket_id, const char *key, const 
 	int r, rc;
 
 	memset(v, 0, sizeof(*v));
-	r = s3_prep(s3, &s,
-	            "SELECT id, size, delete_marker, is_latest, data_id FROM versions"
-	            " WHERE bucket_id = ? AND key = ? AND version_id = ?",
-	            "iks", bucket_id, key, vid);
+	r = s3_prep_cached(s3, &s,
+	                   "SELECT id, size, delete_marker, is_latest, data_id FROM versions"
+	                   " WHERE bucket_id = ? AND key = ? AND version_id = ?",
+	                   "iks", bucket_id, key, vid);
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(s);
@@ -318,21 +318,21 @@ static int vrow_get(struct nb_s3 *s3, int64_t bucket_id, const char *key, const 
 	} else if (rc != SQLITE_DONE) {
 		r = s3_sql_err(rc);
 	}
-	sqlite3_finalize(s);
+	s3_done(s3, s);
 	return r;
 }
 
 static int insert_version(struct nb_s3 *s3, const struct s3_newver *nv, int64_t bucket_id,
                           const char *vid, const char *owner, bool dm, int64_t now)
 {
-	int r = s3_exec(s3,
+	int r = s3_exec_cached(s3,
 	                "UPDATE versions SET is_latest = 0"
 	                " WHERE bucket_id = ? AND key = ? AND is_latest = 1",
 	                "ik", bucket_id, nv->key);
 
 	if (r < 0)
 		return r;
-	return s3_exec(s3,
+	return s3_exec_cached(s3,
 	               "INSERT INTO versions (bucket_id, key, version_id, is_latest, delete_marker,"
 	               " data_id, size, etag, mtime_ms, owner, content_type, content_encoding,"
 	               " content_disposition, cache_control, content_language, expires, user_meta,"
@@ -446,7 +446,7 @@ static int commit_version_locked(struct nb_s3 *s3, void *arg)
 	if (r < 0)
 		goto fail;
 	if (old.found) {
-		r = s3_exec(s3, "DELETE FROM versions WHERE id = ?", "i", old.rowid);
+		r = s3_exec_cached(s3, "DELETE FROM versions WHERE id = ?", "i", old.rowid);
 		if (r == 0 && *old.data_id)
 			r = s3_garbage_add(garbage, n_garbage, old.data_id);
 		if (r < 0)
