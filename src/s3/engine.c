@@ -328,8 +328,10 @@ int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), vo
 		struct s3_gc_member *batch, *m, *next;
 		uint64_t n = 0, failed = 0;
 
-		/* Not done and no batch running: me is still queued, so lead. */
-		if (s3->gc_leader || s3->gc_hold) {
+		/* Not done, no batch running and writers queued: lead. (Not
+		 * done and nothing queued: me is in a batch whose WAL is being
+		 * fsynced; its leader answers.) */
+		if (s3->gc_leader || s3->gc_hold || !s3->gc_head) {
 			pthread_cond_wait(&s3->gc_cond, &s3->gc_lock);
 			continue;
 		}
