@@ -139,21 +139,6 @@ int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const 
 	return r;
 }
 
-int s3_exec_cached(struct nb_s3 *s3, const char *sql, const char *fmt, ...)
-{
-	sqlite3_stmt *s;
-	va_list ap;
-	int r, rc;
-
-	va_start(ap, fmt);
-	r = s3_prep_cachedv(s3, &s, sql, fmt, ap);
-	va_end(ap);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(s);
-	s3_done(s3, s);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s3_sql_err(rc);
-}
 
 void s3_done(struct nb_s3 *s3, sqlite3_stmt *s)
 {
@@ -179,20 +164,40 @@ int s3_prep(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const char *f
 	return r;
 }
 
-int s3_exec(struct nb_s3 *s3, const char *sql, const char *fmt, ...)
+/* One statement that returns no row, compiled for this call or kept
+ * (cached); s3_done finalizes the former and resets the latter. */
+static int execv_(struct nb_s3 *s3, bool cached, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *s;
-	va_list ap;
-	int r, rc;
+	int r = cached ? s3_prep_cachedv(s3, &s, sql, fmt, ap) : s3_prepv(s3, &s, sql, fmt, ap), rc;
 
-	va_start(ap, fmt);
-	r = s3_prepv(s3, &s, sql, fmt, ap);
-	va_end(ap);
 	if (r < 0)
 		return r;
 	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	s3_done(s3, s);
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s3_sql_err(rc);
+}
+
+int s3_exec(struct nb_s3 *s3, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = execv_(s3, false, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int s3_exec_cached(struct nb_s3 *s3, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = execv_(s3, true, sql, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 int s3_tx_begin(struct nb_s3 *s3)
