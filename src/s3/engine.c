@@ -320,11 +320,20 @@ static int gc_sync_wal(struct nb_s3 *s3)
 	return r;
 }
 
+/* Under gc_lock: when no batch runs and writers wait, wakes the first
+ * queued one to lead (only it: the others go with its batch). */
+static void gc_wake_next(struct nb_s3 *s3)
+{
+	if (!s3->gc_leader && !s3->gc_hold && s3->gc_head)
+		pthread_cond_signal(&s3->gc_head->cond);
+}
+
 int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), void *ctx,
                     const char *dir)
 {
 	struct s3_gc_member me = {.fn = fn, .ctx = ctx, .dir = dir};
 
+	pthread_cond_init(&me.cond, NULL);
 	pthread_mutex_lock(&s3->gc_lock);
 	*s3->gc_tail = &me;
 	s3->gc_tail = &me.next;
@@ -337,7 +346,7 @@ int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), vo
 		 * done and nothing queued: me is in a batch whose WAL is being
 		 * fsynced; its leader answers.) */
 		if (s3->gc_leader || s3->gc_hold || !s3->gc_head) {
-			pthread_cond_wait(&s3->gc_cond, &s3->gc_lock);
+			pthread_cond_wait(&me.cond, &s3->gc_lock);
 			continue;
 		}
 		batch = s3->gc_head;
@@ -351,7 +360,7 @@ int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), vo
 		 * is fsynced; this one's writers are answered after the fsync */
 		pthread_mutex_lock(&s3->gc_lock);
 		s3->gc_leader = false;
-		pthread_cond_broadcast(&s3->gc_cond);
+		gc_wake_next(s3);
 		pthread_mutex_unlock(&s3->gc_lock);
 		int synced = committed ? gc_sync_wal(s3) : 0;
 		pthread_mutex_lock(&s3->gc_lock);
@@ -362,13 +371,17 @@ int s3_group_commit(struct nb_s3 *s3, int (*fn)(struct nb_s3 *s3, void *ctx), vo
 				m->result = synced; /* committed, not known to be durable */
 			failed += m->result < 0;
 			m->done = true;
+			/* under gc_lock: its writer cannot see done (and destroy
+			 * the condition) before this returns */
+			if (m != &me)
+				pthread_cond_signal(&m->cond);
 		}
 		s3->gc_stats.batches++;
 		s3->gc_stats.members += n;
 		s3->gc_stats.failed += failed;
-		pthread_cond_broadcast(&s3->gc_cond);
 	}
 	pthread_mutex_unlock(&s3->gc_lock);
+	pthread_cond_destroy(&me.cond);
 	return me.result;
 }
 
@@ -384,7 +397,7 @@ void nb_s3_commit_hold(struct nb_s3 *s3, bool hold)
 {
 	pthread_mutex_lock(&s3->gc_lock);
 	s3->gc_hold = hold;
-	pthread_cond_broadcast(&s3->gc_cond);
+	gc_wake_next(s3);
 	pthread_mutex_unlock(&s3->gc_lock);
 }
 
@@ -585,7 +598,6 @@ int nb_s3_open(const char *root, struct nb_s3 **out)
 	pthread_mutex_init(&s3->lock, NULL);
 	pthread_mutex_init(&s3->live_lock, NULL);
 	pthread_mutex_init(&s3->gc_lock, NULL);
-	pthread_cond_init(&s3->gc_cond, NULL);
 	s3->gc_tail = &s3->gc_head;
 	s3->live.next = s3->live.prev = &s3->live;
 	nb_strlcpy(s3->root, root, sizeof(s3->root));
@@ -645,7 +657,6 @@ void nb_s3_close(struct nb_s3 *s3)
 	pthread_mutex_destroy(&s3->lock);
 	pthread_mutex_destroy(&s3->live_lock);
 	pthread_mutex_destroy(&s3->gc_lock);
-	pthread_cond_destroy(&s3->gc_cond);
 	free(s3);
 }
 

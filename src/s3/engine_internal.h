@@ -34,6 +34,7 @@ struct s3_gc_member {
 	const char *dir; /* to fsync before the commit, or NULL */
 	int result;
 	bool done;
+	pthread_cond_t cond; /* its writer waits here: to lead, or for done */
 	struct s3_gc_member *next;
 };
 
@@ -51,7 +52,6 @@ struct nb_s3 {
 	} stmts[S3_STMT_CACHE]; /* s3_prep_cached's statements, kept compiled */
 	/* group commit (s3_group_commit) */
 	pthread_mutex_t gc_lock; /* the fields below */
-	pthread_cond_t gc_cond;
 	struct s3_gc_member *gc_head, **gc_tail; /* writers waiting for a batch */
 	size_t gc_queued;
 	bool gc_leader; /* a batch is being committed */
