@@ -139,7 +139,6 @@ int s3_prep_cached(struct nb_s3 *s3, sqlite3_stmt **out, const char *sql, const 
 	return r;
 }
 
-
 void s3_done(struct nb_s3 *s3, sqlite3_stmt *s)
 {
 	for (int i = 0; i < S3_STMT_CACHE; i++) {
@@ -260,9 +259,7 @@ static bool gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 		for (m = batch; m; m = m->next)
 			if (m->result == 0)
 				m->result = r;
-		s3_exec_cached(s3, "PRAGMA synchronous = FULL", "");
-		pthread_mutex_unlock(&s3->lock);
-		return false;
+		goto out;
 	}
 	for (m = batch; m; m = m->next) {
 		if (m->result < 0)
@@ -283,9 +280,8 @@ static bool gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 			for (o = batch; o; o = o->next)
 				if (o->result == 0)
 					o->result = r;
-			s3_exec_cached(s3, "PRAGMA synchronous = FULL", "");
-			pthread_mutex_unlock(&s3->lock);
-			return false;
+			rc = SQLITE_ABORT;
+			goto out;
 		}
 	}
 	rc = sqlite3_exec(s3->db, "COMMIT", NULL, NULL, NULL);
@@ -296,6 +292,7 @@ static bool gc_run(struct nb_s3 *s3, struct s3_gc_member *batch)
 			if (m->result == 0)
 				m->result = r < 0 ? r : -NB_S3_E_INTERNAL;
 	}
+out:
 	/* every other transaction commits with its own fsync */
 	s3_exec_cached(s3, "PRAGMA synchronous = FULL", "");
 	pthread_mutex_unlock(&s3->lock);

@@ -6,8 +6,11 @@
  * memory.
  *
  * On disk, under root:
- *   meta.db          SQLite (WAL, synchronous=FULL): buckets, versions,
- *                    uploads, parts, usage counters; numbered migrations
+ *   meta.db          SQLite (WAL, synchronous=FULL; the group commit's
+ *                    batches NORMAL, their WAL fsynced before any writer
+ *                    is answered): buckets, versions, uploads, parts,
+ *                    usage counters, small objects' bytes; numbered
+ *                    migrations
  *   data/xx/<id>     object and part data, one immutable file each, named by
  *                    a random 128-bit id (never by the key): xx = id[0..1];
  *                    objects of at most NB_S3_INLINE_MAX bytes put with a

@@ -2902,14 +2902,14 @@ static struct MHD_Response *resp_small_body(struct nb_s3_reader *rd)
 
 	if (rd->data) {
 		/* kept in its row: the bytes are here already */
-		if (rd->offset == 0 && rd->length == rd->obj.size) {
-			buf = (char *)rd->data;
+		struct MHD_Response *resp;
+		if (rd->offset || rd->length != rd->obj.size)
+			return MHD_create_response_from_buffer(rd->length, rd->data + rd->offset,
+			                                       MHD_RESPMEM_MUST_COPY);
+		resp = MHD_create_response_from_buffer(rd->length, rd->data, MHD_RESPMEM_MUST_FREE);
+		if (resp)
 			rd->data = NULL; /* the response frees it */
-			return MHD_create_response_from_buffer(rd->length, buf,
-			                                       MHD_RESPMEM_MUST_FREE);
-		}
-		return MHD_create_response_from_buffer(rd->length, rd->data + rd->offset,
-		                                       MHD_RESPMEM_MUST_COPY);
+		return resp;
 	}
 	buf = malloc(rd->length ? rd->length : 1);
 	if (!buf)
@@ -2983,8 +2983,7 @@ static enum MHD_Result do_get_object(struct s3q *q)
 	if (rd.length == 0 || q->head) {
 		/* HEAD: MHD sends the headers of a response this long, and no body */
 		resp = !(q->head && rd.length) ? resp_empty()
-		       : rd.data ? MHD_create_response_from_buffer(rd.length, rd.data + rd.offset,
-		                                                   MHD_RESPMEM_MUST_COPY)
+		       : rd.data ? resp_small_body(&rd)
 		                 : MHD_create_response_from_fd_at_offset64(rd.length, rd.fd,
 		                                                           rd.offset);
 		if (resp && q->head && rd.length)

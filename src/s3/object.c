@@ -81,12 +81,12 @@ void nb_s3_object_clear(struct nb_s3_object *o)
 	memset(o, 0, sizeof(*o));
 }
 
-/* The latest version (version_id NULL) or a given one, with its data id.
- * Delete markers: the object is filled and -NB_S3_E_NO_SUCH_KEY (latest)
- * or -NB_S3_E_METHOD_NOT_ALLOWED (by id) returned. Caller holds s3->lock. */
-/* data_id (may be NULL) gets the version's data file id, "" when it has
- * none; body (may be NULL) a malloc'd copy of the bytes of an object kept in
- * its row, NULL when it is not one. */
+/* The latest version (version_id NULL) or a given one. data_id (may be
+ * NULL) gets the version's data file id, "" when it has none; body (may be
+ * NULL) a malloc'd copy of the bytes of an object kept in its row, NULL when
+ * it is not one. Delete markers: the object is filled and
+ * -NB_S3_E_NO_SUCH_KEY (latest) or -NB_S3_E_METHOD_NOT_ALLOWED (by id)
+ * returned. Caller holds s3->lock. */
 static int version_lookup(struct nb_s3 *s3, int64_t bucket_id, const char *key,
                           const char *version_id, struct nb_s3_object *o,
                           char data_id[S3_ID_HEX + 1], unsigned char **body)
@@ -325,6 +325,8 @@ static int vrow_get(struct nb_s3 *s3, int64_t bucket_id, const char *key, const 
 static int insert_version(struct nb_s3 *s3, const struct s3_newver *nv, int64_t bucket_id,
                           const char *vid, const char *owner, bool dm, int64_t now)
 {
+	/* an object without a data file has its bytes in the row */
+	const void *body = dm || nv->data_id ? NULL : nv->body ? nv->body : "";
 	int r = s3_exec_cached(s3,
 	                "UPDATE versions SET is_latest = 0"
 	                " WHERE bucket_id = ? AND key = ? AND is_latest = 1",
@@ -343,8 +345,7 @@ static int insert_version(struct nb_s3 *s3, const struct s3_newver *nv, int64_t 
 	               nv->content_encoding, nv->content_disposition, nv->cache_control,
 	               nv->content_language, nv->expires, nv->user_meta ? nv->user_meta : "{}",
 	               nv->checksum_algo, nv->checksum_value, (int64_t)nv->parts,
-	               dm ? NULL : nv->data_id ? NULL : nv->body ? nv->body : "",
-	               dm || nv->data_id ? (size_t)0 : (size_t)nv->size);
+	               body, body ? (size_t)nv->size : (size_t)0);
 }
 
 /* Takes the parts of upload nv->upload_rowid: checks the listed ones are
@@ -871,6 +872,7 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
                      struct nb_s3_put_result *res)
 {
 	char dir[S3_PATH_MAX];
+	const char *sync_dir = NULL; /* the data file's directory, or none */
 	struct put_digests d;
 	char(*garbage)[S3_ID_HEX + 1] = NULL;
 	size_t n_garbage = 0;
@@ -885,15 +887,15 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 	r = put_verify(p, ex, &d);
 	if (r < 0)
 		goto out;
-	if (p->state == PUT_MEM)
-		dir[0] = '\0'; /* nothing on disk but the row */
-	else
+	if (p->state != PUT_MEM) { /* in memory: nothing on disk but the row */
 		r = s3_put_place(p, dir);
+		sync_dir = dir;
+	}
 	if (r < 0)
 		goto out;
 	if (p->is_part) {
 		struct part_ctx c = {.p = p, .d = &d, .garbage = &garbage, .n_garbage = &n_garbage};
-		r = s3_group_commit(p->s3, part_commit_fn, &c, dir[0] ? dir : NULL);
+		r = s3_group_commit(p->s3, part_commit_fn, &c, sync_dir);
 		if (r < 0) {
 			n_garbage = 0;
 			goto out;
@@ -923,7 +925,7 @@ int nb_s3_put_commit(struct nb_s3_put *p, const struct nb_s3_expect *ex,
 		    .checksum_value = d.ck_value[0] ? d.ck_value : NULL,
 		    .quota = &p->quota,
 		    .cond = p->has_cond ? &p->cond : NULL,
-		    .dir = dir[0] ? dir : NULL,
+		    .dir = sync_dir,
 		};
 		r = s3_commit_version(p->s3, &nv, res, &garbage, &n_garbage);
 		if (r < 0)
